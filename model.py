@@ -1,0 +1,604 @@
+"""BEVT model: Video Swin Transformer encoder shared by an image and a video stream, the two decoders, and the
+MIM + lambda * MVM objective (BEVT, CVPR 2022, §3 "BEVT encoders", "BEVT decoders", "Training objectives",
+"Weight sharing between streams"), plus the classifier used for finetuning and pure state-dict surgery.
+
+Mirrors the official files mmaction/models/backbones/swin_transformer_bevt.py (pretraining backbone + decoders),
+mmaction/models/backbones/swin_transformer.py (finetuning backbone) and heads/bevt_multisource_head.py (lm_head,
+loss). Parameter names follow the official code, so released checkpoints load with prefix surgery only.
+
+Symbols (used in every shape comment):
+  B batch, C=3 colour channels, T, H, W frames / pixels of the input.
+  T', H', W' token grid of the current stage (T' = T / patch_t; the image stream runs with T' = 1).
+  D channels of the current stage (embed_dim * 2**stage), C8 = 8 * embed_dim (stage-4 width).
+  N tokens per window (wd * wh * ww), nW windows per sample, nH heads, hd = D / nH head width.
+  h, w the 16-px token grid of the tokenizer (= stage-3 grid, H/16), V codebook size, M masked positions.
+  A mask is a bool tensor, True = masked, on the token grid (B, T', h, w) (video) or (B, h, w) (image).
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from masking import mask_to_patch_grid, mask_to_target_grid
+
+
+# --- config -----------------------------------------------------------------------------------------------------
+
+@dataclass
+class ModelConfig:
+    embed_dim: int = 128                          # official cfg swin_base_..._bevt_in1k_k400.py: Swin-B
+    depths: tuple = (2, 2, 18, 2)
+    num_heads: tuple = (4, 8, 16, 32)
+    window_size: tuple = (8, 7, 7)                # (Wd, Wh, Ww); SSv2 finetune uses (16, 7, 7) (spec §7d)
+    patch_size: tuple = (2, 4, 4)                 # BEVT §3: tubelets of 2 frames x 4 x 4 px
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop_path_rate: float = 0.3                   # official: linear 0 -> 0.3 over the 24 blocks
+    attn_drop_rate: float = 0.0                   # official: 0
+    vocab_size: int = 8192                        # DALL-E codebook (spec §6)
+
+
+PRESETS = {
+    # nano: CPU tests and demos. Window (8, 4, 4): at 128 px the maps are 32/16/8/4, all multiples of 4, so no
+    # padding is needed and stage 4 (4x4) is exactly one window (no shift), as stage 4 is for Swin at 224 px;
+    # Wd = 8 covers a whole demo clip in time, as the official pretraining window covers all 8 temporal tokens.
+    "nano": ModelConfig(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=(8, 4, 4),
+                        drop_path_rate=0.1),
+    "tiny": ModelConfig(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.1),
+    "small": ModelConfig(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.2),
+    "base": ModelConfig(),
+    "large": ModelConfig(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
+}
+
+
+# --- window geometry (pure functions of Python ints: torch.compile sees constants) ----------------------------
+
+def window_and_shift(size, window):
+    """Clamp the window to the feature map and drop the shift on every axis the window covers (Video Swin
+    get_window_size; torchvision does the same). Returns (window, shift), tuples of ints."""
+    win = tuple(min(s, w) for s, w in zip(size, window))
+    shift = tuple(0 if s <= w else w // 2 for s, w in zip(size, window))
+    return win, shift
+
+
+def relative_position_index(window, table_window, device=None):
+    """(N, N) rows of the (2Wd-1)(2Wh-1)(2Ww-1)-row bias table for every query/key pair of a `window`
+    (which may be clamped smaller than `table_window`). We index with the TRUE relative offsets; torchvision
+    and the official code slice the full window's index instead, which is wrong when H' or W' is smaller than
+    the window (README: differences). For T' = 1 this picks exactly the dt = 0 slice (BEVT §3 weight sharing)."""
+    coords = torch.stack(torch.meshgrid(*[torch.arange(w, device=device) for w in window], indexing="ij"))
+    coords = coords.flatten(1)                                   # (3, N)
+    rel = coords[:, :, None] - coords[:, None, :]                # (3, N, N) offsets in [-(w-1), w-1]
+    Wd, Wh, Ww = table_window
+    return ((rel[0] + Wd - 1) * (2 * Wh - 1) * (2 * Ww - 1)
+            + (rel[1] + Wh - 1) * (2 * Ww - 1) + (rel[2] + Ww - 1))   # (N, N)
+
+
+def shift_attention_mask(padded, window, shift, device=None):
+    """(nW, 1, N, N) additive mask for shifted windows: -100 between tokens that came from different regions of
+    the cyclically shifted map (the value torchvision and the official code use), 0 elsewhere."""
+    labels = []
+    for p, w, s in zip(padded, window, shift):
+        lab = torch.zeros(p, dtype=torch.long, device=device)   # one region on an axis without shift
+        if s > 0:
+            lab[p - w:p - s] = 1
+            lab[p - s:] = 2
+        labels.append(lab)
+    region = labels[0][:, None, None] * 9 + labels[1][None, :, None] * 3 + labels[2][None, None, :]  # (T', H', W')
+    region = rearrange(region, "(t wt) (h wh) (w ww) -> (t h w) (wt wh ww)",
+                       wt=window[0], wh=window[1], ww=window[2])  # (nW, N)
+    differs = region[:, :, None] != region[:, None, :]           # (nW, N, N)
+    return (differs.float() * -100.0).unsqueeze(1)              # (nW, 1, N, N)
+
+
+def drop_path(x, p, training):
+    """Stochastic depth per sample (BEVT cfg drop_path_rate); identity when p == 0 or in eval."""
+    if p == 0.0 or not training:
+        return x
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - p)  # (B, 1, 1, 1, 1)
+    return x * keep / (1.0 - p)
+
+
+# --- building blocks --------------------------------------------------------------------------------------------
+
+class PatchEmbed(nn.Module):
+    """Conv patch embedding + LayerNorm. 3D (video, kernel = patch) or 2D (image stream, kernel = patch[1:])."""
+
+    def __init__(self, patch, dim, video):
+        super().__init__()
+        conv = nn.Conv3d if video else nn.Conv2d
+        self.patch = tuple(patch) if video else tuple(patch[1:])
+        self.proj = conv(3, dim, kernel_size=self.patch, stride=self.patch)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x):                                       # (B, C, T, H, W) or (B, C, H, W)
+        size = x.shape[2:]
+        pad = [(p - s % p) % p for s, p in zip(size, self.patch)]
+        if any(pad):                                            # official: pad to a multiple of the patch
+            x = F.pad(x, [v for q in reversed(pad) for v in (0, q)])
+        x = self.proj(x).movedim(1, -1)                         # (B, T', H', W', D) or (B, H', W', D)
+        return self.norm(x)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside one window, with the relative position bias (BEVT §3 / Video Swin).
+    The bias table lives here (official name); it is gathered for all blocks of a stage at once (see Stage)."""
+
+    def __init__(self, dim, heads, window, qkv_bias, attn_drop):
+        super().__init__()
+        self.heads, self.attn_drop = heads, attn_drop
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        rows = (2 * window[0] - 1) * (2 * window[1] - 1) * (2 * window[2] - 1)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(rows, heads))  # ((2Wd-1)(2Wh-1)(2Ww-1), nH)
+
+    def forward(self, x, attn_mask):                            # x (B*nW, N, D); attn_mask (nH|B*nW, .., N, N)
+        Bw, N, D = x.shape
+        q, k, v = self.qkv(x).view(Bw, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # 3x (B*nW, nH, N, hd)
+        # softmax(q k^T / sqrt(hd) + bias [+ shift mask]) v; the fused kernels take the additive mask as is.
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                           dropout_p=self.attn_drop if self.training else 0.0)  # (B*nW, nH, N, hd)
+        return self.proj(x.transpose(1, 2).reshape(Bw, N, D))   # (B*nW, N, D)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Swin block: x + W-MSA(LN(x)) then x + MLP(LN(x)), windows shifted by `shift` (may be (0, 0, 0))."""
+
+    def __init__(self, dim, heads, window, mlp_ratio, qkv_bias, drop_path_p, attn_drop):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, heads, window, qkv_bias, attn_drop)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path_p = drop_path_p
+
+    def forward(self, x, attn_mask, window, shift):            # x (B, T', H', W', D)
+        B, T, H, W, D = x.shape
+        y = self.norm1(x)
+        pad = [(w - s % w) % w for s, w in zip((T, H, W), window)]
+        if any(pad):                                            # official: pad after norm1, padded tokens are 0
+            y = F.pad(y, (0, 0, 0, pad[2], 0, pad[1], 0, pad[0]))  # (B, Tp, Hp, Wp, D)
+        if any(shift):
+            y = torch.roll(y, shifts=(-shift[0], -shift[1], -shift[2]), dims=(1, 2, 3))
+        Tp, Hp, Wp = y.shape[1:4]
+        wd, wh, ww = window
+        y = rearrange(y, "b (t wd) (h wh) (w ww) d -> (b t h w) (wd wh ww) d", wd=wd, wh=wh, ww=ww)  # (B*nW, N, D)
+        y = self.attn(y, attn_mask)                             # (B*nW, N, D)
+        y = rearrange(y, "(b t h w) (wd wh ww) d -> b (t wd) (h wh) (w ww) d", b=B, t=Tp // wd, h=Hp // wh,
+                      wd=wd, wh=wh, ww=ww)                      # (B, Tp, Hp, Wp, D)
+        if any(shift):
+            y = torch.roll(y, shifts=shift, dims=(1, 2, 3))
+        if any(pad):
+            y = y[:, :T, :H, :W]                                # (B, T', H', W', D), a view: the add copies
+        x = x + drop_path(y, self.drop_path_p, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path_p, self.training)
+
+
+class PatchMerging(nn.Module):
+    """2x2 spatial merge: concat 4 neighbours (Swin order x00, x10, x01, x11), LN(4D), Linear(4D -> 2D)."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x):                                       # (B, T', H', W', D)
+        H, W = x.shape[2:4]
+        if H % 2 or W % 2:
+            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        # channel index (wp, hp, d): wp=0,hp=0 -> x[0::2, 0::2]; hp=1 -> x[1::2, 0::2]; wp=1 -> x[.., 1::2]
+        x = rearrange(x, "b t (h hp) (w wp) d -> b t h w (wp hp d)", hp=2, wp=2)  # (B, T', H'/2, W'/2, 4D)
+        return self.reduction(self.norm(x))                     # (B, T', H'/2, W'/2, 2D)
+
+
+class Stage(nn.Module):
+    """`depth` blocks alternating plain / shifted windows, then (except the last stage) patch merging.
+    Once per forward it builds the bias index, gathers ALL its blocks' bias tables with one index_select, and
+    builds one shift mask; each block then gets bias_j (unshifted) or bias_j + mask (shifted). The tables are
+    per block (official), so one additive tensor per block kind per stage is the most sharing possible."""
+
+    def __init__(self, dim, depth, heads, window, mlp_ratio, qkv_bias, drop_paths, attn_drop, downsample):
+        super().__init__()
+        self.window = tuple(window)
+        self.blocks = nn.ModuleList(Block(dim, heads, window, mlp_ratio, qkv_bias, p, attn_drop)
+                                    for p in drop_paths)
+        self.downsample = PatchMerging(dim) if downsample else None
+
+    def forward(self, x):                                       # (B, T', H', W', D)
+        B, T, H, W, D = x.shape
+        window, shift = window_and_shift((T, H, W), self.window)
+        N = window[0] * window[1] * window[2]
+        index = relative_position_index(window, self.window, x.device)          # (N, N)
+        tables = torch.stack([blk.attn.relative_position_bias_table for blk in self.blocks])  # (depth, R, nH)
+        bias = tables.index_select(1, index.flatten())                          # (depth, N*N, nH)
+        bias = bias.view(len(self.blocks), N, N, -1).permute(0, 3, 1, 2)        # (depth, nH, N, N)
+        mask = None
+        if any(shift):
+            padded = [s + (w - s % w) % w for s, w in zip((T, H, W), window)]
+            mask = shift_attention_mask(padded, window, shift, x.device)        # (nW, 1, N, N)
+        for j, blk in enumerate(self.blocks):
+            if j % 2 == 1 and mask is not None:                 # shifted block
+                attn_mask = bias[j] + mask                      # (nW, nH, N, N)
+                if B > 1:
+                    attn_mask = attn_mask.repeat(B, 1, 1, 1)    # (B*nW, nH, N, N), windows ordered (b, window)
+                x = blk(x, attn_mask, window, shift)
+            else:                                               # no mask where nothing is shifted (official video)
+                x = blk(x, bias[j], window, (0, 0, 0))          # bias (nH, N, N) broadcasts over windows
+        out = x                                                 # pre-downsampling output (decoder reads 3 and 4)
+        if self.downsample is not None:
+            x = self.downsample(x)                              # (B, T', H'/2, W'/2, 2D)
+        return out, x
+
+
+# --- encoder ----------------------------------------------------------------------------------------------------
+
+class SwinEncoder(nn.Module):
+    """Video Swin Transformer (BEVT §3 "BEVT encoders") with the shared image stream (§3 "Weight sharing"):
+    images run through the same blocks as 1-frame clips after their own 2D patch embedding. forward returns the
+    four stage outputs before downsampling, channels-last (B, T', H', W', D_i); `norm` is the final LayerNorm,
+    which BEVT applies after the decoder and the classifier after stage 4."""
+
+    def __init__(self, cfg: ModelConfig, image_stream=True, mask_token=True):
+        super().__init__()
+        self.cfg = cfg
+        C, L = cfg.embed_dim, len(cfg.depths)
+        # --- stream-specific input layers (official: patch_embed, patch_embed_2d, untied)
+        self.patch_embed = PatchEmbed(cfg.patch_size, C, video=True)
+        self.patch_embed_2d = PatchEmbed(cfg.patch_size, C, video=False) if image_stream else None
+        # --- one mask token shared by both streams (official: zeros(1, 1, C), trunc_normal 0.02)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, C)) if mask_token else None
+        # A 16-px tokenizer cell = stage-3 token = 2**(L-2) x 2**(L-2) patches (official: 14x14 -> 56x56 nearest).
+        self.mask_factor = 2 ** (L - 2)
+        # --- shared stages; drop path linear over all blocks (official: torch.linspace(0, rate, sum(depths)))
+        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths), device="cpu").tolist()  # cpu: meta-safe
+        self.layers = nn.ModuleList()
+        for i, depth in enumerate(cfg.depths):
+            first = sum(cfg.depths[:i])
+            self.layers.append(Stage(C * 2 ** i, depth, cfg.num_heads[i], cfg.window_size, cfg.mlp_ratio,
+                                     cfg.qkv_bias, rates[first:first + depth], cfg.attn_drop_rate, i < L - 1))
+        self.norm = nn.LayerNorm(C * 2 ** (L - 1))
+
+    def embed(self, x, mask=None):
+        """Patch embedding (+ norm), then the mask token where mask is True (official: after the norm)."""
+        if x.dim() == 4:                                        # image stream: (B, C, H, W)
+            if self.patch_embed_2d is None:
+                raise ValueError("this encoder was built with image_stream=False but got a (B, C, H, W) image")
+            x = self.patch_embed_2d(x).unsqueeze(1)             # (B, 1, H', W', D): an image is a 1-frame clip
+            if mask is not None:
+                mask = mask.unsqueeze(1)                        # (B, 1, h, w)
+        else:
+            x = self.patch_embed(x)                             # (B, T', H', W', D)
+        if mask is not None:
+            if self.mask_token is None:
+                raise ValueError("this encoder was built with mask_token=False but got a mask")
+            mask = mask_to_patch_grid(mask, self.mask_factor)   # (B, T', H', W'), True = masked
+            if mask.shape != x.shape[:4]:
+                raise ValueError(f"mask grid {tuple(mask.shape)} does not match the patch grid {tuple(x.shape[:4])}")
+            x = torch.where(mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)   # (B, T', H', W', D)
+        return x
+
+    def forward(self, x, mask=None):
+        x = self.embed(x, mask)                                 # (B, T', H', W', C)
+        outs = []
+        for layer in self.layers:
+            out, x = layer(x)
+            outs.append(out)                                    # (B, T', H'_i, W'_i, D_i)
+        return outs
+
+
+# --- BEVT: encoder + decoders + loss ----------------------------------------------------------------------------
+
+class BEVT(nn.Module):
+    """Two-stream BERT pretraining (BEVT §3): image stream (MIM, Eq. 3) and video stream (MVM, Eq. 4) through one
+    encoder, stream-specific decoders (Eq. 1), one shared softmax classifier (Eq. 2), L = L_MIM + lam L_MVM (Eq. 5)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        C8, C4 = cfg.embed_dim * 2 ** (len(cfg.depths) - 1), cfg.embed_dim * 2 ** (len(cfg.depths) - 2)
+        pt = cfg.patch_size[0]
+        self.encoder = SwinEncoder(cfg, image_stream=True, mask_token=True)
+        # --- image decoder (spec §4): up(F4) 2x spatially, concat F3, Linear; no nonlinearity anywhere
+        self.fpn = nn.ConvTranspose2d(C8, C8, kernel_size=2, stride=2)
+        self.lm_down = nn.Linear(C4 + C8, C8)
+        # --- video decoder: same, then a temporal upsample back to one prediction per frame (x patch_t)
+        self.fpn_s = nn.ConvTranspose3d(C8, C8, kernel_size=(1, 2, 2), stride=(1, 2, 2))
+        self.lm_down_st = nn.Linear(C4 + C8, C8)
+        self.fpn_t = nn.ConvTranspose3d(C8, C8, kernel_size=(pt, 1, 1), stride=(pt, 1, 1))
+        # --- shared classifier over the codebook (BEVT §3, Eq. 2; official cls_head.lm_head)
+        self.lm_head = nn.Linear(C8, cfg.vocab_size)
+        init_weights(self)
+
+    def forward_encoder(self, x, mask):
+        """-> stage-3 and stage-4 features (B, T', h, w, C4), (B, T', h/2, w/2, C8); T' = 1 for images."""
+        outs = self.encoder(x, mask)
+        return outs[-2], outs[-1]
+
+    def forward_decoder(self, f3, f4, video):
+        """BEVT §3, Eq. (1): F = Linear(Concat(Spatial-Upsample(F4), F3)), then Temporal-Upsample for video.
+        Returns features on the target grid, (B, T, h, w, C8) for video, (B, 1, h, w, C8) for images; the shared
+        final norm is applied in forward_loss, on the masked positions only (LayerNorm is per token)."""
+        B, T, h, w, _ = f3.shape
+        if video:
+            up = self.fpn_s(f4.movedim(-1, 1)).movedim(1, -1)   # (B, T', h, w, C8)
+            x = self.lm_down_st(torch.cat([f3, up], dim=-1))    # (B, T', h, w, C4 + C8) -> (B, T', h, w, C8)
+            return self.fpn_t(x.movedim(-1, 1)).movedim(1, -1)  # (B, T, h, w, C8)
+        up = self.fpn(f4[:, 0].movedim(-1, 1)).movedim(1, -1)  # (B, h, w, C8)
+        x = self.lm_down(torch.cat([f3[:, 0], up], dim=-1))    # (B, h, w, C4 + C8) -> (B, h, w, C8)
+        return x.unsqueeze(1)                                   # (B, 1, h, w, C8)
+
+    def forward_loss(self, feats, ids, mask):
+        """BEVT Eq. (3)/(4): mean cross-entropy over the M masked positions of one stream, and their accuracy.
+        Only masked positions reach the V-way classifier (saves the C8 x V matmul on the others)."""
+        x = self.encoder.norm(feats[mask])                      # (M, C8)
+        logits = self.lm_head(x)                                # (M, V)
+        target = ids[mask]                                      # (M,)
+        loss = F.cross_entropy(logits.float(), target)
+        acc = (logits.argmax(-1) == target).float().mean()
+        return loss, acc
+
+    def forward(self, video=None, video_mask=None, video_ids=None, image=None, image_mask=None, image_ids=None,
+                lam=1.0):
+        """video (B, C, T, H, W), video_mask (B, T', h, w), video_ids (B, T, h, w); image (B, C, H, W),
+        image_mask / image_ids (B, h, w). Either stream may be absent. Returns loss (Eq. 5) and per-stream terms."""
+        out, loss = {}, 0.0
+        if image is not None:
+            f3, f4 = self.forward_encoder(image, image_mask)
+            feats = self.forward_decoder(f3, f4, video=False)   # (B, 1, h, w, C8)
+            out["loss_mim"], out["acc_mim"] = self.forward_loss(feats, image_ids.unsqueeze(1), image_mask.unsqueeze(1))
+            loss = loss + out["loss_mim"]
+        if video is not None:
+            f3, f4 = self.forward_encoder(video, video_mask)
+            feats = self.forward_decoder(f3, f4, video=True)    # (B, T, h, w, C8)
+            target_mask = mask_to_target_grid(video_mask, self.cfg.patch_size[0])  # (B, T, h, w)
+            out["loss_mvm"], out["acc_mvm"] = self.forward_loss(feats, video_ids, target_mask)
+            loss = loss + lam * out["loss_mvm"]                 # BEVT Eq. (5); official lam = 1
+        if image is None and video is None:
+            raise ValueError("BEVT.forward needs video=... and/or image=...")
+        out["loss"] = loss
+        return out
+
+
+class VideoClassifier(nn.Module):
+    """Finetuning model (BEVT §3 "Finetuning and inference"): the video encoder, final norm, global average
+    pool, dropout, Linear (official I3DHead, dropout 0.5). Keys "encoder.*", "head.*"."""
+
+    def __init__(self, cfg: ModelConfig, num_classes, head_dropout=0.5):
+        super().__init__()
+        self.encoder = SwinEncoder(cfg, image_stream=False, mask_token=False)
+        self.dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(self.encoder.norm.normalized_shape[0], num_classes)
+        init_weights(self)
+
+    def forward(self, video):                                   # (B, C, T, H, W)
+        x = self.encoder(video)[-1]                             # (B, T', H', W', C8)
+        x = self.encoder.norm(x).mean(dim=(1, 2, 3))            # (B, C8)
+        return self.head(self.dropout(x))                       # (B, num_classes)
+
+
+def init_weights(model):
+    """official init_weights: trunc_normal(0.02) Linear weights, zero biases, LayerNorm ones/zeros; bias tables
+    and the mask token trunc_normal(0.02); convolutions keep the PyTorch default."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, WindowAttention):
+            nn.init.trunc_normal_(m.relative_position_bias_table, std=0.02)
+        elif isinstance(m, SwinEncoder) and m.mask_token is not None:
+            nn.init.trunc_normal_(m.mask_token, std=0.02)
+
+
+# --- layer-wise lr decay ids (finetuning) -----------------------------------------------------------------------
+
+def layer_id(name, depths):
+    """Depth position of a parameter for layer-wise lr decay; multiplier = decay ** (max_layer_id(depths) - id).
+    official K400 finetune cfg (spec §7c): patch_embed 0.9^28, layers.0.blocks.0 0.9^27, ..., layers.3.blocks.1
+    0.9, backbone.norm 0.9, head 1.0 for Swin-B: every block AND every downsample is one step (24 + 3 = 27), the
+    final norm shares the last block's id, the head is the top. Names are ours ("encoder.*", "head.*").
+    official QUIRK (spec §7c, mmcv longest-key match): relative_position_bias_table gets lr_mult 1.0 (no decay)
+    and block LayerNorms get weight decay. layer_id returns the positional id; whoever reproduces the quirk
+    maps bias tables to max_layer_id(depths) explicitly."""
+    name = name.removeprefix("encoder.")
+    if name.startswith(("patch_embed", "mask_token")):
+        return 0
+    if name.startswith("layers."):
+        stage, rest = int(name.split(".")[1]), name.split(".", 2)[2]
+        before = sum(d + 1 for d in depths[:stage])             # earlier stages: their blocks + their downsample
+        if rest.startswith("blocks."):
+            return 1 + before + int(rest.split(".")[1])
+        return 1 + before + depths[stage]                       # downsample of this stage
+    if name.startswith("norm."):
+        return sum(depths) + len(depths) - 1                    # = id of the last block
+    return max_layer_id(depths)                                 # head (and anything after the encoder)
+
+
+def max_layer_id(depths):
+    return sum(depths) + len(depths)
+
+
+# --- state-dict surgery (pure functions on dicts of tensors) ----------------------------------------------------
+
+def _tv_block_key(rest):
+    return rest.replace("mlp.0.", "mlp.fc1.").replace("mlp.3.", "mlp.fc2.")
+
+
+def from_torchvision(sd):
+    """torchvision.models.video.swin3d_{t,s,b} state dict -> VideoClassifier state dict (exact; drops only the
+    relative_position_index buffers, which we compute)."""
+    out = {}
+    for k, v in sd.items():
+        if k.endswith("relative_position_index"):
+            continue
+        if k.startswith("features."):
+            _, idx, rest = k.split(".", 2)
+            idx = int(idx)
+            if idx % 2 == 0:                                    # features.{2i}.{j}.* = stage i, block j
+                j, rest = rest.split(".", 1)
+                k = f"encoder.layers.{idx // 2}.blocks.{j}.{_tv_block_key(rest)}"
+            else:                                               # features.{2i+1} = patch merging after stage i
+                k = f"encoder.layers.{idx // 2}.downsample.{rest}"
+        elif k.startswith(("patch_embed.", "norm.")):
+            k = "encoder." + k
+        elif not k.startswith("head."):
+            raise ValueError(f"from_torchvision: unexpected key {k!r}")
+        out[k] = v
+    return out
+
+
+def to_torchvision(sd, window_size=(8, 7, 7)):
+    """VideoClassifier state dict -> torchvision swin3d state dict (load_state_dict(strict=True) works);
+    re-creates the relative_position_index buffers for the full window."""
+    out = {}
+    index = relative_position_index(window_size, window_size)   # (N, N)
+    for k, v in sd.items():
+        if k.startswith("encoder.layers."):
+            _, _, stage, kind, rest = k.split(".", 4)
+            stage = int(stage)
+            if kind == "blocks":
+                j, rest = rest.split(".", 1)
+                rest = rest.replace("mlp.fc1.", "mlp.0.").replace("mlp.fc2.", "mlp.3.")
+                out[f"features.{2 * stage}.{j}.{rest}"] = v
+                if rest == "attn.relative_position_bias_table":
+                    out[f"features.{2 * stage}.{j}.attn.relative_position_index"] = index.clone()
+            else:
+                out[f"features.{2 * stage + 1}.{rest}"] = v
+        elif k.startswith("encoder."):
+            out[k.removeprefix("encoder.")] = v
+        else:
+            out[k] = v
+    return out
+
+
+def interpolate_relative_bias(table, src_window, dst_window):
+    """Resize a ((2Wd-1)(2Wh-1)(2Ww-1), nH) bias table to another window, trilinear (spec §7d: 8 -> 16 frames
+    for SSv2, (15,13,13) -> (31,13,13)). With align_corners=False the centre (dt = 0) of the source lands exactly
+    on the centre of the target: dst index i samples src at (i + 0.5) * (2Wd-1)/(2Wd'-1) - 0.5, which for
+    i = Wd'-1 is Wd-1. So the dt = 0 slice (the image-stream bias) is unchanged up to float rounding (~1e-7
+    relative); we do not re-copy it, to keep the official interpolated values everywhere."""
+    src = [2 * w - 1 for w in src_window]
+    dst = [2 * w - 1 for w in dst_window]
+    if src == dst:
+        return table
+    nH = table.shape[1]
+    x = table.float().t().reshape(1, nH, *src)                  # (1, nH, 2Wd-1, 2Wh-1, 2Ww-1)
+    x = F.interpolate(x, size=dst, mode="trilinear")            # (1, nH, 2Wd'-1, 2Wh'-1, 2Ww'-1)
+    return x.reshape(nH, -1).t().contiguous().to(table.dtype)   # (rows', nH)
+
+
+def _unwrap(ckpt):
+    """mmcv / timm / DDP wrappers -> flat state dict without "module." prefixes."""
+    for key in ("state_dict", "model", "module"):
+        if isinstance(ckpt, dict) and key in ckpt and isinstance(ckpt[key], dict):
+            ckpt = ckpt[key]
+            break
+    return {k.removeprefix("module."): v for k, v in ckpt.items()}
+
+
+_DECODER = ("fpn.", "lm_down.", "fpn_s.", "lm_down_st.", "fpn_t.")
+_PRETRAIN_ONLY = ("encoder.patch_embed_2d.", "encoder.mask_token", "lm_head.") + _DECODER
+
+
+def load_official(ckpt, target):
+    """Official BEVT joint checkpoint (mmcv {'state_dict': backbone.*, cls_head.lm_head.*, cls_head.vae_encoder.*})
+    or a Video Swin checkpoint (backbone.*, cls_head.fc_cls.*) -> state dict for `target` (BEVT or
+    VideoClassifier). Returns (state_dict, dropped keys). Dropped BY NAME: relative_position_index, attn_mask,
+    the DALL-E encoder, and for a classifier the pretraining-only keys (2D patch embed, mask token, decoders,
+    lm_head); a classifier head of another shape. Bias tables of another window are interpolated (spec §7d).
+    Any other unexpected key, or a missing one (a classifier head may be missing), raises listing them."""
+    own = target.state_dict()
+    classifier = isinstance(target, VideoClassifier)
+    sd, dropped = {}, []
+    for k, v in _unwrap(ckpt).items():
+        if k.endswith(("relative_position_index", "attn_mask")) or k.startswith("cls_head.vae_encoder."):
+            dropped.append(k)
+            continue
+        if k.startswith("backbone."):
+            k = k.removeprefix("backbone.")
+            k = k if k.startswith(_DECODER) else "encoder." + k
+        elif k.startswith("cls_head.lm_head."):
+            k = k.replace("cls_head.", "", 1)
+        elif k.startswith("cls_head.fc_cls."):
+            k = k.replace("cls_head.fc_cls.", "head.", 1)
+        if classifier and k.startswith(_PRETRAIN_ONLY):
+            dropped.append(k)
+            continue
+        if k.endswith("relative_position_bias_table") and k in own and v.shape != own[k].shape:
+            v = interpolate_relative_bias(v, _window_of(v.shape[0], target), target_window(target))
+        if classifier and k.startswith("head.") and k in own and v.shape != own[k].shape:
+            dropped.append(k)
+            continue
+        sd[k] = v
+    unexpected = sorted(set(sd) - set(own))
+    missing = sorted(k for k in set(own) - set(sd) if not (classifier and k.startswith("head.")))
+    if unexpected or missing:
+        raise ValueError(f"load_official: unexpected keys {unexpected}; missing keys {missing}")
+    return sd, dropped
+
+
+def target_window(model):
+    return tuple(model.encoder.cfg.window_size)
+
+
+def _window_of(rows, model):
+    """Temporal window of a table with `rows` rows, given the target's spatial window (only Wd may differ)."""
+    _, wh, ww = target_window(model)
+    wd2 = rows // ((2 * wh - 1) * (2 * ww - 1))
+    if wd2 * (2 * wh - 1) * (2 * ww - 1) != rows:
+        raise ValueError(f"bias table with {rows} rows does not fit a (?, {wh}, {ww}) window")
+    return ((wd2 + 1) // 2, wh, ww)
+
+
+def inflate_image_checkpoint(ckpt, cfg: ModelConfig):
+    """Image-stream checkpoint -> BEVT state dict for joint pretraining (spec §8, official inflate_weights).
+    Accepts an official 2D Swin checkpoint (patch_embed.proj is a Conv2d, 2D bias tables) or our own image-stage
+    BEVT checkpoint (patch_embed_2d trained, 3D tables of which image mode used only dt = 0). Returns the keys
+    it can fill; the rest (lm_down_st, fpn_s, fpn_t, lm_head, ...) keep their fresh init: load strict=False."""
+    sd = {}
+    for k, v in _unwrap(ckpt).items():                          # 1. unwrap, strip prefixes
+        for p in ("backbone.", "encoder."):
+            k = k.removeprefix(p)
+        if k.endswith(("relative_position_index", "attn_mask")):  # 2. drop buffers, fc_norm -> norm
+            continue
+        sd[k.replace("fc_norm.", "norm.", 1) if k.startswith("fc_norm.") else k] = v
+    pt, (wd, wh, ww) = cfg.patch_size[0], cfg.window_size
+    # 3. the 2D patch embedding: ours is patch_embed_2d; an official 2D Swin calls its Conv2d patch_embed
+    src2d = "patch_embed_2d." if "patch_embed_2d.proj.weight" in sd else "patch_embed."
+    if sd[src2d + "proj.weight"].dim() != 4:
+        raise ValueError("inflate_image_checkpoint: no 2D patch embedding (Conv2d weight) in the checkpoint")
+    out = {}
+    for name in ("proj.weight", "proj.bias", "norm.weight", "norm.bias"):
+        out["encoder.patch_embed_2d." + name] = sd[src2d + name]
+        out["encoder.patch_embed." + name] = sd[src2d + name]
+    # 4. 3D patch embed = the 2D kernel repeated over the patch_t frames / patch_t: same response on static input
+    out["encoder.patch_embed.proj.weight"] = sd[src2d + "proj.weight"].unsqueeze(2).repeat(1, 1, pt, 1, 1) / pt
+    rows2d = (2 * wh - 1) * (2 * ww - 1)
+    for k, v in sd.items():
+        if k.startswith(("patch_embed.", "patch_embed_2d.", "lm_head.", "cls_head.", "head.")):
+            continue                                            # official: lm_head lives in cls_head, stays fresh
+        if k.endswith("relative_position_bias_table"):          # 5. 2D table -> tiled over all 2Wd-1 offsets
+            if v.shape[0] == rows2d * (2 * wd - 1):             # our own 3D table: take its dt = 0 slice
+                v = v.view(2 * wd - 1, rows2d, -1)[wd - 1]      # (rows2d, nH)
+            elif v.shape[0] != rows2d:                          # official: bicubic resize if the 2D size differs
+                s = math.isqrt(v.shape[0])
+                v = F.interpolate(v.t().reshape(1, -1, s, s), size=(2 * wh - 1, 2 * ww - 1),
+                                  mode="bicubic").reshape(v.shape[1], -1).t()   # (rows2d, nH)
+            v = v.repeat(2 * wd - 1, 1)                         # ((2Wd-1) rows2d, nH)
+        out[k if k.startswith(_DECODER) else "encoder." + k] = v
+    return out                                                  # 6. caller: load_state_dict(strict=False)

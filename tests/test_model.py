@@ -1,0 +1,277 @@
+"""Tests for model.py: torchvision parity (video and image stream), checkpoint surgery round trips, the paper's
+parameter / GMAC numbers, the pretraining objective, the dt = 0 property, inflation and bias interpolation, and
+the documented clamped-window difference from torchvision. CPU only, seeded, no downloads."""
+import dataclasses
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.models import swin_t
+from torchvision.models.video import swin3d_b, swin3d_t
+from torchvision.models.video.swin_transformer import SwinTransformer3d
+
+import model
+from model import BEVT, PRESETS, SwinEncoder, VideoClassifier
+
+NANO = PRESETS["nano"]
+
+
+def _pair(tv):
+    """A torchvision video Swin in eval mode and our classifier holding the same weights."""
+    cfg = dataclasses.replace(PRESETS["tiny"], embed_dim=tv.patch_embed.proj.out_channels,
+                              depths=tuple(len(tv.features[i]) for i in range(0, len(tv.features), 2)),
+                              num_heads=tuple(tv.features[i][0].attn.num_heads for i in range(0, len(tv.features), 2)),
+                              window_size=tuple(tv.features[0][0].attn.window_size), drop_path_rate=0.0)
+    ours = VideoClassifier(cfg, tv.head.out_features).eval()
+    ours.load_state_dict(model.from_torchvision(tv.state_dict()), strict=True)
+    return tv.eval(), ours
+
+
+def _small_tv(window):
+    torch.manual_seed(1)
+    return SwinTransformer3d(patch_size=[2, 4, 4], embed_dim=24, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8],
+                             window_size=list(window), num_classes=10)
+
+
+@torch.no_grad()
+def test_parity_swin3d_t_regular_padded_and_roundtrip():
+    torch.manual_seed(0)
+    tv, ours = _pair(swin3d_t())
+    for shape in [(1, 3, 8, 224, 224),         # regular: shifted windows on H, W, no padding
+                  (1, 3, 10, 224, 200)]:       # T' = 5 clamps the temporal window; W' = 50 needs padding
+        x = torch.randn(shape)
+        torch.testing.assert_close(ours(x), tv(x), atol=1e-5, rtol=0)
+    back = swin3d_t()
+    back.load_state_dict(model.to_torchvision(ours.state_dict()), strict=True)
+    x = torch.randn(1, 3, 4, 224, 224)
+    assert torch.equal(back.eval()(x), tv(x))
+
+
+@torch.no_grad()
+def test_parity_temporal_shift_and_padding():
+    # window (4, 7, 7) at T' = 6: temporal padding 6 -> 8 AND a temporal shift of 2, with spatial padding
+    tv, ours = _pair(_small_tv((4, 7, 7)))
+    x = torch.randn(2, 3, 12, 224, 200)
+    torch.testing.assert_close(ours(x), tv(x), atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_parity_swin3d_b_structure():
+    torch.manual_seed(0)
+    tv, ours = _pair(swin3d_b())
+    x = torch.randn(1, 3, 2, 224, 224)
+    torch.testing.assert_close(ours(x), tv(x), atol=1e-5, rtol=0)
+    assert model.to_torchvision(ours.state_dict()).keys() == tv.state_dict().keys()
+
+
+@torch.no_grad()
+def test_image_stream_matches_torchvision_swin_t():
+    torch.manual_seed(0)
+    tv2d = swin_t().eval()
+    enc = SwinEncoder(dataclasses.replace(PRESETS["tiny"], drop_path_rate=0.0)).eval()
+    sd = {k: v.clone() for k, v in enc.state_dict().items()}   # random 3D tables: dt != 0 rows must not matter
+    t2 = tv2d.state_dict()
+    for a, b in [("proj", "0.0"), ("norm", "0.2")]:
+        for p in ("weight", "bias"):
+            sd[f"patch_embed_2d.{a}.{p}"] = t2[f"features.{b}.{p}"]
+    for k, v in t2.items():
+        parts = k.split(".")
+        if k.startswith("features.") and parts[1] != "0" and not k.endswith("relative_position_index"):
+            i = int(parts[1]) - 1                              # features.{1,3,5,7} stages, {2,4,6} merging
+            if i % 2 == 0:
+                rest = ".".join(parts[3:]).replace("mlp.0.", "mlp.fc1.").replace("mlp.3.", "mlp.fc2.")
+                key = f"layers.{i // 2}.blocks.{parts[2]}.{rest}"
+                if rest.endswith("relative_position_bias_table"):   # the 2D table becomes the dt = 0 slice
+                    v3 = sd[key].view(15, 169, -1).clone()
+                    v3[7] = v
+                    v = v3.view(-1, v.shape[1])
+            else:
+                key = f"layers.{i // 2}.downsample.{'.'.join(parts[2:])}"
+            sd[key] = v
+        elif k.startswith("norm."):
+            sd[k] = v
+    enc.load_state_dict(sd, strict=True)
+    x = torch.randn(2, 3, 224, 224)
+    ours = enc.norm(enc(x)[-1][:, 0])                           # (B, 7, 7, 768)
+    torch.testing.assert_close(ours, tv2d.norm(tv2d.features(x)), atol=1e-5, rtol=0)
+
+
+def test_params_and_gmacs_match_paper():
+    counts = {}
+    for win in [(8, 7, 7), (16, 7, 7)]:
+        cfg = dataclasses.replace(PRESETS["base"], window_size=win)
+        with torch.device("meta"):                             # no memory, no compute
+            m = VideoClassifier(cfg, 400)
+            with FlopCounterMode(display=False) as fc:
+                m(torch.empty(1, 3, 32, 224, 224))
+        counts[win] = (sum(p.numel() for p in m.parameters()), fc.get_total_flops() / 2e9)  # 2 FLOPs per MAC
+    assert abs(counts[(8, 7, 7)][0] / 88.1e6 - 1) < 0.005      # Table 5: 88M (README of the official repo: 88.1M)
+    assert abs(counts[(8, 7, 7)][1] / 282 - 1) < 0.03          # Table 5: 282 GFLOPs(MACs) per view
+    assert abs(counts[(16, 7, 7)][1] / 321 - 1) < 0.03         # Table 3: 321 with window (16, 7, 7)
+
+
+def _nano_batch(vocab, seed=0, T=4, S=64):
+    g = torch.Generator().manual_seed(seed)
+    h = S // 16
+    return dict(video=torch.randn(1, 3, T, S, S, generator=g),
+                video_mask=torch.rand(1, T // 2, h, h, generator=g) < 0.5,
+                video_ids=torch.randint(0, vocab, (1, T, h, h), generator=g),
+                image=torch.randn(2, 3, S, S, generator=g),
+                image_mask=torch.rand(2, h, h, generator=g) < 0.5,
+                image_ids=torch.randint(0, vocab, (2, h, h), generator=g))
+
+
+def test_pretraining_step_grads_and_overfit():
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(NANO, vocab_size=64)
+    m = BEVT(cfg)
+    batch = _nano_batch(cfg.vocab_size)
+    out = m(**batch)
+    assert torch.isfinite(out["loss"]) and set(out) == {"loss", "loss_mim", "acc_mim", "loss_mvm", "acc_mvm"}
+    torch.testing.assert_close(out["loss"], out["loss_mim"] + out["loss_mvm"])
+    out["loss"].backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert missing == []
+    # image-only stage: the video-only parameters get no gradient, everything else does
+    m.zero_grad(set_to_none=True)
+    m(image=batch["image"], image_mask=batch["image_mask"], image_ids=batch["image_ids"])["loss"].backward()
+    unused = sorted({n.split(".")[0] if not n.startswith("encoder.") else n.split(".")[1]
+                     for n, p in m.named_parameters() if p.grad is None})
+    assert unused == ["fpn_s", "fpn_t", "lm_down_st", "patch_embed"]
+    # overfit one batch
+    opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(20):
+        loss = m(**batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_masked_positions_get_the_mask_token():
+    torch.manual_seed(0)
+    enc = SwinEncoder(NANO)
+    x = torch.randn(1, 3, 4, 64, 64)
+    mask = torch.zeros(1, 2, 4, 4, dtype=torch.bool)
+    mask[0, 1, 2, 3] = True                                    # one 16-px cell of temporal token 1
+    e = enc.embed(x, mask)                                     # (1, 2, 16, 16, 32)
+    hit = (e == enc.mask_token.view(-1)).all(-1)
+    assert hit.sum() == 16 and hit[0, 1, 8:12, 12:16].all()   # exactly its 4x4 patches
+
+
+@torch.no_grad()
+def test_dt0_property_by_value():
+    """Image mode uses exactly the dt = 0 rows: changing every other row leaves it unchanged, changing a dt = 0
+    row changes it; and the bias it gathers equals the table read at (dt=0, dh, dw) computed by hand."""
+    torch.manual_seed(0)
+    enc = SwinEncoder(NANO).eval()
+    x = torch.randn(2, 3, 64, 64)
+    ref = enc(x)[-1]
+    Wd, Wh, Ww = NANO.window_size
+    for layer in enc.layers:
+        for blk in layer.blocks:
+            t = blk.attn.relative_position_bias_table.view(2 * Wd - 1, -1, blk.attn.heads)
+            t[:Wd - 1] += 1.0
+            t[Wd:] -= 1.0
+    torch.testing.assert_close(enc(x)[-1], ref, atol=0, rtol=0)
+    table = enc.layers[0].blocks[0].attn.relative_position_bias_table
+    table.view(2 * Wd - 1, -1, table.shape[1])[Wd - 1, 0] += 1.0
+    assert not torch.allclose(enc(x)[-1], ref)
+    idx = model.relative_position_index((1, Wh, Ww), NANO.window_size)
+    t3 = table.view(2 * Wd - 1, 2 * Wh - 1, 2 * Ww - 1, -1)
+    for i in range(Wh * Ww):
+        for j in range(Wh * Ww):
+            dh, dw = i // Ww - j // Ww, i % Ww - j % Ww
+            assert torch.equal(table[idx[i, j]], t3[Wd - 1, dh + Wh - 1, dw + Ww - 1])
+
+
+@pytest.mark.parametrize("source", ["ours", "official_2d"])
+@torch.no_grad()
+def test_inflation_is_exact_on_static_clip(source):
+    torch.manual_seed(0)
+    img_model = BEVT(NANO)
+    for p in img_model.parameters():                            # make every table row and norm non-trivial
+        p.add_(0.05 * torch.randn_like(p))
+    sd = img_model.state_dict()
+    if source == "official_2d":                                 # a 2D Swin: Conv2d patch_embed, 2D tables
+        Wd = NANO.window_size[0]
+        sd = {k: v for k, v in sd.items() if not k.startswith(("encoder.patch_embed.", "lm_head.", "fpn_", "lm_down_st"))}
+        sd = {k.replace("patch_embed_2d.", "patch_embed."): v for k, v in sd.items()}
+        sd = {k: (v.view(2 * Wd - 1, -1, v.shape[1])[Wd - 1] if k.endswith("bias_table") else v)
+              for k, v in sd.items()}
+        sd = {"model": {"module.backbone." + k.removeprefix("encoder."): v for k, v in sd.items()}}
+    joint = BEVT(NANO).eval()
+    missing, unexpected = joint.load_state_dict(model.inflate_image_checkpoint(sd, NANO), strict=False)
+    fresh = ("lm_head.",) if source == "ours" else ("lm_head.", "fpn_s.", "fpn_t.", "lm_down_st.")
+    assert unexpected == [] and sorted(missing) == sorted(k for k in joint.state_dict() if k.startswith(fresh))
+    img = torch.randn(2, 3, 64, 64)
+    clip = img.unsqueeze(2).repeat(1, 1, 8, 1, 1)               # (B, C, T, H, W) static clip
+    f_img = joint.encoder(img)[-1]                              # (B, 1, h, w, C8)
+    f_vid = joint.encoder(clip)[-1]                             # (B, T', h, w, C8)
+    assert f_vid.shape[1] == 4
+    torch.testing.assert_close(f_vid, f_img.expand_as(f_vid), atol=1e-5, rtol=0)
+
+
+def test_bias_interpolation_8_to_16_keeps_dt0_slice():
+    torch.manual_seed(0)
+    table = torch.randn(15 * 13 * 13, 4)
+    new = model.interpolate_relative_bias(table, (8, 7, 7), (16, 7, 7))
+    assert new.shape == (31 * 13 * 13, 4)
+    torch.testing.assert_close(new.view(31, 169, 4)[15], table.view(15, 169, 4)[7], atol=1e-6, rtol=0)
+
+
+@torch.no_grad()
+def test_clamped_window_difference_is_only_the_bias_index(monkeypatch):
+    """At 96 px stage 3 (6x6) and 4 (3x3) are smaller than the 7x7 window: torchvision reads the bias with the
+    full window's index sliced to N, we use true offsets, so the logits differ; with torchvision's indexing
+    substituted into our model they agree again, so that is the whole difference."""
+    tv, ours = _pair(_small_tv((2, 7, 7)))
+    x = torch.randn(1, 3, 4, 96, 96)
+    assert (ours(x) - tv(x)).abs().max() > 1e-4
+    true_index = model.relative_position_index
+
+    def torchvision_index(window, table_window, device=None):
+        n = window[0] * window[1] * window[2]
+        return true_index(table_window, table_window, device)[:n, :n]
+    monkeypatch.setattr(model, "relative_position_index", torchvision_index)
+    torch.testing.assert_close(ours(x), tv(x), atol=1e-5, rtol=0)
+
+
+def test_load_official_formats():
+    torch.manual_seed(0)
+    bevt = BEVT(NANO)
+    sd = bevt.state_dict()
+    official = {"meta": {}, "state_dict": {}}
+    for k, v in sd.items():
+        if k.startswith("lm_head."):
+            official["state_dict"]["module.cls_head." + k] = v
+        else:
+            official["state_dict"]["module.backbone." + k.removeprefix("encoder.")] = v
+    official["state_dict"]["module.backbone.layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(1)
+    official["state_dict"]["module.cls_head.vae_encoder.blocks.conv.w"] = torch.zeros(1)
+    loaded, dropped = model.load_official(official, BEVT(NANO))
+    assert loaded.keys() == sd.keys() and all(torch.equal(loaded[k], sd[k]) for k in sd)
+    assert len(dropped) == 2
+    clf = VideoClassifier(NANO, 7)
+    loaded, dropped = model.load_official(official, clf)
+    assert set(clf.state_dict()) - set(loaded) == {"head.weight", "head.bias"}
+    assert any(k.startswith("lm_head.") for k in dropped) and "encoder.mask_token" in dropped
+    official["state_dict"]["module.backbone.extra.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match="extra.weight"):
+        model.load_official(official, clf)
+    # window change: tables interpolated to the target's temporal window
+    clf16 = VideoClassifier(dataclasses.replace(NANO, window_size=(16, 4, 4)), 7)
+    del official["state_dict"]["module.backbone.extra.weight"]
+    loaded, _ = model.load_official(official, clf16)
+    clf16.load_state_dict(loaded, strict=False)
+
+
+def test_layer_ids_follow_official_k400_decay():
+    d = PRESETS["base"].depths
+    top = model.max_layer_id(d)
+    exp = {n: top - model.layer_id(n, d) for n in ["encoder.patch_embed.proj.weight",
+           "encoder.layers.0.blocks.0.attn.qkv.weight", "encoder.layers.0.downsample.reduction.weight",
+           "encoder.layers.3.blocks.1.mlp.fc1.bias", "encoder.norm.weight", "head.weight"]}
+    assert list(exp.values()) == [28, 27, 25, 1, 1, 0]          # spec §7c: 0.9^28 ... 0.9^27 ... 0.9, 0.9, 1
