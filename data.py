@@ -15,7 +15,6 @@ Synthetic layout written by `python data.py make-synthetic --out DIR` (and by sy
     DIR/diving48/Diving48_V2_{train,test}.json   vid_name, label, start_frame, end_frame  (root: DIR/mp4)
     DIR/images/{train,val}/<class>/*.{JPEG,png}, DIR/images/train_list.txt "class/file label"
 """
-import argparse
 import csv
 import json
 import math
@@ -25,7 +24,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -39,6 +38,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from cli import parse_flags
 from masking import blockwise_mask, video_mask
 
 SYNTHETIC_ROOT = Path(os.environ.get("BEVT_CACHE", Path.home() / ".cache" / "bevt")) / "synthetic"
@@ -788,25 +788,16 @@ def check(cfg: CheckConfig) -> int:
     return sum(len(v) for v in problems.values())
 
 
-def _parse(cls, argv, positional=()):
-    """Flags from the dataclass fields: --name value (bools take an explicit true/false)."""
-    parser = argparse.ArgumentParser(description=cls.__doc__)
-    for f in fields(cls):
-        kind = (lambda s: s.lower() in ("1", "true", "yes")) if isinstance(f.default, bool) else type(f.default)
-        if f.name in positional:
-            parser.add_argument(f.name, type=kind)
-        else:
-            parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default, required=f.name == "out")
-    return cls(**vars(parser.parse_args(argv)))
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["make-synthetic"]:
-        cfg = _parse(SyntheticConfig, argv[1:])
+        cfg = SyntheticConfig(**parse_flags(SyntheticConfig, argv[1:], "write the synthetic dataset"))
+        if not cfg.out:
+            sys.exit("make-synthetic: --out DIR is required")
         print(f"wrote {make_synthetic(cfg.out, cfg)}")
     elif argv[:1] == ["check"]:
-        sys.exit(1 if check(_parse(CheckConfig, argv[1:], positional=("annotation", "root"))) else 0)
+        cfg = CheckConfig(**parse_flags(CheckConfig, argv[1:], "validate a dataset", ("annotation", "root")))
+        sys.exit(1 if check(cfg) else 0)
     else:
         sys.exit("usage: python data.py make-synthetic --out DIR [...] | python data.py check ANNOTATION ROOT [...]")
 

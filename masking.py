@@ -13,8 +13,6 @@ Every function is pure: its randomness comes only from the `rng: np.random.Gener
 
     python masking.py --out docs/masks.png    # PNG grid of sampled masks, one row per strategy
 """
-import argparse
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,24 +200,22 @@ class MaskDemoConfig:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Draw sampled BEVT masks as a PNG grid.")
-    for f in dataclasses.fields(MaskDemoConfig):
-        parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
-    cfg = MaskDemoConfig(**vars(parser.parse_args(argv)))
+    from cli import parse_flags  # the CLI only: the mask functions themselves import nothing of ours (DESIGN.md)
+    cfg = MaskDemoConfig(**parse_flags(MaskDemoConfig, argv, "Draw sampled BEVT masks as a PNG grid."))
     if not cfg.out.lower().endswith(".png"):
-        parser.error(f"--out must name a .png file, got {cfg.out!r}")
+        raise SystemExit(f"--out must name a .png file, got {cfg.out!r}")
     for name in ("t", "grid", "cell_px"):
         if getattr(cfg, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
     if not 0.0 <= cfg.ratio_per_frame <= 1.0:
-        parser.error(f"--ratio_per_frame must be in [0, 1], got {cfg.ratio_per_frame}")
+        raise SystemExit(f"--ratio-per-frame must be in [0, 1], got {cfg.ratio_per_frame}")
     return cfg
 
 
 def draw_masks(cfg):
     """Row 0: t independent image (blockwise) masks; rows 1..4: the t temporal tokens of one clip per strategy
     in VIDEO_MASK_STRATEGIES order. Returns (rows*t, 1, grid*cell_px, grid*cell_px) float, masked = dark."""
-    num = _num_masked(cfg.ratio_per_frame, cfg.grid * cfg.grid, "--ratio_per_frame")
+    num = _num_masked(cfg.ratio_per_frame, cfg.grid * cfg.grid, "--ratio-per-frame")
     rng = np.random.default_rng([cfg.seed, 0])
     rows = [np.stack([blockwise_mask(cfg.grid, cfg.grid, num, rng=rng) for _ in range(cfg.t)])]  # (T', H', W')
     for r, strategy in enumerate(VIDEO_MASK_STRATEGIES, start=1):

@@ -14,7 +14,6 @@ and runs frozen under torch.no_grad() with autocast off. Neither tokenizer belon
     python tokenizer.py convert encoder.pkl dalle_encoder.pt    # official weights -> safe .pt (the only unpickler)
     python tokenizer.py train --data DIR --out tok.pt            # the small VQ tokenizer of the embedded default
 """
-import argparse
 import dataclasses
 import hashlib
 import math
@@ -31,6 +30,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from cli import parse_flags
 
 LOGIT_LAPLACE_EPS = 0.1  # official: dall_e/utils.py:8
 
@@ -483,29 +484,37 @@ def convert_dalle(src, dst):
 
 # --- CLI --------------------------------------------------------------------------------------------------------
 
+@dataclass
+class ConvertConfig:
+    src: str = ""  # the official encoder.pkl
+    dst: str = "dalle_encoder.pt"  # our plain state-dict file
+
+
+@dataclass
+class TrainTokenizerConfig(VQConfig):
+    data: str = ""  # folder of images and/or videos (data.load_frames)
+    out: str = "vq_tokenizer.pt"
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("convert", help="official encoder.pkl -> safe dalle_encoder.pt")
-    c.add_argument("src"), c.add_argument("dst")
-    t = sub.add_parser("train", help="train the small VQ tokenizer on frames from --data")
-    t.add_argument("--data", required=True, help="image/video folder (data.py readers)")
-    t.add_argument("--out", required=True, help="output .pt")
-    for f in dataclasses.fields(VQConfig):
-        t.add_argument(f"--{f.name}", default=f.default,  # bools take an explicit value: --flag false
-                       type=(lambda v: {"true": True, "false": False}[v.lower()]) if f.type is bool else f.type)
-    args = p.parse_args(argv)
-    if args.cmd == "convert":
-        if not Path(args.src).is_file():
-            sys.exit(f"convert: {args.src}: no such file")
-        cfg = convert_dalle(args.src, args.dst)
-        print(f"wrote {args.dst}: DALL-E encoder {cfg}")
-        return
-    import data  # lazy: only training needs the dataset readers
-    cfg = VQConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(VQConfig)})
-    frames = data.load_frames(args.data, cfg.num_frames, cfg.size, cfg.seed)  # (N, 3, size, size) uint8
-    save_tokenizer(train_vq_tokenizer(frames, cfg), args.out)
-    print(f"wrote {args.out}")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["convert"]:
+        cfg = ConvertConfig(**parse_flags(ConvertConfig, argv[1:], "official encoder.pkl -> safe .pt", ("src", "dst")))
+        if not Path(cfg.src).is_file():
+            sys.exit(f"convert: {cfg.src}: no such file")
+        print(f"wrote {cfg.dst}: DALL-E encoder {convert_dalle(cfg.src, cfg.dst)}")
+    elif argv[:1] == ["train"]:
+        cfg = TrainTokenizerConfig(**parse_flags(TrainTokenizerConfig, argv[1:], "train the small VQ tokenizer"))
+        if not cfg.data:
+            sys.exit("train: --data DIR is required (a folder of images and/or videos)")
+        import data  # lazy: only training needs the dataset readers
+        vq = VQConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(VQConfig)})
+        frames = data.load_frames(cfg.data, vq.num_frames, vq.size, vq.seed)  # (N, 3, size, size) uint8
+        save_tokenizer(train_vq_tokenizer(frames, vq), cfg.out)
+        print(f"wrote {cfg.out}")
+    else:
+        sys.exit("usage: python tokenizer.py convert encoder.pkl dalle_encoder.pt | "
+                 "python tokenizer.py train --data DIR --out tok.pt [--vocab-size 512 --steps 300 ...]")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,536 @@
+"""BEVT pretraining: the image stage (BEVT-I), the video stage (BEVT-V) and the joint stage (BEVT).
+
+BEVT §3 "Training strategies": first masked image modeling (MIM) on ImageNet, then the video stream is initialised
+from it and both streams are trained jointly with L = L_MIM + λ·L_MVM (Eq. 5). §4.1 "Implementation details".
+official: configs/recognition/swin/swin_base_patch244_window877_bevt_in1k_k400.py (the joint run whose numbers are the
+defaults of TrainConfig), mmaction/core/runner/omnisource_runner.py (one video batch + one image batch per iteration),
+mmaction/utils/optimizer.py (gradient accumulation), mmaction/apis/train.py.
+
+    python train.py                                              # embedded default: synthetic data, nano model, CPU
+    torchrun --nproc_per_node 8 train.py --stage joint --init image_stage.pt \
+        --video-ann k400/train.csv --video-root k400/train --image-root imagenet/train
+
+One optimizer step = `accum` micro-batches per GPU, each with `videos_per_gpu` clips and `images_per_gpu` images.
+This file also holds the machinery finetune.py imports: config flags, DDP set-up, optimizer groups, the lr schedule,
+checkpoints.
+"""
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler
+
+import data
+import model as bevt_model
+import tokenizer as tok
+from cli import parse_flags
+
+# ----------------------------------------------------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class TrainConfig:
+    stage: str = field(default="joint", metadata={"choices": ("image", "video", "joint")})  # BEVT §3 "Training strategies"
+    model: str = field(default="base", metadata={"choices": tuple(bevt_model.PRESETS)})  # official: Swin-B
+    drop_path: float = 0.3  # official cfg: drop_path_rate=0.3 (pretraining)
+    init: str = ""  # image-stage checkpoint (ours or the official release) to inflate into the joint stage (spec §8)
+    tokenizer: str = ""  # converted DALL-E encoder or VQ tokenizer .pt; empty: the default VQ (trained on first use)
+    out_dir: str = "runs/pretrain"
+    resume: bool = False  # continue from the newest checkpoint in out_dir
+    # data: video stream (K400 in the paper) and image stream (ImageNet-1K)
+    video_ann: str = ""  # annotation file: K400 CSV or `path label` list, SSv2 JSON, Diving-48 JSON (auto-detected)
+    video_root: str = ""
+    image_root: str = ""  # ImageNet train folder (class sub-folders), or the root of --image-list paths
+    image_list: str = ""  # optional `path label` list
+    clip_len: int = 16  # official cfg: SampleFrames(clip_len=16, frame_interval=8)
+    frame_interval: int = 8
+    img_size: int = 224  # official cfg: RandomCrop(224)
+    rescale: tuple = (256, 320)  # official cfg: RandomRescale short side in [256, 320], bicubic
+    jitter: float = 0.4  # official cfg: image ColorJitter(0.4, 0.4, 0.4)
+    mask_ratio: float = 0.5  # official cfg: 98 of 14x14 masked, tube per-frame ratio 0.5 (BEVT §3 "Mask strategy")
+    tube_range: tuple = (0.5, 1.0)  # official cfg: masked_tube_range=(0.5, 1.0); BEVT §3: tube length in [0.5T, T]
+    mask_strategy: str = field(default="tube", metadata={"choices": ("tube", "random_3d", "frame_diff", "random_frame")})
+    lam: float = 1.0  # BEVT Eq. (5) λ; official: loss weights 1.0 for both streams
+    # batch: official videos_per_gpu=8, omni_videos_per_gpu=[8, 64], update_interval=2 -> 4 + 32 per forward, accum 2
+    videos_per_gpu: int = 4
+    images_per_gpu: int = 32
+    accum: int = 2
+    # optimisation: official AdamW, CosineAnnealing by iteration, 10 warmup epochs from 0.1 x lr, 150 epochs, clip 3.0
+    epochs: int = 150
+    warmup_epochs: float = 10.0
+    warmup_ratio: float = 0.1  # mmcv default warmup_ratio
+    lr: float = 5e-4
+    min_lr: float = 0.0
+    weight_decay: float = 0.05
+    betas: tuple = (0.9, 0.999)
+    clip_grad: float = 3.0  # 0 disables
+    max_steps: int = 0  # stop after this many optimizer steps (the schedule still spans `epochs`); 0: run all
+    # machinery
+    dtype: str = field(default="bfloat16", metadata={"choices": ("bfloat16", "float16", "float32")})  # CPU: float32
+    compile: bool = False
+    num_workers: int = 8
+    seed: int = 0  # official README: --seed 0
+    log_every: int = 20
+    save_every: int = 1000  # optimizer steps; a checkpoint is also written at the end
+    keep_last: int = 3
+
+
+# `python train.py` with no data flags: the embedded default. A joint run on the synthetic set (generated on first use)
+# with the nano model and the small VQ tokenizer, sized to finish in a few minutes on a 2-core CPU. Flags still override.
+SYNTHETIC_DEFAULTS = dict(
+    model="nano", drop_path=0.0, out_dir="runs/synthetic_joint", img_size=128, rescale=(146, 183), clip_len=8,
+    frame_interval=2, videos_per_gpu=4, images_per_gpu=8, accum=1, epochs=6, warmup_epochs=1.0, lr=1e-3,
+    num_workers=2, log_every=10, save_every=200, dtype="float32",
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# distributed set-up (torchrun environment variables only)
+
+
+@dataclass
+class Dist:
+    ddp: bool
+    rank: int
+    local_rank: int
+    world: int
+    device: str
+
+    @property
+    def master(self):
+        return self.rank == 0
+
+
+def setup_distributed():
+    if int(os.environ.get("RANK", -1)) == -1:
+        return Dist(False, 0, 0, 1, "cuda" if torch.cuda.is_available() else "cpu")
+    rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl")
+        return Dist(True, rank, local_rank, world, f"cuda:{local_rank}")
+    dist.init_process_group("gloo")
+    return Dist(True, rank, local_rank, world, "cpu")
+
+
+def autocast_context(device, dtype):
+    """bf16/fp16 autocast on GPU; fp32 on CPU (nanoGPT train.py:112)."""
+    if device.startswith("cpu") or dtype == "float32":
+        return nullcontext()
+    return torch.autocast("cuda", dtype=getattr(torch, dtype))
+
+
+def resolve_dtype(device, dtype):
+    if device.startswith("cpu"):
+        return "float32"
+    if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        return "float16"
+    return dtype
+
+
+def all_sum(t, env):
+    if env.ddp:
+        dist.all_reduce(t)
+    return t
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# optimizer groups and learning-rate schedule
+
+
+def no_weight_decay(name, p):
+    """Norm weights, biases and relative-position bias tables are not decayed (official: paramwise_cfg norm and
+    relative_position_bias_table decay_mult=0; biases follow BEiT/MAE here, see README 'Differences')."""
+    return p.ndim <= 1 or "relative_position_bias_table" in name
+
+
+def param_groups(module, weight_decay, lr_scale=lambda name: 1.0):
+    """AdamW groups keyed by (weight decay, lr multiplier); `lr_scale(name)` gives layer-wise decay in finetune.py."""
+    groups = {}
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        wd = 0.0 if no_weight_decay(name, p) else weight_decay
+        scale = lr_scale(name)
+        g = groups.setdefault((wd, scale), {"params": [], "names": [], "weight_decay": wd, "lr_scale": scale})
+        g["params"].append(p)
+        g["names"].append(name)
+    return list(groups.values())
+
+
+def lr_at(step, total_steps, warmup_steps, base_lr, warmup_ratio=0.1, min_lr=0.0):
+    """Cosine annealing to `min_lr` over `total_steps`, with a linear warmup that starts at warmup_ratio x the cosine
+    value (official: mmcv CosineAnnealingLrUpdaterHook, by_epoch=False, warmup='linear', warmup_ratio=0.1)."""
+    progress = min(step / max(total_steps, 1), 1.0)
+    lr = min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if step < warmup_steps:
+        lr *= 1.0 - (1.0 - warmup_ratio) * (1.0 - step / warmup_steps)
+    return lr
+
+
+def set_lr(optimizer, lr):
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g["lr_scale"]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# checkpoints: plain dicts, written atomically on the master, read with weights_only=True
+
+
+def save_checkpoint(state, out_dir, step, keep_last):
+    out_dir = Path(out_dir)
+    path = out_dir / f"ckpt_{step:08d}.pt"
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a crash mid-write never leaves a truncated checkpoint under the real name
+    for old in sorted(out_dir.glob("ckpt_*.pt"))[:-keep_last]:
+        old.unlink()
+    return path
+
+
+def latest_checkpoint(out_dir):
+    found = sorted(Path(out_dir).glob("ckpt_*.pt"))
+    return found[-1] if found else None
+
+
+def load_checkpoint(path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SystemExit(f"cannot load checkpoint {path}: {e}") from e
+
+
+def load_model_state(module, state, path):
+    """strict load; a wrong key set fails naming the file and the keys."""
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise SystemExit(f"checkpoint {path} does not match the model:\n  missing keys: {missing}\n"
+                         f"  unexpected keys: {unexpected}")
+
+
+def rng_states(env):
+    """Every rank's torch RNG state (drop path), gathered on all ranks so the master can save them."""
+    mine = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        mine["cuda"] = torch.cuda.get_rng_state()
+    if not env.ddp:
+        return [mine]
+    out = [None] * env.world
+    dist.all_gather_object(out, mine)
+    return out
+
+
+def restore_rng(states, env):
+    if len(states) != env.world:
+        print(f"note: checkpoint has RNG states for {len(states)} ranks, this run has {env.world}; reseeding")
+        return
+    torch.set_rng_state(states[env.rank]["cpu"])
+    if torch.cuda.is_available() and "cuda" in states[env.rank]:
+        torch.cuda.set_rng_state(states[env.rank]["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# data
+
+
+def epoch_loader(dataset, batch_size, env, seed, epoch, start_batch, num_workers):
+    """One epoch of a dataset on this rank, starting at `start_batch` (exact resume). The order is the
+    DistributedSampler's for (seed, epoch); each sample's randomness is np.random.default_rng([seed, epoch, index])
+    inside the dataset, so nothing depends on the worker count."""
+    sampler = DistributedSampler(dataset, num_replicas=env.world, rank=env.rank, shuffle=True, seed=seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    dataset.set_epoch(epoch)
+    indices = list(sampler)[start_batch * batch_size:]
+    # a private generator: creating a loader must not advance the global torch RNG (drop path), or a resumed run,
+    # which creates its loaders at another point of that RNG's stream, would diverge from an uninterrupted one
+    return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=num_workers, drop_last=True,
+                      pin_memory=env.device.startswith("cuda"), persistent_workers=False,
+                      generator=torch.Generator().manual_seed(seed + epoch))
+
+
+def batches_per_epoch(dataset, batch_size, env):
+    return len(dataset) // env.world // batch_size
+
+
+def build_datasets(cfg):
+    """(video dataset or None, image dataset or None, data root used for the default tokenizer). The annotation
+    format is recognised from the file (data.read_annotations: K400 CSV, SSv2 JSON, Diving-48 JSON, `path label`)."""
+    if not (cfg.video_ann or cfg.image_root):  # the embedded default
+        paths = data.synthetic_paths(data.synthetic_root())
+        video_ann, video_root = paths["k400_train_csv"], paths["mp4_root"]
+        image_ann, image_root = paths["images_train"], paths["images_train"]
+    else:
+        video_ann, video_root = cfg.video_ann, cfg.video_root
+        image_ann, image_root = cfg.image_list or cfg.image_root, cfg.image_root
+    video_ds = image_ds = None
+    if cfg.stage in ("video", "joint"):
+        if not video_ann:
+            raise SystemExit(f"--stage {cfg.stage} needs --video-ann and --video-root")
+        records, _ = data.read_annotations(video_ann, video_root)
+        video_ds = data.PretrainVideoDataset(
+            records, clip_len=cfg.clip_len, frame_interval=cfg.frame_interval, crop=cfg.img_size, rescale=cfg.rescale,
+            mask_strategy=cfg.mask_strategy, tube_range=cfg.tube_range, mask_ratio=cfg.mask_ratio,
+            patch_t=bevt_model.PRESETS[cfg.model].patch_size[0], seed=cfg.seed)
+    if cfg.stage in ("image", "joint"):
+        if not image_root:
+            raise SystemExit(f"--stage {cfg.stage} needs --image-root")
+        records, _ = data.read_annotations(image_ann, image_root)
+        image_ds = data.PretrainImageDataset(records, crop=cfg.img_size, rescale=cfg.rescale, jitter=cfg.jitter,
+                                             mask_ratio=cfg.mask_ratio, seed=cfg.seed)
+    return video_ds, image_ds, (video_root or image_root)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# one optimizer step
+
+
+def masked_targets(batch, key):
+    """Number of loss positions of one micro-batch: masked tokens on the target grid (video: each temporal token's
+    mask covers its frames, spec §2 output_position_masks)."""
+    mask = batch[key + "_mask"]
+    if key == "video":
+        return mask.sum() * (batch["video"].shape[2] // mask.shape[1])
+    return mask.sum()
+
+
+def train_step(model, tokenizer, micro_batches, optimizer, scaler, cfg, env, lr):
+    """Forward/backward over `accum` micro-batches, then one optimizer step. Returns step statistics.
+
+    Loss normalisation: each stream's cross-entropy is averaged over ALL masked tokens of the optimizer step (every
+    micro-batch on every rank), so the update does not depend on how the batch is split across GPUs or accumulation
+    steps (BEVT Eq. 3-5 with M_I, M_V = the masked positions of the step's batch). official: mean per GPU per
+    micro-batch, which weights samples by their micro-batch's mask count (README 'Differences').
+    """
+    streams = [s for s in ("video", "image") if s in micro_batches[0]]
+    counts = torch.tensor([float(sum(masked_targets(b, s) for b in micro_batches)) for s in streams], dtype=torch.float64)
+    # (num_streams,) masked targets of the whole step; clamped so a step without any masked token adds zero loss
+    counts = all_sum(counts.to(env.device), env).clamp(min=1)
+    weight = {s: (cfg.lam if s == "video" else 1.0) for s in streams}  # Eq. (5): L = L_MIM + λ L_MVM
+    stats = torch.zeros(3 * len(streams), dtype=torch.float64, device=env.device)  # per stream: sum CE, correct, n
+    set_lr(optimizer, lr)
+    ctx = autocast_context(env.device, cfg.dtype)
+    finite = torch.ones((), dtype=torch.bool, device=env.device)
+    for i, batch in enumerate(micro_batches):
+        inputs = {}
+        for s in streams:
+            pixels = batch[s].to(env.device, non_blocking=True)
+            # BEVT §3 "Tokenizer": targets from the frozen tokenizer, no_grad and fp32 inside encode (STYLE rule 22)
+            inputs[s], inputs[s + "_ids"] = pixels, tokenizer.encode(batch[s + "_tok"].to(env.device))
+            inputs[s + "_mask"] = batch[s + "_mask"].to(env.device, non_blocking=True)
+        last = i == len(micro_batches) - 1
+        sync = nullcontext() if (last or not env.ddp) else model.no_sync()  # all-reduce only on the last micro-batch
+        with sync:
+            with ctx:
+                out = model(**inputs, lam=1.0)
+            loss = 0.0
+            for j, s in enumerate(streams):
+                key = "mvm" if s == "video" else "mim"
+                n = masked_targets(batch, s).to(env.device, torch.float64)
+                # mean over this micro-batch's masked tokens -> its share of the step mean; x world because DDP
+                # averages gradients over ranks
+                loss = loss + out["loss_" + key] * (weight[s] * n / counts[j] * env.world).float()
+                stats[3 * j:3 * j + 3] += torch.stack([out["loss_" + key].detach().double() * n,
+                                                       out["acc_" + key].detach().double() * n, n])
+            finite &= torch.isfinite(loss.detach())
+            scaler.scale(loss).backward()
+    # a non-finite loss on any rank stops the run (fp16: the GradScaler skips such a step instead, and it is counted)
+    bad = all_sum((~finite).float(), env).item() > 0
+    if bad and not scaler.is_enabled():
+        optimizer.zero_grad(set_to_none=True)
+        return None, stats
+    scaler.unscale_(optimizer)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad if cfg.clip_grad > 0 else float("inf"))
+    scale_before = scaler.get_scale() if scaler.is_enabled() else 1.0
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    skipped = scaler.is_enabled() and scaler.get_scale() < scale_before  # fp16: the scaler skipped this step
+    return {"grad_norm": float(grad_norm), "skipped": int(skipped)}, stats
+
+
+def summarise(stats, streams, env):
+    stats = all_sum(stats.to(env.device), env).cpu()
+    out = {}
+    for j, s in enumerate(streams):
+        key = "mvm" if s == "video" else "mim"
+        total, correct, n = stats[3 * j:3 * j + 3].tolist()
+        out["loss_" + key], out["acc_" + key] = total / max(n, 1), correct / max(n, 1)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the run
+
+
+def build_config(argv):
+    given = parse_flags(TrainConfig, argv, __doc__.split("\n")[0])
+    synthetic = not (given.get("video_ann") or given.get("image_root"))
+    base = {**SYNTHETIC_DEFAULTS} if synthetic else {}
+    return TrainConfig(**{**base, **given}), synthetic
+
+
+def cache_dir():
+    return Path(os.environ.get("BEVT_CACHE", Path.home() / ".cache" / "bevt"))
+
+
+def build_tokenizer(path, env, data_root, size):
+    """The frozen target tokenizer on this rank's device (BEVT §3 "Tokenizer"). Without `path`: the default small VQ
+    for `size`-px views, trained once on `data_root` by the master (tokenizer.default_tokenizer)."""
+    if not path:
+        path = cache_dir() / f"vq_tokenizer_{size}.pt"
+        if env.master:
+            tok.default_tokenizer(path, data_root, size)
+        if env.ddp:
+            dist.barrier()
+    return tok.load_tokenizer(path, env.device)
+
+
+def build_model(cfg, env, vocab_size):
+    mcfg = dataclasses.replace(bevt_model.PRESETS[cfg.model], drop_path_rate=cfg.drop_path, vocab_size=vocab_size)
+    raw_model = bevt_model.BEVT(mcfg).to(env.device)
+    if cfg.init and not cfg.resume:
+        # BEVT §3 "Training strategies": the image stream's weights initialise the joint model (spec §8 inflation)
+        inflated = bevt_model.inflate_image_checkpoint(load_checkpoint(cfg.init), mcfg)
+        missing, unexpected = raw_model.load_state_dict(inflated, strict=False)
+        if unexpected:
+            raise SystemExit(f"--init {cfg.init}: keys that are not in the model: {unexpected}")
+        if env.master:
+            print(f"initialised from {cfg.init}; fresh (not in the image checkpoint): {missing}")
+    return raw_model, mcfg
+
+
+def log_line(row, env, log_file):
+    if not env.master:
+        return
+    losses = " ".join(f"{k} {row[k]:.4f}" for k in ("loss_mim", "loss_mvm", "acc_mim", "acc_mvm") if k in row)
+    print(f"step {row['step']}/{row['total']} | epoch {row['epoch']:.2f} | {losses} | lr {row['lr']:.2e} | "
+          f"grad {row['grad_norm']:.3f} | {row['clips_per_s']:.1f} clips/s {row['images_per_s']:.1f} img/s | "
+          f"eta {row['eta_min']:.1f} min" + (f" | fp16 skipped {row['skipped_steps']}" if row["skipped_steps"] else "")
+          + (f" | {row['bad_samples']} unreadable samples replaced" if row["bad_samples"] else ""))
+    log_file.write(json.dumps(row) + "\n")
+    log_file.flush()
+
+
+def main(argv=None):
+    cfg, synthetic = build_config(sys.argv[1:] if argv is None else argv)
+    env = setup_distributed()
+    cfg = dataclasses.replace(cfg, dtype=resolve_dtype(env.device, cfg.dtype))
+    torch.manual_seed(cfg.seed + env.rank)  # STYLE rule 16
+    out_dir = Path(cfg.out_dir)
+    if env.master:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if synthetic:
+            print("no --video-ann/--image-root given: embedded default (synthetic data, nano model, CPU-sized)")
+            data.synthetic_root()  # generated once, by the master, before the other ranks read it
+    if env.ddp:
+        dist.barrier()
+
+    # --- data, tokenizer, model, optimizer
+    video_ds, image_ds, data_root = build_datasets(cfg)
+    # BEVT §3 "Tokenizer": frames are downsampled by 1/2 before the tokenizer (done inside tokenizer.encode)
+    tokenizer = build_tokenizer(cfg.tokenizer, env, data_root, cfg.img_size // 2)
+    raw_model, mcfg = build_model(cfg, env, tokenizer.vocab_size)
+    optimizer = torch.optim.AdamW(param_groups(raw_model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    scaler = torch.amp.GradScaler("cuda", enabled=(cfg.dtype == "float16"))
+
+    # --- schedule in optimizer steps; the epoch is defined by the video set (spec §5), the image set is cycled
+    main_ds, main_bs = (video_ds, cfg.videos_per_gpu) if video_ds is not None else (image_ds, cfg.images_per_gpu)
+    steps_per_epoch = batches_per_epoch(main_ds, main_bs, env) // cfg.accum
+    if steps_per_epoch == 0:
+        raise SystemExit(f"dataset of {len(main_ds)} samples is smaller than one step "
+                         f"({env.world} GPUs x {main_bs} x accum {cfg.accum})")
+    total_steps, warmup_steps = cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)
+    stop_at = min(total_steps, cfg.max_steps) if cfg.max_steps > 0 else total_steps
+
+    # --- resume
+    step, image_epoch, image_batch, skipped, last_ckpt = 0, 0, 0, 0, None
+    if cfg.resume and (path := latest_checkpoint(out_dir)) is not None:
+        state = load_checkpoint(path)
+        load_model_state(raw_model, state["model"], path)
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        step, image_epoch, image_batch, skipped = (state[k] for k in ("step", "image_epoch", "image_batch",
+                                                                        "skipped_steps"))
+        restore_rng(state["rng"], env)
+        last_ckpt = path
+        if env.master:
+            print(f"resumed from {path} at step {step}")
+    model = torch.compile(raw_model) if cfg.compile else raw_model
+    if env.ddp:
+        # the image and video stages leave the other stream's patch embed and decoder unused (STYLE rule 20);
+        # the joint stage uses every parameter in every step
+        model = DDP(model, device_ids=[env.local_rank] if env.device.startswith("cuda") else None,
+                    find_unused_parameters=cfg.stage != "joint")
+
+    streams = [s for s, ds in (("video", video_ds), ("image", image_ds)) if ds is not None]
+    clips_per_step = cfg.videos_per_gpu * cfg.accum * env.world if video_ds is not None else 0
+    images_per_step = cfg.images_per_gpu * cfg.accum * env.world if image_ds is not None else 0
+    log_file = open(out_dir / "log.jsonl", "a") if env.master else None
+    if env.master:
+        print(f"stage {cfg.stage} | model {cfg.model} ({sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M "
+              f"params) | {env.world} process(es) on {env.device} {cfg.dtype} | {steps_per_epoch} steps/epoch x "
+              f"{cfg.epochs} epochs = {total_steps} steps | per step: {clips_per_step} clips + {images_per_step} images")
+
+    def image_batches():  # joint stage: the cycled image stream, with its own resumable position (spec §5)
+        nonlocal image_epoch, image_batch
+        while True:
+            for batch in epoch_loader(image_ds, cfg.images_per_gpu, env, cfg.seed, image_epoch, image_batch,
+                                      cfg.num_workers):
+                image_batch += 1
+                yield batch
+            image_epoch, image_batch = image_epoch + 1, 0
+
+    images = image_batches() if cfg.stage == "joint" else None
+    t0, first_step = time.time(), step
+    while step < stop_at:
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        main_it = iter(epoch_loader(main_ds, main_bs, env, cfg.seed, epoch, in_epoch * cfg.accum, cfg.num_workers))
+        for _ in range(in_epoch, min(steps_per_epoch, in_epoch + stop_at - step)):
+            # BEVT: one video batch and one image batch per iteration, `accum` iterations per optimizer step
+            micro = [{**next(main_it), **(next(images) if images else {})} for _ in range(cfg.accum)]
+            lr = lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.warmup_ratio, cfg.min_lr)
+            info, stats = train_step(model, tokenizer, micro, optimizer, scaler, cfg, env, lr)
+            if info is None:
+                raise SystemExit(f"non-finite loss at step {step + 1}: {summarise(stats, streams, env)}; "
+                                 f"last good checkpoint: {last_ckpt or 'none written yet'}")
+            step, skipped = step + 1, skipped + info["skipped"]
+            if step % cfg.log_every == 0 or step == stop_at:
+                rate = (step - first_step) / max(time.time() - t0, 1e-9)  # optimizer steps per second
+                bad = sum(ds.num_bad for ds in (video_ds, image_ds) if ds is not None)
+                row = {"step": step, "total": total_steps, "epoch": step / steps_per_epoch,
+                       **summarise(stats, streams, env), "lr": lr, "grad_norm": info["grad_norm"],
+                       "clips_per_s": rate * clips_per_step, "images_per_s": rate * images_per_step,
+                       "eta_min": (stop_at - step) / max(rate, 1e-9) / 60, "skipped_steps": skipped,
+                       "bad_samples": int(all_sum(torch.tensor(float(bad), device=env.device), env))}
+                log_line(row, env, log_file)
+            if step % cfg.save_every == 0 or step == stop_at:
+                rngs = rng_states(env)  # collective: every rank takes part
+                if env.master:
+                    last_ckpt = save_checkpoint(
+                        {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scaler": scaler.state_dict(), "config": asdict(cfg), "model_config": asdict(mcfg),
+                         "step": step, "epoch": step // steps_per_epoch, "image_epoch": image_epoch,
+                         "image_batch": image_batch, "skipped_steps": skipped, "rng": rngs},
+                        out_dir, step, cfg.keep_last)
+                    print(f"saved {last_ckpt}")
+    if env.master:
+        print(f"done: {step} steps in {(time.time() - t0) / 60:.1f} min; checkpoints in {out_dir}")
+        log_file.close()
+    if env.ddp:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
