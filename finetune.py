@@ -1,0 +1,526 @@
+"""BEVT finetuning and multi-view testing on K400 / SSv2 / Diving-48, the temporal-dependency test, torchvision export.
+
+BEVT §3 "Finetuning and inference": the 3D patch embedding and the video encoder are kept, a classification head is
+appended, and the whole model is finetuned; §4.1 "Implementation details": 60 epochs, batch 64, 32-frame clips, AdamW,
+linear warmup + cosine. Table 2: the Single-frame / Random-Shuffling temporal test. The recipes are the official configs
+configs/recognition/swin/swin_base_patch244_window877_bevt_finetune_k400.py and ..._window1677_bevt_finetune_ssv2.py
+(spec official_bevt.md §7c-§7e); Diving-48 has no official config (see PRESETS).
+
+    python finetune.py                 # embedded default: synthetic set, nano model, from runs/synthetic_joint
+    python finetune.py --init none     # the same from scratch
+    torchrun --nproc_per_node 8 finetune.py --preset k400 --init bevt_joint.pth \
+        --train-ann k400/train.csv --train-root k400/train --test-ann k400/val.csv --test-root k400/val
+    python finetune.py --eval true --init runs/finetune/ckpt_00010000.pt --temporal-test single-frame ...
+
+DDP, AMP, the lr schedule, optimizer groups and checkpoints are train.py's (imported, not copied).
+"""
+import dataclasses
+import json
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import data
+import model as bevt_model
+from train import (all_sum, autocast_context, batches_per_epoch, epoch_loader, latest_checkpoint, load_checkpoint,
+                   load_model_state, lr_at, param_groups, parse_flags, resolve_dtype, restore_rng, rng_states,
+                   save_checkpoint, set_lr, setup_distributed)
+
+# ----------------------------------------------------------------------------------------------------------------------
+# config: the dataclass defaults are the official K400 recipe (§7c); PRESETS overrides per dataset
+
+
+@dataclass
+class FinetuneConfig:
+    preset: str = field(default="k400", metadata={"choices": ("k400", "ssv2", "diving48")})
+    model: str = field(default="base", metadata={"choices": tuple(bevt_model.PRESETS)})  # official: Swin-B
+    init: str = ""  # ours (pretraining or finetune .pt), official BEVT .pth, torchvision swin3d_* .pth, or "none"
+    out_dir: str = "runs/finetune"
+    resume: bool = False  # continue from the newest checkpoint in out_dir
+    eval: bool = False  # no training: evaluate --init (or the newest checkpoint in out_dir)
+    temporal_test: str = field(default="none", metadata={"choices": ("none", "single-frame", "shuffle")})  # Table 2
+    export_torchvision: str = ""  # write the final weights as a torchvision swin3d_* state dict here
+    # data
+    train_ann: str = ""
+    train_root: str = ""
+    test_ann: str = ""
+    test_root: str = ""
+    sampling: str = field(default="dense", metadata={"choices": ("dense", "uniform")})  # official: SampleFrames(32, 2)
+    clip_len: int = 32  # BEVT §4.1: clip length 32
+    frame_interval: int = 2  # official k400 cfg; unused by uniform (segment) sampling
+    img_size: int = 224  # BEVT §4.1: 224 x 224
+    train_short_side: int = 256  # official cfgs: Resize(-1, 256) -> RandomResizedCrop -> Resize(224, 224)
+    test_short_side: int = 224  # official cfgs: Resize(-1, 224) -> ThreeCrop(224)
+    flip: bool = True  # official k400 cfg: Flip(0.5)
+    randaugment: tuple = (0, 0)  # (n, m); (0, 0): off. official ssv2 cfg: RandAugment(n=4, m=7), same for all frames
+    erase_prob: float = 0.0  # official ssv2 cfg: RandomErasing(p=0.25)
+    label_smoothing: float = 0.0  # official ssv2 cfg: LabelSmoothing 0.1
+    test_clips: int = 4  # official k400 cfg: 4 clips x 3 crops (ThreeCrop 224 on short side 224)
+    test_crops: int = 3
+    test_batch: int = 4  # views per forward at test time (official max_testing_views=4 is the same memory knob)
+    # model
+    window_size: tuple = (0, 0, 0)  # (0, 0, 0): the model preset's, (8, 7, 7) for Swin-B; ssv2: (16, 7, 7)
+    drop_path: float = 0.3  # official k400 cfg: drop_path_rate=0.3
+    head_dropout: float = 0.5  # official k400 cfg: I3DHead dropout_ratio=0.5
+    # optimisation: official AdamW, cosine (mmcv by_epoch=True) with a 2.5-epoch linear warmup from 0.1 x lr
+    epochs: int = 60  # BEVT §4.1: 60 epochs
+    warmup_epochs: float = 2.5
+    warmup_ratio: float = 0.1  # mmcv default
+    lr: float = 3e-4
+    min_lr: float = 0.0
+    weight_decay: float = 0.001
+    betas: tuple = (0.9, 0.999)
+    layer_decay: float = 0.9  # official k400 cfg: custom_keys lr_mult 0.9^k; 1.0: off
+    backbone_lr_scale: float = 1.0  # official ssv2 cfg: backbone lr_mult 0.1 (used when layer_decay == 1)
+    clip_grad: float = 40.0  # official k400 cfg: grad_clip max_norm=40; 0 disables
+    videos_per_gpu: int = 2  # official k400 cfg: 2 per GPU x update_interval 4 x 8 GPUs = 64 (BEVT §4.1)
+    accum: int = 4
+    ema: bool = False  # official ssv2 cfg: EMAHook; evaluation and export then use the EMA weights
+    ema_momentum: float = 2e-4  # mmcv EMAHook default, per forward iteration
+    max_steps: int = 0  # stop after this many optimizer steps (the schedule still spans `epochs`); 0: all
+    # machinery
+    dtype: str = field(default="bfloat16", metadata={"choices": ("bfloat16", "float16", "float32")})
+    compile: bool = False
+    num_workers: int = 8
+    seed: int = 0
+    log_every: int = 20
+    save_every: int = 1000  # optimizer steps; a checkpoint is also written at the end
+    keep_last: int = 2
+
+
+# spec §7d: window (16, 7, 7) (bias tables interpolated from the pretrained (8, 7, 7)), 32 uniform segments, no flip
+# (left/right is part of SSv2 labels), RandAugment 4/7, erasing 0.25, label smoothing 0.1, EMA, backbone lr x 0.1
+# without layer decay, no clipping, 1 per GPU x update_interval 8 x 8 GPUs = 64, test 1 clip x 3 crops
+SSV2 = dict(sampling="uniform", flip=False, randaugment=(4, 7), erase_prob=0.25, label_smoothing=0.1, test_clips=1,
+            window_size=(16, 7, 7), drop_path=0.4, lr=5e-4, weight_decay=0.05, layer_decay=1.0, backbone_lr_scale=0.1,
+            clip_grad=0.0, videos_per_gpu=1, accum=8, ema=True)
+PRESETS = {
+    "k400": {},  # the dataclass defaults (spec §7c)
+    "ssv2": SSV2,
+    # Diving-48: NO official config (spec §7e). Our choice: the SSv2 recipe, because BEVT §4.1 and Table 2 group
+    # Diving-48 with SSv2 as the temporal datasets, with the §4.1 facts shared by all three (60 epochs, batch 64,
+    # 32 frames, 224 px). One change: horizontal flip stays on, since a dive's class (take-off, somersaults, twists,
+    # flight position) does not change under mirroring, unlike SSv2's "left to right" classes.
+    "diving48": {**SSV2, "flip": True},
+}
+
+# `python finetune.py` with no data flags: the synthetic set, the nano model, CPU-sized, initialised from the embedded
+# default pretraining (`python train.py` -> runs/synthetic_joint) when it exists. Flags still override.
+SYNTHETIC_PRETRAIN_DIR = "runs/synthetic_joint"
+# Sizes only; the preset's recipe (layer decay or backbone multiplier, wd, augmentation) stays. Uniform sampling of 8
+# frames covers each 64-frame synthetic clip; the window is nano's own; a faster EMA (used with --preset ssv2 or
+# diving48) because the run is ~150 steps; lr 1e-3 for 8 clips per step.
+SYNTHETIC_DEFAULTS = dict(
+    model="nano", out_dir="runs/synthetic_finetune", img_size=128, train_short_side=146, test_short_side=128,
+    clip_len=8, sampling="uniform", window_size=(0, 0, 0), drop_path=0.1, head_dropout=0.0, epochs=8,
+    warmup_epochs=1.0, lr=1e-3, videos_per_gpu=8, accum=1, ema_momentum=0.01,
+    test_clips=1, test_crops=3, test_batch=8, num_workers=2, log_every=10, save_every=500, dtype="float32",
+)
+
+
+def build_config(argv):
+    given = parse_flags(FinetuneConfig, argv, __doc__.split("\n")[0])
+    synthetic = not (given.get("train_ann") or given.get("test_ann"))
+    preset = PRESETS[given.get("preset", "k400")]
+    base = {**preset, **SYNTHETIC_DEFAULTS} if synthetic else dict(preset)
+    return FinetuneConfig(**{**base, **given}), synthetic
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# optimizer groups: layer-wise lr decay (k400) or a backbone lr multiplier (ssv2)
+
+
+def lr_scale_fn(cfg, mcfg):
+    """name -> lr multiplier. Layer decay (k400): decay ** (max_layer_id - layer_id) with model.layer_id's numbering,
+    i.e. the official custom_keys table: head 1.0, encoder.norm 0.9, layers.3.blocks.1 0.9, layers.3.blocks.0 0.9^2,
+    layers.2.downsample 0.9^3, ..., layers.0.blocks.0 0.9^27, patch_embed 0.9^28 for Swin-B (spec §7c). Relative-
+    position bias tables take their block's multiplier (official longest-key quirk: 1.0; README 'Differences').
+    Without layer decay (ssv2): the head 1.0, every encoder parameter backbone_lr_scale (official lr_mult 0.1)."""
+    top = bevt_model.max_layer_id(mcfg.depths)
+    if cfg.layer_decay != 1.0:
+        return lambda name: cfg.layer_decay ** (top - bevt_model.layer_id(name, mcfg.depths))
+    return lambda name: cfg.backbone_lr_scale if name.startswith("encoder.") else 1.0
+
+
+def finetune_lr(cfg, step, steps_per_epoch, total_steps):
+    """official: mmcv CosineAnnealing with by_epoch=True (the cosine value changes once per epoch) and a per-iteration
+    linear warmup from warmup_ratio x the epoch's lr over warmup_epochs."""
+    cosine = lr_at((step // steps_per_epoch) * steps_per_epoch, total_steps, 0, cfg.lr, min_lr=cfg.min_lr)
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        cosine *= 1.0 - (1.0 - cfg.warmup_ratio) * (1.0 - step / warmup)
+    return cosine
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# EMA of weights (official ssv2: mmcv EMAHook, momentum 2e-4, interval 1, in after_train_iter)
+
+
+@torch.no_grad()
+def ema_update(ema, model, momentum, accum):
+    """ema <- (1 - m) ema + m param. mmcv EMAHook runs after every forward iteration with m = min(2e-4,
+    (1 + it) / (warm_up + it)) = 2e-4 (warm_up=100 never binds), after the optimizer hook of the same iteration; with
+    update_interval=accum the parameters stay fixed for the accum iterations that follow a step, so one update per
+    optimizer step with m' = 1 - (1 - m)^accum gives exactly the official EMA."""
+    m = 1.0 - (1.0 - momentum) ** accum
+    for name, p in model.named_parameters():
+        ema[name].mul_(1.0 - m).add_(p.detach(), alpha=m)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Table 2 temporal test: frame-index transforms, pure functions of (T, rng)
+
+
+def single_frame_indices(t, rng):
+    """BEVT §4.2 Table 2 "Single-frame": one random frame replaces every other frame -> a static clip."""
+    return np.full(t, rng.integers(t), dtype=np.int64)
+
+
+def shuffle_indices(t, rng):
+    """BEVT §4.2 Table 2 "Random-Shuffling": the frames in a random temporal order."""
+    return rng.permutation(t).astype(np.int64)
+
+
+def temporal_transform(video, video_index, kind, seed):
+    """Applies the Table 2 transform to a batch (B, 3, T, H, W); each clip's rng is default_rng([seed, video index]),
+    so the result does not depend on batching or the number of ranks (all views of a video share the pattern)."""
+    if kind == "none":
+        return video
+    make = single_frame_indices if kind == "single-frame" else shuffle_indices
+    T = video.shape[2]
+    idx = [torch.from_numpy(make(T, np.random.default_rng([seed, int(v)]))) for v in video_index]
+    idx = torch.stack(idx).to(video.device)  # (B, T)
+    return torch.stack([clip.index_select(1, i) for clip, i in zip(video, idx)])  # (B, 3, T, H, W)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# multi-view evaluation: softmax probabilities averaged per video over its views, metrics over the whole set
+
+
+@torch.no_grad()
+def evaluate(model, batches, num_videos, num_classes, env, dtype="float32", temporal="none", seed=0):
+    """Sums softmax probabilities, view counts and labels per video over this rank's batches ({"video", "label",
+    "video_index"}) and all-reduces them, so every rank holds the whole set. Returns (prob_sum (N, C), views (N,),
+    labels (N,)); a video seen by no rank has 0 views (`metrics` refuses that)."""
+    model.eval()
+    prob_sum = torch.zeros(num_videos, num_classes, dtype=torch.float64, device=env.device)
+    views = torch.zeros(num_videos, dtype=torch.float64, device=env.device)
+    label_sum = torch.zeros(num_videos, dtype=torch.float64, device=env.device)
+    for b in batches:
+        video = temporal_transform(b["video"].to(env.device, non_blocking=True), b["video_index"], temporal, seed)
+        with autocast_context(env.device, dtype):
+            logits = model(video)  # (B, C)
+        index = b["video_index"].to(env.device)
+        prob_sum.index_add_(0, index, logits.float().softmax(-1).double())  # official: average_clips='prob'
+        views.index_add_(0, index, torch.ones_like(index, dtype=torch.float64))
+        label_sum.index_add_(0, index, b["label"].to(env.device, torch.float64))
+    for t in (prob_sum, views, label_sum):
+        all_sum(t, env)
+    labels = (label_sum / views.clamp(min=1)).round().long()
+    return prob_sum.cpu(), views.cpu(), labels.cpu()
+
+
+def metrics(prob_sum, views, labels, expected_views, groups=None, topk=(1, 5)):
+    """Top-k accuracy (%) over videos of the averaged probabilities, per-class top-1 (%, NaN for an empty class) and
+    top-1 over the videos of each group of classes ({name: [labels]}, e.g. the synthetic appearance / motion classes).
+    Every video must have been seen exactly `expected_views` times (none dropped or counted twice)."""
+    bad = (views != expected_views).nonzero().flatten()
+    if len(bad):
+        raise RuntimeError(f"{len(bad)} videos were not seen exactly {expected_views} times, e.g. video "
+                           f"{int(bad[0])} {int(views[bad[0]])} times")
+    probs = prob_sum / views[:, None]  # (N, C) mean over views
+    C = probs.shape[1]
+    ranked = probs.topk(min(max(topk), C), dim=1).indices  # (N, k)
+    hit = ranked == labels[:, None]  # (N, k)
+    out = {f"top{k}": 100.0 * hit[:, :k].any(1).double().mean().item() for k in topk}
+    correct = torch.zeros(C, dtype=torch.float64).index_add_(0, labels, hit[:, 0].double())
+    total = torch.zeros(C, dtype=torch.float64).index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
+    out["per_class"] = (100.0 * correct / total).tolist()  # NaN where a class has no test video
+    out["class_count"] = total.long().tolist()
+    out["groups"] = {g: 100.0 * correct[c].sum().item() / max(total[c].sum().item(), 1)
+                     for g, c in (groups or {}).items()}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# initialisation: ours (any stage), the official release, torchvision swin3d_*, or nothing
+
+def init_state(path, classifier):
+    """(the classifier's full state dict, the dropped keys, a description) from the checkpoint at `path`. Formats:
+    ours (pretraining {'model': BEVT} of any stage, or a finetune checkpoint, with its EMA weights if any), the official
+    release (mmcv {'state_dict': backbone.*, cls_head.*}), a torchvision swin3d_* state dict. model.load_official
+    does the surgery: decoder, 2D patch embed, mask token, lm_head and DALL-E keys dropped by name, bias tables
+    interpolated to our window (ssv2), anything else unexpected or missing an error naming the keys."""
+    state = load_checkpoint(path)
+    kind = "official BEVT"
+    if isinstance(state, dict) and "features.0.0.norm1.weight" in state:
+        kind, state = "torchvision swin3d", bevt_model.from_torchvision(state)
+    elif isinstance(state, dict) and "config" in state and isinstance(state.get("model"), dict):
+        kind = "our finetune" if "head.weight" in state["model"] else "our pretraining"
+        if state.get("ema"):
+            kind, state = kind + " (EMA weights)", {**state["model"], **state["ema"]}
+    try:
+        sd, dropped = bevt_model.load_official(state, classifier)
+    except ValueError as e:
+        raise SystemExit(f"cannot initialise from {path} ({kind} checkpoint): {e}") from e
+    head = "head from the checkpoint" if "head.weight" in sd else "new head"
+    sd = {**{k: v for k, v in classifier.state_dict().items() if k.startswith("head.")}, **sd}  # fresh head if none
+    return sd, dropped, f"{kind} checkpoint {path} ({head}, {len(dropped)} keys dropped by name)"
+
+
+def export_torchvision(model, path):
+    """Our classifier -> a state dict that torchvision.models.video.swin3d_t/s/b(num_classes=...) loads strictly."""
+    torch.save(bevt_model.to_torchvision(model.state_dict(), tuple(model.encoder.cfg.window_size)), path)
+
+# ----------------------------------------------------------------------------------------------------------------------
+# one optimizer step
+
+
+def train_step(model, micro_batches, optimizer, scaler, cfg, env, lr):
+    """Forward/backward over `accum` equal micro-batches (mean cross-entropy / accum = the step's mean, as the official
+    DistOptimizerHook), clip, step. Returns (grad norm or None if a loss was not finite, stats [sum CE, correct, n])."""
+    set_lr(optimizer, lr)
+    stats = torch.zeros(3, dtype=torch.float64, device=env.device)
+    finite = torch.ones((), dtype=torch.bool, device=env.device)
+    for i, b in enumerate(micro_batches):
+        video, label = b["video"].to(env.device, non_blocking=True), b["label"].to(env.device, non_blocking=True)
+        last = i == len(micro_batches) - 1
+        with nullcontext() if (last or not env.ddp) else model.no_sync():  # all-reduce on the last micro-batch only
+            with autocast_context(env.device, cfg.dtype):
+                logits = model(video)  # (B, num_classes)
+            # official ssv2 cfg: LabelSmoothing(0.1) blends the one-hot with 0.1/num_classes, = torch's label_smoothing
+            loss = F.cross_entropy(logits.float(), label, label_smoothing=cfg.label_smoothing)
+            finite &= torch.isfinite(loss.detach())
+            scaler.scale(loss / len(micro_batches)).backward()
+        stats += torch.stack([loss.detach().double() * len(label), (logits.argmax(-1) == label).sum().double(),
+                              torch.tensor(float(len(label)), dtype=torch.float64, device=env.device)])
+    if all_sum((~finite).float(), env).item() > 0 and not scaler.is_enabled():
+        optimizer.zero_grad(set_to_none=True)
+        return None, stats
+    scaler.unscale_(optimizer)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad if cfg.clip_grad > 0 else float("inf"))
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return float(grad_norm), stats
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the run
+
+
+def datasets(cfg, synthetic):
+    """(train records or None with --eval, test records, class names, class groups or None). The annotation format is
+    detected by data.read_annotations (K400 CSV, SSv2 / Diving-48 JSON, `path label` list)."""
+    if synthetic:
+        paths = data.synthetic_paths(data.synthetic_root())
+        train_ann, test_ann, root = paths["k400_train_csv"], paths["k400_val_csv"], paths["mp4_root"]
+        kinds = data.class_kinds(data.synthetic_root())  # 'appearance' | 'motion' per label
+        train_root, test_root = root, root
+        groups = {g: [c for c, k in enumerate(kinds) if k == g] for g in ("appearance", "motion")}
+    else:
+        train_ann, train_root, test_ann, test_root = cfg.train_ann, cfg.train_root, cfg.test_ann, cfg.test_root
+        groups = None
+    if not (test_ann and test_root):
+        raise SystemExit("evaluation needs --test-ann and --test-root")
+    test_records, classes = data.read_annotations(test_ann, test_root)
+    train_records = None
+    if not cfg.eval:
+        if not (train_ann and train_root):
+            raise SystemExit("training needs --train-ann and --train-root (or --eval true)")
+        train_records, classes = data.read_annotations(train_ann, train_root)
+        if str(test_ann).endswith(".csv"):  # Kinetics labels are names: index the test set with the training classes
+            test_records, _ = data.read_k400_csv(test_ann, test_root, classes)
+    bad = [r.path for r in test_records if r.label >= len(classes)]
+    if bad:
+        raise SystemExit(f"{test_ann}: {len(bad)} test labels outside the {len(classes)} classes, e.g. {bad[0]}")
+    return train_records, test_records, classes, groups
+
+
+def run_eval(model, records, num_classes, cfg, env, temporal, groups):
+    """The multi-view test of `records` (optionally under a Table 2 transform) -> metrics()."""
+    ds = data.FinetuneVideoDataset(records, train=False, sampling=cfg.sampling, clip_len=cfg.clip_len,
+                                   frame_interval=cfg.frame_interval, num_clips=cfg.test_clips,
+                                   num_crops=cfg.test_crops, crop=cfg.img_size, short_side=cfg.test_short_side,
+                                   seed=cfg.seed)
+    loader = data.make_loader(ds, cfg.test_batch, train=False, num_workers=cfg.num_workers, seed=cfg.seed,
+                              distributed=env.ddp)
+    prob_sum, views, labels = evaluate(model, loader, len(records), num_classes, env, cfg.dtype, temporal, cfg.seed)
+    return metrics(prob_sum, views, labels, ds.views, groups)
+
+
+def report(results, classes, env, out_dir):
+    """Prints top-1/top-5 (and the temporal test beside it with the drop), the group table, the per-class table."""
+    if not env.master:
+        return
+    normal, others = results["normal"], [(k, m) for k, m in results.items() if k != "normal"]
+    rows = [("all classes", lambda m: m["top1"])] + [(f"{g} classes", lambda m, g=g: m["groups"][g])
+                                                     for g in normal["groups"]]
+    print(f"test top-5 {normal['top5']:.2f}; top-1:")
+    for name, get in rows:  # BEVT Table 2 layout: normal, then each temporal test with its drop
+        print(f"  {name:<20} {get(normal):6.2f}" + "".join(f" | {k} {get(m):6.2f} (drop {get(normal) - get(m):.2f})"
+                                                          for k, m in others))
+    table = list(zip(classes, normal["class_count"], normal["per_class"]))
+    path = Path(out_dir) / "eval.json"
+    path.write_text(json.dumps({"results": results, "classes": classes}, indent=1))
+    if len(table) <= 60:
+        print("per-class top-1:\n" + "\n".join(f"  {c:<32} {n:5d} videos {acc:6.2f}" for c, n, acc in table))
+    print(f"all numbers (the per-class table included) in {path}")
+
+
+def main(argv=None):
+    cfg, synthetic = build_config(sys.argv[1:] if argv is None else argv)
+    env = setup_distributed()
+    cfg = dataclasses.replace(cfg, dtype=resolve_dtype(env.device, cfg.dtype))
+    torch.manual_seed(cfg.seed + env.rank)  # STYLE rule 16: drop path differs per rank
+    out_dir = Path(cfg.out_dir)
+    log = print if env.master else (lambda *a: None)
+    if env.master:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if synthetic:
+        log("no --train-ann/--test-ann given: embedded default (synthetic data, nano model, CPU-sized)")
+        if env.master:
+            data.synthetic_root()  # generated once, on the master, before the others read it
+        if env.ddp:
+            dist.barrier()
+
+    # --- weights to start from: resume > --init > the embedded default's pretraining output
+    resume_path = latest_checkpoint(out_dir) if (cfg.resume or cfg.eval) and not (cfg.eval and cfg.init) else None
+    init = cfg.init
+    if not init and synthetic and resume_path is None:
+        found = latest_checkpoint(SYNTHETIC_PRETRAIN_DIR)
+        init = str(found) if found else "none"
+        log(f"no pretraining checkpoint in {SYNTHETIC_PRETRAIN_DIR} (run `python train.py` first): from scratch"
+            if not found else f"the embedded default starts from the pretraining output {found}")
+    if cfg.eval and resume_path is None and init in ("", "none"):
+        raise SystemExit(f"--eval true needs --init CHECKPOINT or a checkpoint in {out_dir}")
+    ckpt = load_checkpoint(resume_path) if resume_path else None
+
+    # --- data and model
+    train_records, test_records, classes, groups = datasets(cfg, synthetic)
+    mcfg = bevt_model.PRESETS[cfg.model]
+    if cfg.window_size != (0, 0, 0):
+        mcfg = dataclasses.replace(mcfg, window_size=cfg.window_size)
+    mcfg = dataclasses.replace(mcfg, drop_path_rate=cfg.drop_path)
+    raw_model = bevt_model.VideoClassifier(mcfg, len(classes), head_dropout=cfg.head_dropout).to(env.device)
+    if ckpt is None and init not in ("", "none"):
+        sd, dropped, what = init_state(init, raw_model)
+        load_model_state(raw_model, sd, init)
+        log(f"initialised from {what}: " + ", ".join(sorted({".".join(k.split(".")[:2]) for k in dropped})))
+    elif ckpt is None and (cfg.init == "none" or not synthetic):
+        log("initialised from scratch" + (" (--init none)" if cfg.init == "none" else " (no --init given)"))
+    ema = {n: p.detach().clone() for n, p in raw_model.named_parameters()} if cfg.ema else None
+
+    step = 0
+    if not cfg.eval:
+        optimizer = torch.optim.AdamW(param_groups(raw_model, cfg.weight_decay, lr_scale_fn(cfg, mcfg)), lr=cfg.lr,
+                                      betas=cfg.betas)
+        scaler = torch.amp.GradScaler("cuda", enabled=(cfg.dtype == "float16"))
+    if ckpt is not None:
+        load_model_state(raw_model, ckpt["model"], resume_path)
+        if ema is not None and ckpt.get("ema") is not None:
+            ema = {n: t.to(env.device) for n, t in ckpt["ema"].items()}
+        changed = {k: (v, getattr(cfg, k)) for k, v in ckpt["config"].items()
+                   if k not in ("init", "resume", "eval", "max_steps", "temporal_test", "export_torchvision")
+                   and (tuple(v) if isinstance(v, list) else v) != getattr(cfg, k)}
+        if changed:
+            log(f"note: flags differ from the checkpoint's (saved, now): {changed}")
+        if not cfg.eval:
+            try:
+                optimizer.load_state_dict(ckpt["optimizer"])
+            except ValueError as e:
+                raise SystemExit(f"cannot resume from {resume_path}: {e} (the optimizer groups follow the "
+                                 f"lr/decay flags; differing flags: {changed})") from e
+            scaler.load_state_dict(ckpt["scaler"])
+            restore_rng(ckpt["rng"], env)
+        step = ckpt["step"]
+        log(f"{'evaluating' if cfg.eval else 'resumed from'} {resume_path} (step {step})")
+
+    # --- training
+    if not cfg.eval:
+        train_ds = data.FinetuneVideoDataset(
+            train_records, train=True, sampling=cfg.sampling, clip_len=cfg.clip_len, frame_interval=cfg.frame_interval,
+            crop=cfg.img_size, short_side=cfg.train_short_side, flip=cfg.flip,
+            randaugment=cfg.randaugment if cfg.randaugment[0] > 0 else None, erase_prob=cfg.erase_prob, seed=cfg.seed)
+        steps_per_epoch = batches_per_epoch(train_ds, cfg.videos_per_gpu, env) // cfg.accum
+        if steps_per_epoch == 0:
+            raise SystemExit(f"{len(train_ds)} training videos are fewer than one step "
+                             f"({env.world} GPUs x {cfg.videos_per_gpu} x accum {cfg.accum})")
+        total_steps = cfg.epochs * steps_per_epoch
+        stop_at = min(total_steps, cfg.max_steps) if cfg.max_steps > 0 else total_steps
+        model = torch.compile(raw_model) if cfg.compile else raw_model
+        if env.ddp:  # every parameter is used in every step: no find_unused_parameters
+            model = DDP(model, device_ids=[env.local_rank] if env.device.startswith("cuda") else None)
+        log(f"finetune {cfg.preset} | model {cfg.model} | {len(classes)} classes | {len(train_records)} train / "
+            f"{len(test_records)} test videos | {env.world} process(es) on {env.device} {cfg.dtype} | "
+            f"{steps_per_epoch} steps/epoch x {cfg.epochs} = {total_steps} steps of "
+            f"{cfg.videos_per_gpu * cfg.accum * env.world} clips")
+        log_file = open(out_dir / "log.jsonl", "a") if env.master else None
+        t0, start, window = time.time(), step, torch.zeros(3, dtype=torch.float64, device=env.device)
+        while step < stop_at:
+            epoch, in_epoch = divmod(step, steps_per_epoch)
+            it = iter(epoch_loader(train_ds, cfg.videos_per_gpu, env, cfg.seed, epoch, in_epoch * cfg.accum,
+                                   cfg.num_workers))
+            for _ in range(in_epoch, steps_per_epoch):
+                if step >= stop_at:
+                    break
+                lr = finetune_lr(cfg, step, steps_per_epoch, total_steps)
+                grad_norm, stats = train_step(model, [next(it) for _ in range(cfg.accum)], optimizer, scaler, cfg,
+                                              env, lr)
+                if grad_norm is None:
+                    raise SystemExit(f"non-finite loss at step {step + 1}; last good checkpoint: "
+                                     f"{latest_checkpoint(out_dir) or 'none written yet'}")
+                if ema is not None:
+                    ema_update(ema, raw_model, cfg.ema_momentum, cfg.accum)
+                step, window = step + 1, window + stats
+                if step % cfg.log_every == 0 or step == stop_at:  # means over the steps since the last line
+                    loss, correct, n = all_sum(window, env).tolist()
+                    window.zero_()
+                    row = {"step": step, "epoch": step / steps_per_epoch, "loss": loss / n, "acc": correct / n,
+                           "lr": lr, "grad_norm": grad_norm}
+                    rate = (step - start) / max(time.time() - t0, 1e-9)
+                    log(f"step {step}/{total_steps} | epoch {row['epoch']:.2f} | loss {row['loss']:.4f} | "
+                        f"acc {row['acc']:.3f} | lr {lr:.2e} | grad {grad_norm:.3f} | "
+                        f"{rate * cfg.videos_per_gpu * cfg.accum * env.world:.1f} clips/s")
+                    if env.master:
+                        log_file.write(json.dumps(row) + "\n")
+                        log_file.flush()
+                if step % cfg.save_every == 0 or step == stop_at:
+                    rngs = rng_states(env)
+                    if env.master:
+                        state = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "scaler": scaler.state_dict(), "ema": ema, "config": asdict(cfg),
+                                 "model_config": asdict(mcfg), "classes": classes, "step": step, "rng": rngs}
+                        log(f"saved {save_checkpoint(state, out_dir, step, cfg.keep_last)}")
+        if env.master:
+            log_file.close()
+        log(f"trained {step - start} steps in {(time.time() - t0) / 60:.1f} min")
+
+    # --- evaluation with the EMA weights when kept (official: EMAHook swaps them in for testing)
+    if ema is not None:
+        raw_model.load_state_dict({**raw_model.state_dict(), **ema})
+        log("evaluating the EMA weights")
+    results = {"normal": run_eval(raw_model, test_records, len(classes), cfg, env, "none", groups)}
+    if cfg.temporal_test != "none":  # BEVT Table 2
+        results[cfg.temporal_test] = run_eval(raw_model, test_records, len(classes), cfg, env, cfg.temporal_test,
+                                              groups)
+    report(results, classes, env, out_dir)
+    if cfg.export_torchvision and env.master:
+        export_torchvision(raw_model, cfg.export_torchvision)
+        log(f"wrote {cfg.export_torchvision}: loads into torchvision.models.video.swin3d_* "
+            f"(num_classes={len(classes)}) with strict=True")
+    if env.ddp:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
