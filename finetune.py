@@ -30,8 +30,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
 import model as bevt_model
+from cli import parse_flags
 from train import (all_sum, autocast_context, batches_per_epoch, epoch_loader, latest_checkpoint, load_checkpoint,
-                   load_model_state, lr_at, param_groups, parse_flags, resolve_dtype, restore_rng, rng_states,
+                   load_model_state, lr_at, optimizer_step, param_groups, resolve_dtype, restore_rng, rng_states,
                    save_checkpoint, set_lr, setup_distributed)
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -302,16 +303,8 @@ def train_step(model, micro_batches, optimizer, scaler, cfg, env, lr):
             scaler.scale(loss / len(micro_batches)).backward()
         stats += torch.stack([loss.detach().double() * len(label), (logits.argmax(-1) == label).sum().double(),
                               torch.tensor(float(len(label)), dtype=torch.float64, device=env.device)])
-    if all_sum((~finite).float(), env).item() > 0 and not scaler.is_enabled():
-        optimizer.zero_grad(set_to_none=True)
-        return None, stats
-    scaler.unscale_(optimizer)
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad if cfg.clip_grad > 0 else float("inf"))
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    return float(grad_norm), stats
+    result = optimizer_step(optimizer, scaler, finite, cfg.clip_grad, env)
+    return (None if result is None else result[0]), stats
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -344,20 +344,28 @@ def train_step(model, tokenizer, micro_batches, optimizer, scaler, cfg, env, lr)
                                                        out["acc_" + key].detach().double() * n, n])
             finite &= torch.isfinite(loss.detach())
             scaler.scale(loss).backward()
-    # a non-finite loss on any rank stops the run (fp16: the GradScaler skips such a step instead, and it is counted)
-    bad = all_sum((~finite).float(), env).item() > 0
-    if bad and not scaler.is_enabled():
-        optimizer.zero_grad(set_to_none=True)
+    result = optimizer_step(optimizer, scaler, finite, cfg.clip_grad, env)
+    if result is None:
         return None, stats
+    grad_norm, skipped = result
+    return {"grad_norm": grad_norm, "skipped": skipped}, stats
+
+
+def optimizer_step(optimizer, scaler, finite, clip_grad, env):
+    """The end of every step, shared with finetune.py: a non-finite loss on any rank (`finite` False) stops the run
+    (returns None; fp16: the GradScaler skips such a step instead, and it is counted), else unscale, clip, step.
+    Returns (grad norm, 1 if the fp16 scaler skipped the step else 0)."""
+    if all_sum((~finite).float(), env).item() > 0 and not scaler.is_enabled():
+        optimizer.zero_grad(set_to_none=True)
+        return None
     scaler.unscale_(optimizer)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad if cfg.clip_grad > 0 else float("inf"))
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad if clip_grad > 0 else float("inf"))
     scale_before = scaler.get_scale() if scaler.is_enabled() else 1.0
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    skipped = scaler.is_enabled() and scaler.get_scale() < scale_before  # fp16: the scaler skipped this step
-    return {"grad_norm": float(grad_norm), "skipped": int(skipped)}, stats
+    return float(grad_norm), int(scaler.is_enabled() and scaler.get_scale() < scale_before)
 
 
 def summarise(stats, streams, env):
