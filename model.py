@@ -94,6 +94,47 @@ def shift_attention_mask(padded, window, shift, device=None):
     return (differs.float() * -100.0).unsqueeze(1)              # (nW, 1, N, N)
 
 
+def window_order(B, padded, window, shift, device=None):
+    """Window partition of the cyclically shifted (by -shift) padded grid, as a permutation of token rows:
+    perm[r] = grid row (b, t, h, w flattened) of window row r (rows ordered (b, window, token in window)) and its
+    inverse. The same rows torchvision gets from roll + partition, as an index."""
+    Tp, Hp, Wp = padded
+    grid = torch.arange(B * Tp * Hp * Wp, device=device).view(B, Tp, Hp, Wp)   # (B, Tp, Hp, Wp) row ids
+    if any(shift):
+        grid = torch.roll(grid, shifts=(-shift[0], -shift[1], -shift[2]), dims=(1, 2, 3))
+    perm = rearrange(grid, "b (t wd) (h wh) (w ww) -> (b t h w wd wh ww)",
+                     wd=window[0], wh=window[1], ww=window[2])   # (B*nW*N,)
+    return perm, torch.argsort(perm)
+
+
+class PermuteRows(torch.autograd.Function):
+    """y = x[index] for a permutation `index` of the rows of x (rows, D); the backward is the inverse gather
+    (autograd's default for index_select would be a slow scatter-add into zeros)."""
+
+    @staticmethod
+    def forward(ctx, x, index, inverse):
+        ctx.save_for_backward(inverse)
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(0, inverse), None, None
+
+
+def change_order(x, orders, src, dst):
+    """Token rows (rows, D) from order orders[src] to order orders[dst]; an order is (perm, inverse) from
+    window_order, src / dst None is the grid. Row r of the result is the row of x holding grid row perm_dst[r]."""
+    if src == dst:
+        return x
+    if src is None:
+        return PermuteRows.apply(x, orders[dst][0], orders[dst][1])
+    if dst is None:
+        return PermuteRows.apply(x, orders[src][1], orders[src][0])
+    (perm_s, inv_s), (perm_d, inv_d) = orders[src], orders[dst]
+    return PermuteRows.apply(x, inv_s[perm_d], inv_d[perm_s])
+
+
 def drop_path(x, p, training):
     """Stochastic depth per sample (BEVT cfg drop_path_rate); identity when p == 0 or in eval."""
     if p == 0.0 or not training:
@@ -123,9 +164,50 @@ class PatchEmbed(nn.Module):
         return self.norm(x)
 
 
+class BiasedAttention(torch.autograd.Function):
+    """softmax(q k^T / sqrt(hd) + mask) v with a gradient for the additive mask (the learned relative bias), for
+    the CPU. F.scaled_dot_product_attention runs its fused CPU (flash) kernel only when the mask needs no gradient;
+    otherwise it falls back to the unfused math path (separate scale, add, "safe" softmax with extra -inf checks).
+    Here the forward is the fused kernel with the mask detached, and the backward recomputes the probabilities
+    (nothing N x N is saved between forward and backward; s = 1 / sqrt(hd)):
+      P = softmax(q k^T s + mask),  dV = P^T dO,  dP = dO V^T,  dS = P * (dP - rowsum(dP * P)),
+      dQ = dS K s,  dK = dS^T Q s,  dmask = dS summed over the dims the mask was broadcast along.
+    It takes the fused qkv projection and returns heads merged, so the backward writes dq, dk, dv straight into
+    one (3, B*nW, nH, N, hd) buffer. On CUDA plain SDPA already has a fused kernel with a bias gradient
+    (memory-efficient attention), so WindowAttention uses this only on the CPU. torch.compile traces it."""
+
+    @staticmethod
+    def forward(ctx, qkv, mask, heads):                          # qkv (B*nW, N, 3D); mask (1|B*nW, nH, N, N)
+        Bw, N, D3 = qkv.shape
+        qkv = qkv.view(Bw, N, 3, heads, D3 // 3 // heads).permute(2, 0, 3, 1, 4).contiguous()  # (3, B*nW, nH, N, hd)
+        o, _ = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            qkv[0], qkv[1], qkv[2], attn_mask=mask.detach())    # (B*nW, nH, N, hd), and the log-sum-exp
+        ctx.save_for_backward(qkv, mask)
+        return o.transpose(1, 2).reshape(Bw, N, D3 // 3)         # (B*nW, N, D)
+
+    @staticmethod
+    def backward(ctx, do):                                       # (B*nW, N, D)
+        qkv, mask = ctx.saved_tensors
+        q, k, v = qkv                                            # (B*nW, nH, N, hd) each
+        Bw, nH, N, hd = q.shape
+        do = do.view(Bw, N, nH, hd).transpose(1, 2).contiguous()  # (B*nW, nH, N, hd)
+        qs, ks = q * hd ** -0.5, k * hd ** -0.5                  # scale the small operands, not the N x N ones
+        p = torch.matmul(qs, k.transpose(-2, -1)).add_(mask)     # (B*nW, nH, N, N) logits, recomputed
+        p = torch.softmax(p, dim=-1)                             # P
+        dqkv = torch.empty_like(qkv)                             # (3, B*nW, nH, N, hd)
+        torch.matmul(p.transpose(-2, -1), do, out=dqkv[2])      # dV = P^T dO
+        ds = torch.matmul(do, v.transpose(-2, -1))              # dP = dO V^T (B*nW, nH, N, N)
+        ds = torch._softmax_backward_data(ds, p, -1, p.dtype)   # dS = P * (dP - rowsum(dP * P)), one fused pass
+        del p
+        dmask = ds.sum_to_size(mask.shape) if ctx.needs_input_grad[1] else None   # (1|B*nW, nH, N, N)
+        torch.matmul(ds, ks, out=dqkv[0])                        # dQ = dS K s
+        torch.matmul(ds.transpose(-2, -1), qs, out=dqkv[1])     # dK = dS^T Q s
+        return dqkv.permute(1, 3, 0, 2, 4).reshape(Bw, N, 3 * nH * hd), dmask, None   # (B*nW, N, 3D)
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside one window, with the relative position bias (BEVT §3 / Video Swin).
-    The bias table lives here (official name); it is gathered for all blocks of a stage at once (see Stage)."""
+    The bias table lives here (official name); Stage gathers it into the additive mask (1|B*nW, nH, N, N)."""
 
     def __init__(self, dim, heads, window, qkv_bias, attn_drop):
         super().__init__()
@@ -135,12 +217,14 @@ class WindowAttention(nn.Module):
         rows = (2 * window[0] - 1) * (2 * window[1] - 1) * (2 * window[2] - 1)
         self.relative_position_bias_table = nn.Parameter(torch.zeros(rows, heads))  # ((2Wd-1)(2Wh-1)(2Ww-1), nH)
 
-    def forward(self, x, attn_mask):                            # x (B*nW, N, D); attn_mask (nH|B*nW, .., N, N)
+    def forward(self, x, attn_mask):                            # x (B*nW, N, D); attn_mask (1|B*nW, nH, N, N)
         Bw, N, D = x.shape
+        dropout = self.attn_drop if self.training else 0.0
+        # softmax(q k^T / sqrt(hd) + bias [+ shift mask]) v
+        if x.device.type == "cpu" and torch.is_grad_enabled() and dropout == 0.0:
+            return self.proj(BiasedAttention.apply(self.qkv(x), attn_mask, self.heads))   # (B*nW, N, D)
         q, k, v = self.qkv(x).view(Bw, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # 3x (B*nW, nH, N, hd)
-        # softmax(q k^T / sqrt(hd) + bias [+ shift mask]) v; the fused kernels take the additive mask as is.
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
-                                           dropout_p=self.attn_drop if self.training else 0.0)  # (B*nW, nH, N, hd)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)  # (B*nW, nH, N, hd)
         return self.proj(x.transpose(1, 2).reshape(Bw, N, D))   # (B*nW, N, D)
 
 
@@ -154,7 +238,9 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """Swin block: x + W-MSA(LN(x)) then x + MLP(LN(x)), windows shifted by `shift` (may be (0, 0, 0))."""
+    """Swin block: x + W-MSA(LN(x)) then x + MLP(LN(x)). It gets its tokens already in window order (Stage), so
+    partitioning, the cyclic shift and un-partitioning are one row permutation done by Stage between blocks:
+    LayerNorm, MLP and the residual adds are per token and do not care about the order."""
 
     def __init__(self, dim, heads, window, mlp_ratio, qkv_bias, drop_path_p, attn_drop):
         super().__init__()
@@ -164,24 +250,13 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path_p = drop_path_p
 
-    def forward(self, x, attn_mask, window, shift):            # x (B, T', H', W', D)
-        B, T, H, W, D = x.shape
-        y = self.norm1(x)
-        pad = [(w - s % w) % w for s, w in zip((T, H, W), window)]
-        if any(pad):                                            # official: pad after norm1, padded tokens are 0
-            y = F.pad(y, (0, 0, 0, pad[2], 0, pad[1], 0, pad[0]))  # (B, Tp, Hp, Wp, D)
-        if any(shift):
-            y = torch.roll(y, shifts=(-shift[0], -shift[1], -shift[2]), dims=(1, 2, 3))
-        Tp, Hp, Wp = y.shape[1:4]
-        wd, wh, ww = window
-        y = rearrange(y, "b (t wd) (h wh) (w ww) d -> (b t h w) (wd wh ww) d", wd=wd, wh=wh, ww=ww)  # (B*nW, N, D)
-        y = self.attn(y, attn_mask)                             # (B*nW, N, D)
-        y = rearrange(y, "(b t h w) (wd wh ww) d -> b (t wd) (h wh) (w ww) d", b=B, t=Tp // wd, h=Hp // wh,
-                      wd=wd, wh=wh, ww=ww)                      # (B, Tp, Hp, Wp, D)
-        if any(shift):
-            y = torch.roll(y, shifts=shift, dims=(1, 2, 3))
-        if any(pad):
-            y = y[:, :T, :H, :W]                                # (B, T', H', W', D), a view: the add copies
+    def forward(self, x, attn_mask, valid):                     # x (B, nW*N, D) in window order
+        B, L, D = x.shape
+        N = attn_mask.shape[-1]
+        y = self.norm1(x).view(-1, N, D)                        # (B*nW, N, D)
+        if valid is not None:                                   # official: pad after norm1, padded tokens are 0
+            y = y * valid                                       # valid (B*nW, N, 1)
+        y = self.attn(y, attn_mask).view(B, L, D)               # (B, nW*N, D)
         x = x + drop_path(y, self.drop_path_p, self.training)
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path_p, self.training)
 
@@ -205,9 +280,11 @@ class PatchMerging(nn.Module):
 
 class Stage(nn.Module):
     """`depth` blocks alternating plain / shifted windows, then (except the last stage) patch merging.
-    Once per forward it builds the bias index, gathers ALL its blocks' bias tables with one index_select, and
-    builds one shift mask; each block then gets bias_j (unshifted) or bias_j + mask (shifted). The tables are
-    per block (official), so one additive tensor per block kind per stage is the most sharing possible."""
+    Once per forward it builds the bias index and one shift mask; each block gathers its own bias table
+    (per block, official) with that index and gets bias_j (unshifted, broadcast over windows) or bias_j + mask.
+    Tokens live in window order inside a stage: partition + cyclic shift is a fixed permutation of the token
+    rows, so going from the grid to a block's windows, from plain to shifted windows and back to the grid is one
+    row gather each (backward: the inverse gather), instead of roll + partition + reverse + roll per block."""
 
     def __init__(self, dim, depth, heads, window, mlp_ratio, qkv_bias, drop_paths, attn_drop, downsample):
         super().__init__()
@@ -220,25 +297,38 @@ class Stage(nn.Module):
         B, T, H, W, D = x.shape
         window, shift = window_and_shift((T, H, W), self.window)
         N = window[0] * window[1] * window[2]
-        index = relative_position_index(window, self.window, x.device)          # (N, N)
-        tables = torch.stack([blk.attn.relative_position_bias_table for blk in self.blocks])  # (depth, R, nH)
-        bias = tables.index_select(1, index.flatten())                          # (depth, N*N, nH)
-        bias = bias.view(len(self.blocks), N, N, -1).permute(0, 3, 1, 2)        # (depth, nH, N, N)
+        padded = [s + (w - s % w) % w for s, w in zip((T, H, W), window)]
+        Tp, Hp, Wp = padded
+        index = relative_position_index(window, self.window, x.device).flatten()  # (N*N,)
+        orders = [window_order(B, padded, window, (0, 0, 0), x.device)]        # plain windows
         mask = None
         if any(shift):
-            padded = [s + (w - s % w) % w for s, w in zip((T, H, W), window)]
+            orders.append(window_order(B, padded, window, shift, x.device))     # shifted windows
             mask = shift_attention_mask(padded, window, shift, x.device)        # (nW, 1, N, N)
+        valid = [None] * len(orders)
+        if (Tp, Hp, Wp) != (T, H, W):                           # official: pad to a multiple of the window
+            x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H, 0, Tp - T))  # (B, Tp, Hp, Wp, D)
+            real = torch.zeros(B, Tp, Hp, Wp, 1, dtype=x.dtype, device=x.device)
+            real[:, :T, :H, :W] = 1.0
+            valid = [real.view(-1, 1)[perm].view(-1, N, 1) for perm, _ in orders]  # (B*nW, N, 1) per order
+        x = x.reshape(B * Tp * Hp * Wp, D)                      # (B*Tp*Hp*Wp, D) token rows, grid order
+        now = None                                              # current order: None = grid
         for j, blk in enumerate(self.blocks):
-            if j % 2 == 1 and mask is not None:                 # shifted block
-                attn_mask = bias[j] + mask                      # (nW, nH, N, N)
+            k = 1 if j % 2 == 1 and mask is not None else 0     # shifted block: order 1
+            x = change_order(x, orders, now, k)                 # (B*nW*N, D), windows ordered (b, window)
+            now = k
+            table = blk.attn.relative_position_bias_table      # (R, nH)
+            attn_mask = table.t().index_select(1, index).view(1, -1, N, N)      # (1, nH, N, N) bias
+            if k == 1:
+                attn_mask = attn_mask + mask                    # (nW, nH, N, N): (1, nH, N, N) + (nW, 1, N, N)
                 if B > 1:
                     attn_mask = attn_mask.repeat(B, 1, 1, 1)    # (B*nW, nH, N, N), windows ordered (b, window)
-                x = blk(x, attn_mask, window, shift)
-            else:                                               # no mask where nothing is shifted (official video)
-                x = blk(x, bias[j], window, (0, 0, 0))          # bias (nH, N, N) broadcasts over windows
-        out = x                                                 # pre-downsampling output (decoder reads 3 and 4)
+            # else: no mask where nothing is shifted (official video); the bias broadcasts over windows
+            x = blk(x.view(B, -1, D), attn_mask, valid[k]).view(-1, D)   # (B*nW*N, D)
+        x = change_order(x, orders, now, None).view(B, Tp, Hp, Wp, D)   # (B, Tp, Hp, Wp, D) grid order
+        out = x[:, :T, :H, :W]                                  # (B, T', H', W', D) pre-downsampling output
         if self.downsample is not None:
-            x = self.downsample(x)                              # (B, T', H'/2, W'/2, 2D)
+            x = self.downsample(out)                            # (B, T', H'/2, W'/2, 2D)
         return out, x
 
 
@@ -341,12 +431,15 @@ class BEVT(nn.Module):
 
     def forward_loss(self, feats, ids, mask):
         """BEVT Eq. (3)/(4): mean cross-entropy over the M masked positions of one stream, and their accuracy.
-        Only masked positions reach the V-way classifier (saves the C8 x V matmul on the others)."""
+        Only masked positions reach the V-way classifier (saves the C8 x V matmul on the others). M = 0 (a mask
+        that places nothing, e.g. on a small grid) gives loss 0 and accuracy 0, not NaN, and the loss still
+        depends on every parameter used (zero gradients), so DDP sees the same graph on every rank."""
         x = self.encoder.norm(feats[mask])                      # (M, C8)
         logits = self.lm_head(x)                                # (M, V)
         target = ids[mask]                                      # (M,)
-        loss = F.cross_entropy(logits.float(), target)
-        acc = (logits.argmax(-1) == target).float().mean()
+        M = max(target.numel(), 1)
+        loss = F.cross_entropy(logits.float(), target, reduction="sum") / M
+        acc = (logits.argmax(-1) == target).float().sum() / M
         return loss, acc
 
     def forward(self, video=None, video_mask=None, video_ids=None, image=None, image_mask=None, image_ids=None,

@@ -275,3 +275,56 @@ def test_layer_ids_follow_official_k400_decay():
            "encoder.layers.0.blocks.0.attn.qkv.weight", "encoder.layers.0.downsample.reduction.weight",
            "encoder.layers.3.blocks.1.mlp.fc1.bias", "encoder.norm.weight", "head.weight"]}
     assert list(exp.values()) == [28, 27, 25, 1, 1, 0]          # spec §7c: 0.9^28 ... 0.9^27 ... 0.9, 0.9, 1
+
+
+@pytest.mark.parametrize("mask_batch", [1, 6])
+def test_biased_attention_gradcheck(mask_batch):
+    """The CPU attention Function (fused forward, recomputing backward) against finite differences in float64,
+    for a bias broadcast over windows (1) and a per-window mask (B*nW), and against plain SDPA."""
+    torch.manual_seed(0)
+    qkv = torch.randn(6, 10, 3 * 8, dtype=torch.float64, requires_grad=True)      # (B*nW, N, 3D), nH = 2
+    mask = torch.randn(mask_batch, 2, 10, 10, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, m: model.BiasedAttention.apply(a, m, 2), (qkv, mask))
+    q, k, v = qkv.detach().view(6, 10, 3, 2, 4).permute(2, 0, 3, 1, 4)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask.detach())
+    torch.testing.assert_close(model.BiasedAttention.apply(qkv, mask, 2), ref.transpose(1, 2).reshape(6, 10, 8))
+
+
+def test_training_gradients_match_torchvision():
+    """Train-mode forward + backward (custom attention Function, window-order token permutations, padding,
+    temporal and spatial shift) give torchvision's gradients for every parameter; float64, so that summation
+    order cannot hide an error."""
+    torch.manual_seed(1)
+    tv, ours = _pair(SwinTransformer3d(patch_size=[2, 4, 4], embed_dim=24, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8],
+                                       window_size=[4, 7, 7], stochastic_depth_prob=0.0))
+    tv, ours = tv.double().train(), ours.double().train()
+    x = torch.randn(1, 3, 12, 224, 200, dtype=torch.float64)   # T' = 6 (pad 8, shift 2), W' = 50 (pad 56)
+    out_tv = tv.norm(tv.features(tv.patch_embed(x)))          # (B, T', H', W', C8), no head dropout
+    out_ours = ours.encoder.norm(ours.encoder(x)[-1])
+    torch.testing.assert_close(out_ours, out_tv, atol=1e-10, rtol=0)
+    out_tv.square().sum().backward()
+    out_ours.square().sum().backward()
+    grads_tv = model.from_torchvision({k: p.grad for k, p in tv.named_parameters()})
+    for name, p in ours.named_parameters():
+        if grads_tv[name] is None:                              # the classifier head is not used here
+            assert p.grad is None and name.startswith("head."), name
+            continue
+        torch.testing.assert_close(p.grad, grads_tv[name], atol=1e-9, rtol=1e-7, msg=name)
+
+
+def test_loss_with_no_masked_positions_is_zero_and_keeps_the_graph():
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(NANO, vocab_size=64)
+    m = BEVT(cfg)
+    batch = _nano_batch(cfg.vocab_size)
+    batch["video_mask"][:] = False                              # nothing masked in either stream
+    batch["image_mask"][:] = False
+    out = m(**batch)
+    for key in ("loss", "loss_mim", "loss_mvm", "acc_mim", "acc_mvm"):
+        assert out[key].item() == 0.0, key
+    out["loss"].backward()
+    no_grad = [n for n, p in m.named_parameters() if p.grad is None]
+    assert no_grad == [] and all(p.grad.abs().max() == 0 for p in m.parameters())
+    batch["image_mask"][0, 0, 0] = True                         # one masked position: a real loss again
+    out = m(**batch)
+    assert out["loss_mim"] > 0 and out["loss_mvm"] == 0
