@@ -41,7 +41,8 @@ from torchvision.transforms.v2 import functional as TF
 from cli import parse_flags
 from masking import blockwise_mask, video_mask
 
-SYNTHETIC_ROOT = Path(os.environ.get("BEVT_CACHE", Path.home() / ".cache" / "bevt")) / "synthetic"
+# the version in the name changes whenever the generator changes, so a stale cached copy is never used
+SYNTHETIC_ROOT = Path(os.environ.get("BEVT_CACHE", Path.home() / ".cache" / "bevt")) / "synthetic-v2"
 VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 MEAN = torch.tensor([123.675, 116.28, 103.53])  # official: ImageNet mean/std on 0..255 pixels (Normalize in every cfg)
@@ -490,7 +491,7 @@ class FinetuneVideoDataset(_Base):
     Test: short side 224 -> centre or three crops, num_clips clips; indexed by (video, clip, crop) views."""
 
     def __init__(self, records, train, sampling="dense", clip_len=32, frame_interval=2, num_clips=1, num_crops=1,
-                 crop=224, short_side=None, flip=True, randaugment=None, erase_prob=0.0, seed=0):
+                 crop=224, short_side=None, flip=True, randaugment=None, erase_prob=0.0, area=(0.08, 1.0), seed=0):
         super().__init__(records, seed)
         if sampling not in ("dense", "uniform") or num_crops not in (1, 3) or (sampling == "uniform" and num_clips != 1):
             raise ValueError("sampling must be dense|uniform (uniform has one clip), num_crops 1 or 3")
@@ -500,6 +501,7 @@ class FinetuneVideoDataset(_Base):
         self.short_side = short_side or (256 if train else 224)
         self.randaugment = v2.RandAugment(*randaugment) if randaugment else None  # (num_ops, magnitude)
         self.erase_prob = erase_prob
+        self.area = area  # RandomResizedCrop area range; official: (0.08, 1.0)
 
     def __getitem__(self, index):
         video = index // self.views
@@ -522,7 +524,7 @@ class FinetuneVideoDataset(_Base):
         if not self.train:
             return {"video": normalize(fixed_crop(x, self.crop, position, self.num_crops)), "label": record.label,
                     "video_index": video}
-        x = random_resized_crop(x, self.crop, rng)
+        x = random_resized_crop(x, self.crop, rng, self.area)
         if self.flip and rng.random() < 0.5:
             x = x.flip(-1)
         if self.randaugment is not None:  # torchvision draws from torch's RNG: seed it from ours, then restore it
@@ -634,7 +636,8 @@ def render_clip(name, seed, t, h, w) -> np.ndarray:
     if name in REVERSED_OF:
         return render_clip(REVERSED_OF[name], seed, t, h, w)[::-1].copy()
     rng = np.random.default_rng(seed)
-    low = torch.from_numpy(rng.uniform(40, 190, size=(1, 3, 3, 4))).float()  # smooth background colours
+    # A smooth, low-contrast greyish background, so that the objects, not the background, stand out.
+    low = torch.from_numpy(rng.uniform(100, 150, size=(1, 3, 3, 4))).float()  # (1, 3, 3, 4) colours, upsampled
     bg = F.interpolate(low, size=(h, w), mode="bicubic", align_corners=True)[0].permute(1, 2, 0).numpy()  # (H, W, 3)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     r, p, m = rng.uniform(0.14, 0.2) * h, np.linspace(0, 1, t), 0.25 * h
@@ -657,7 +660,7 @@ def render_clip(name, seed, t, h, w) -> np.ndarray:
         cx, cy = cx + p * 0.1 * w * np.cos(direction), cy + p * 0.1 * w * np.sin(direction)
         angle = angle + p * rng.uniform(-0.5, 0.5)
     cx, cy = np.broadcast_to(cx, (t,)), np.broadcast_to(cy, (t,))
-    colour = rng.uniform(60, 255, size=3)
+    colour = rng.uniform(190, 255, size=3)  # a light bar: always in contrast with the background and its dark dot
     frames = np.empty((t, h, w, 3), dtype=np.uint8)
     for i in range(t):
         u = (xx - cx[i]) * np.cos(angle[i]) + (yy - cy[i]) * np.sin(angle[i])  # (H, W) object-frame coordinates

@@ -15,6 +15,7 @@ This file also holds the machinery finetune.py imports: config flags, DDP set-up
 checkpoints.
 """
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -90,7 +91,7 @@ class TrainConfig:
 # with the nano model and the small VQ tokenizer, sized to finish in a few minutes on a 2-core CPU. Flags still override.
 SYNTHETIC_DEFAULTS = dict(
     model="nano", drop_path=0.0, out_dir="runs/synthetic_joint", img_size=128, rescale=(146, 183), clip_len=8,
-    frame_interval=2, videos_per_gpu=4, images_per_gpu=8, accum=1, epochs=6, warmup_epochs=1.0, lr=1e-3,
+    frame_interval=2, videos_per_gpu=4, images_per_gpu=8, accum=1, epochs=8, warmup_epochs=1.0, lr=1e-3,
     num_workers=2, log_every=10, save_every=200, dtype="float32",
 )
 
@@ -396,8 +397,9 @@ def cache_dir():
 def build_tokenizer(path, env, data_root, size):
     """The frozen target tokenizer on this rank's device (BEVT §3 "Tokenizer"). Without `path`: the default small VQ
     for `size`-px views, trained once on `data_root` by the master (tokenizer.default_tokenizer)."""
-    if not path:
-        path = cache_dir() / f"vq_tokenizer_{size}.pt"
+    if not path:  # cached per dataset and view size: a tokenizer trained on other data is never picked up
+        key = hashlib.sha1(str(Path(data_root).resolve()).encode()).hexdigest()[:10]
+        path = cache_dir() / f"vq_tokenizer_{size}_{key}.pt"
         if env.master:
             tok.default_tokenizer(path, data_root, size)
         if env.ddp:
