@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.io import ImageReadMode, decode_image, write_jpeg, write_png
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
@@ -538,49 +538,35 @@ class FinetuneVideoDataset(_Base):
 
 
 # --------------------------------------------------------------------------- loaders
-class _ShardSampler(Sampler):
-    """Eval: rank r takes indices r, r + world, ... (no padding, no duplicates)."""
-
-    def __init__(self, n, rank, world):
-        self.indices = range(rank, n, world)
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self):
-        return len(self.indices)
-
-
-def make_loader(dataset, batch_size, train, num_workers, seed, distributed) -> DataLoader:
+def make_loader(dataset, batch_size, train, num_workers, seed, distributed, epoch=0, start_batch=0) -> DataLoader:
+    """Train: the DistributedSampler order for (seed, epoch) on this rank, from batch `start_batch` on (exact resume),
+    drop_last; the dataset draws each sample's randomness from (seed, epoch, index), so nothing depends on the
+    worker count. Eval: rank r takes samples r, r + world, ... (no padding, no duplicates, the last batch uneven)."""
     world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
-    sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=seed, drop_last=True) if train \
-        else _ShardSampler(len(dataset), rank, world)
-    # not persistent: workers are re-created each epoch, so they see the dataset's current epoch (set_epoch)
-    return DataLoader(dataset, batch_size, sampler=sampler, num_workers=num_workers, drop_last=train,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=False)
+    if train:
+        sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=seed, drop_last=True)
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)  # workers are not persistent: each loader's workers see this epoch
+        indices = list(sampler)[start_batch * batch_size:]
+    else:
+        indices = range(rank, len(dataset), world)
+    # a private generator: creating a loader must not advance the global torch RNG (drop path), or a resumed run,
+    # which creates its loaders at another point of that RNG's stream, would diverge from an uninterrupted one
+    return DataLoader(dataset, batch_size, sampler=indices, num_workers=num_workers, drop_last=train,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                      generator=torch.Generator().manual_seed(seed + epoch))
 
 
-def set_loader_epoch(loader, epoch):
-    """Reshuffle (sampler) and re-seed augmentation (dataset) for `epoch`."""
-    if hasattr(loader.sampler, "set_epoch"):
-        loader.sampler.set_epoch(epoch)
-    loader.dataset.set_epoch(epoch)
-
-
-def joint_batches(video_loader, image_loader, epoch):
-    """Spec §5: each step one video batch + one image batch; the epoch is the video loader's, the image loader is
-    cycled. Image epochs are numbered epoch*k, epoch*k+1, ... (k = image passes per video epoch), so the image order
-    is a function of the epoch alone and a resumed run sees the same images (official: RepeatDataset x5 + cycle)."""
-    set_loader_epoch(video_loader, epoch)
-    per_epoch = math.ceil(len(video_loader) / max(len(image_loader), 1))
-    image_epoch, images = epoch * per_epoch, None
-    for video_batch in video_loader:
-        image_batch = next(images, None) if images is not None else None
-        if image_batch is None:  # (re)start the image loader on exhaustion, with the next image epoch
-            set_loader_epoch(image_loader, image_epoch)
-            image_epoch, images = image_epoch + 1, iter(image_loader)
-            image_batch = next(images)
-        yield video_batch, image_batch
+def cycled_batches(dataset, batch_size, num_workers, seed, distributed, position):
+    """Spec §5: the joint stage's image stream, cycled beside the video epochs (official: RepeatDataset + cycle),
+    a new shuffle each time it runs out. `position` {"epoch", "batch"} is advanced in place as batches are handed
+    out, so a checkpoint can store it and a resumed run continues with the same images."""
+    while True:
+        for batch in make_loader(dataset, batch_size, True, num_workers, seed, distributed, position["epoch"],
+                                 position["batch"]):
+            position["batch"] += 1
+            yield batch
+        position["epoch"], position["batch"] = position["epoch"] + 1, 0
 
 
 def load_frames(root, num_frames, size, seed) -> torch.Tensor:

@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import data
 import model as bevt_model
 from cli import parse_flags
-from train import (all_sum, autocast_context, batches_per_epoch, epoch_loader, latest_checkpoint, load_checkpoint,
+from train import (all_sum, autocast_context, batches_per_epoch, latest_checkpoint, load_checkpoint,
                    load_model_state, lr_at, optimizer_step, param_groups, resolve_dtype, restore_rng, rng_states,
                    save_checkpoint, set_lr, setup_distributed)
 
@@ -464,8 +464,8 @@ def main(argv=None):
         t0, start, window = time.time(), step, torch.zeros(3, dtype=torch.float64, device=env.device)
         while step < stop_at:
             epoch, in_epoch = divmod(step, steps_per_epoch)
-            it = iter(epoch_loader(train_ds, cfg.videos_per_gpu, env, cfg.seed, epoch, in_epoch * cfg.accum,
-                                   cfg.num_workers))
+            it = iter(data.make_loader(train_ds, cfg.videos_per_gpu, True, cfg.num_workers, cfg.seed, env.ddp, epoch,
+                                       in_epoch * cfg.accum))
             for _ in range(in_epoch, steps_per_epoch):
                 if step >= stop_at:
                     break

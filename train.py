@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler
 
 import data
 import model as bevt_model
@@ -245,21 +244,6 @@ def restore_rng(states, env):
 # data
 
 
-def epoch_loader(dataset, batch_size, env, seed, epoch, start_batch, num_workers):
-    """One epoch of a dataset on this rank, starting at `start_batch` (exact resume). The order is the
-    DistributedSampler's for (seed, epoch); each sample's randomness is np.random.default_rng([seed, epoch, index])
-    inside the dataset, so nothing depends on the worker count."""
-    sampler = DistributedSampler(dataset, num_replicas=env.world, rank=env.rank, shuffle=True, seed=seed, drop_last=True)
-    sampler.set_epoch(epoch)
-    dataset.set_epoch(epoch)
-    indices = list(sampler)[start_batch * batch_size:]
-    # a private generator: creating a loader must not advance the global torch RNG (drop path), or a resumed run,
-    # which creates its loaders at another point of that RNG's stream, would diverge from an uninterrupted one
-    return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=num_workers, drop_last=True,
-                      pin_memory=env.device.startswith("cuda"), persistent_workers=False,
-                      generator=torch.Generator().manual_seed(seed + epoch))
-
-
 def batches_per_epoch(dataset, batch_size, env):
     return len(dataset) // env.world // batch_size
 
@@ -465,14 +449,13 @@ def main(argv=None):
     stop_at = min(total_steps, cfg.max_steps) if cfg.max_steps > 0 else total_steps
 
     # --- resume
-    step, image_epoch, image_batch, skipped, last_ckpt = 0, 0, 0, 0, None
+    step, skipped, last_ckpt, image_pos = 0, 0, None, {"epoch": 0, "batch": 0}
     if cfg.resume and (path := latest_checkpoint(out_dir)) is not None:
         state = load_checkpoint(path)
         load_model_state(raw_model, state["model"], path)
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        step, image_epoch, image_batch, skipped = (state[k] for k in ("step", "image_epoch", "image_batch",
-                                                                        "skipped_steps"))
+        step, skipped, image_pos = state["step"], state["skipped_steps"], state["image_position"]
         restore_rng(state["rng"], env)
         last_ckpt = path
         if env.master:
@@ -493,20 +476,14 @@ def main(argv=None):
               f"params) | {env.world} process(es) on {env.device} {cfg.dtype} | {steps_per_epoch} steps/epoch x "
               f"{cfg.epochs} epochs = {total_steps} steps | per step: {clips_per_step} clips + {images_per_step} images")
 
-    def image_batches():  # joint stage: the cycled image stream, with its own resumable position (spec §5)
-        nonlocal image_epoch, image_batch
-        while True:
-            for batch in epoch_loader(image_ds, cfg.images_per_gpu, env, cfg.seed, image_epoch, image_batch,
-                                      cfg.num_workers):
-                image_batch += 1
-                yield batch
-            image_epoch, image_batch = image_epoch + 1, 0
-
-    images = image_batches() if cfg.stage == "joint" else None
+    # BEVT: one video batch and one image batch per iteration; the image stream is cycled (spec §5)
+    images = data.cycled_batches(image_ds, cfg.images_per_gpu, cfg.num_workers, cfg.seed, env.ddp, image_pos) \
+        if cfg.stage == "joint" else None
     t0, first_step = time.time(), step
     while step < stop_at:
         epoch, in_epoch = divmod(step, steps_per_epoch)
-        main_it = iter(epoch_loader(main_ds, main_bs, env, cfg.seed, epoch, in_epoch * cfg.accum, cfg.num_workers))
+        main_it = iter(data.make_loader(main_ds, main_bs, True, cfg.num_workers, cfg.seed, env.ddp, epoch,
+                                        in_epoch * cfg.accum))
         for _ in range(in_epoch, min(steps_per_epoch, in_epoch + stop_at - step)):
             # BEVT: one video batch and one image batch per iteration, `accum` iterations per optimizer step
             micro = [{**next(main_it), **(next(images) if images else {})} for _ in range(cfg.accum)]
@@ -531,8 +508,8 @@ def main(argv=None):
                     last_ckpt = save_checkpoint(
                         {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scaler": scaler.state_dict(), "config": asdict(cfg), "model_config": asdict(mcfg),
-                         "step": step, "epoch": step // steps_per_epoch, "image_epoch": image_epoch,
-                         "image_batch": image_batch, "skipped_steps": skipped, "rng": rngs},
+                         "step": step, "epoch": step // steps_per_epoch, "image_position": dict(image_pos),
+                         "skipped_steps": skipped, "rng": rngs},
                         out_dir, step, cfg.keep_last)
                     print(f"saved {last_ckpt}")
     if env.master:

@@ -243,8 +243,7 @@ def test_same_samples_with_0_and_2_workers(syn):
     ds = data.PretrainVideoDataset(records[:8], clip_len=4, frame_interval=2, crop=32, rescale=(48, 56), seed=5)
     runs = []
     for workers in (0, 2):
-        loader = data.make_loader(ds, batch_size=2, train=True, num_workers=workers, seed=3, distributed=False)
-        data.set_loader_epoch(loader, 1)
+        loader = data.make_loader(ds, batch_size=2, train=True, num_workers=workers, seed=3, distributed=False, epoch=1)
         runs.append(list(loader))
     assert len(runs[0]) == len(runs[1]) == 4
     for a, b in zip(*runs):
@@ -289,20 +288,19 @@ def test_finetune_views_and_segments(syn, monkeypatch):
     assert sum(len(b["video_index"]) for b in loader) == len(ds)  # eval keeps every view
 
 
-# --------------------------------------------------------------------------- joint loader, load_frames
-def test_joint_batches_cycle_images(syn):
-    videos, _ = data.read_k400_csv(syn["k400_train_csv"], syn["mp4_root"])
+# --------------------------------------------------------------------------- cycled image stream, load_frames
+def test_cycled_image_stream_resumes_exactly(syn):
     images, _ = data.read_image_folder(syn["images_train"])
-    vds = data.PretrainVideoDataset(videos[:8], clip_len=2, frame_interval=2, crop=32, rescale=(48, 56))
     ids = data.PretrainImageDataset(images[:6], crop=32, rescale=(48, 56))
-    vl = data.make_loader(vds, 2, True, 0, 0, False)
-    il = data.make_loader(ids, 4, True, 0, 0, False)  # 1 batch per image epoch: cycles 4 times
-    steps = list(data.joint_batches(vl, il, epoch=1))
-    assert len(steps) == len(vl) == 4
-    assert all(v["video"].shape[0] == 2 and i["image"].shape[0] == 4 for v, i in steps)
-    again = list(data.joint_batches(vl, il, epoch=1))  # resumable: a function of the epoch only
-    assert all(torch.equal(a[1]["image"], b[1]["image"]) for a, b in zip(steps, again))
-    assert not torch.equal(steps[0][1]["image"], steps[1][1]["image"])  # a new image epoch each cycle
+    pos = {"epoch": 0, "batch": 0}
+    stream = data.cycled_batches(ids, 4, 0, 0, False, pos)  # 1 batch of 4 per pass over 6 images (drop_last)
+    first = [next(stream) for _ in range(3)]
+    assert pos == {"epoch": 2, "batch": 1}  # paused right after handing out epoch 2's only batch
+    assert not torch.equal(first[0]["image"], first[1]["image"])  # a new shuffle and new augmentations each pass
+    saved = dict(pos)
+    after = [next(stream) for _ in range(2)]
+    resumed = data.cycled_batches(ids, 4, 0, 0, False, saved)  # a checkpoint's copy of the position
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(after, [next(resumed) for _ in range(2)]))
 
 
 def test_load_frames(syn):
