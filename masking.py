@@ -71,7 +71,7 @@ def blockwise_mask(h, w, num_masked, min_block=16, max_block=None, aspect=(0.3, 
         raise ValueError(f"num_masked must be in [0, {h * w}] for a {h}x{w} grid, got {num_masked}")
     max_block = num_masked if max_block is None else max_block
     log_aspect = (math.log(aspect[0]), math.log(aspect[1]))
-    mask = np.zeros((h, w), dtype=bool)  # (H', W')
+    mask = np.zeros((h, w), dtype=np.bool_)  # (H', W')
     count = 0
     while count < num_masked:
         added = _place_block(mask, min(num_masked - count, max_block), min_block, log_aspect, rng)
@@ -110,7 +110,7 @@ def tube_mask(t, h, w, ratio_per_frame=0.5, tube_range=(0.5, 1.0), *, rng, min_b
     variants are tube_range=(0.25, 0.75), (0.75, 1.0) and (1.0, 1.0).
     """
     plane = blockwise_mask(h, w, _num_masked(ratio_per_frame, h * w, "ratio_per_frame"), min_block, rng=rng)
-    mask = np.zeros((t, h, w), dtype=bool)  # (T', H', W')
+    mask = np.zeros((t, h, w), dtype=np.bool_)  # (T', H', W')
     mask[_tube_frames(t, tube_range, rng)] = plane  # the same (H', W') mask on every masked token
     return mask
 
@@ -127,7 +127,7 @@ def expected_tube_ratio(t, h, w, ratio_per_frame=0.5, tube_range=(0.5, 1.0)):
 
 def random_3d_mask(t, h, w, ratio, *, rng):
     """Table 8 "Random-3D": int(ratio*t*h*w) cells drawn uniformly without replacement from the (t, h, w) grid."""
-    mask = np.zeros(t * h * w, dtype=bool)  # (T'H'W',)
+    mask = np.zeros(t * h * w, dtype=np.bool_)  # (T'H'W',)
     mask[rng.choice(t * h * w, size=_num_masked(ratio, t * h * w, "ratio"), replace=False)] = True
     return mask.reshape(t, h, w)  # (T', H', W')
 
@@ -135,7 +135,7 @@ def random_3d_mask(t, h, w, ratio, *, rng):
 def frame_diff_mask(t, h, w, ratio_per_frame=0.5, tube_range=(0.5, 1.0), *, rng, min_block=16):
     """Table 8 "Frame-Diff": tokens chosen as in tube_mask, an independent blockwise mask on each. (t, h, w) bool."""
     num = _num_masked(ratio_per_frame, h * w, "ratio_per_frame")
-    mask = np.zeros((t, h, w), dtype=bool)  # (T', H', W')
+    mask = np.zeros((t, h, w), dtype=np.bool_)  # (T', H', W')
     for f in _tube_frames(t, tube_range, rng):
         mask[f] = blockwise_mask(h, w, num, min_block, rng=rng)
     return mask
@@ -146,7 +146,7 @@ def random_frame_mask(t, h, w, ratio_per_frame=0.5, tube_range=(0.5, 1.0), *, rn
     plane = blockwise_mask(h, w, _num_masked(ratio_per_frame, h * w, "ratio_per_frame"), min_block, rng=rng)
     lo, hi = _tube_length_bounds(t, tube_range)  # same length distribution as the tube
     frames = rng.choice(t, size=int(rng.integers(lo, hi, endpoint=True)), replace=False)  # (l,)
-    mask = np.zeros((t, h, w), dtype=bool)  # (T', H', W')
+    mask = np.zeros((t, h, w), dtype=np.bool_)  # (T', H', W')
     mask[frames] = plane
     return mask
 
