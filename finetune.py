@@ -32,8 +32,8 @@ import data
 import model as bevt_model
 from cli import parse_flags
 from train import (all_sum, autocast_context, batches_per_epoch, latest_checkpoint, load_checkpoint,
-                   load_model_state, lr_at, optimizer_step, param_groups, resolve_dtype, restore_rng, rng_states,
-                   save_checkpoint, set_lr, setup_distributed)
+                   load_model_state, lr_at, optimizer_step, param_groups, read_dataset, resolve_dtype, restore_rng,
+                   rng_states, save_checkpoint, set_lr, setup_distributed)
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config: the dataclass defaults are the official K400 recipe (§7c); PRESETS overrides per dataset
@@ -327,12 +327,12 @@ def datasets(cfg, synthetic):
         groups = None
     if not (test_ann and test_root):
         raise SystemExit("evaluation needs --test-ann and --test-root")
-    test_records, classes = data.read_annotations(test_ann, test_root)
+    test_records, classes = read_dataset(test_ann, test_root, "--test-ann/--test-root")
     train_records = None
     if not cfg.eval:
         if not (train_ann and train_root):
             raise SystemExit("training needs --train-ann and --train-root (or --eval true)")
-        train_records, classes = data.read_annotations(train_ann, train_root)
+        train_records, classes = read_dataset(train_ann, train_root, "--train-ann/--train-root")
         if str(test_ann).endswith(".csv"):  # Kinetics labels are names: index the test set with the training classes
             test_records, _ = data.read_k400_csv(test_ann, test_root, classes)
     bad = [r.path for r in test_records if r.label >= len(classes)]

@@ -248,6 +248,15 @@ def batches_per_epoch(dataset, batch_size, env):
     return len(dataset) // env.world // batch_size
 
 
+def read_dataset(annotation, root, flags):
+    """data.read_annotations with its errors (missing file or root, malformed line, empty set) as a clean exit
+    that names the flags; shared with finetune.py."""
+    try:
+        return data.read_annotations(annotation, root)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{flags}: {e}") from None
+
+
 def build_datasets(cfg):
     """(video dataset or None, image dataset or None, data root used for the default tokenizer). The annotation
     format is recognised from the file (data.read_annotations: K400 CSV, SSv2 JSON, Diving-48 JSON, `path label`)."""
@@ -262,7 +271,7 @@ def build_datasets(cfg):
     if cfg.stage in ("video", "joint"):
         if not video_ann:
             raise SystemExit(f"--stage {cfg.stage} needs --video-ann and --video-root")
-        records, _ = data.read_annotations(video_ann, video_root)
+        records, _ = read_dataset(video_ann, video_root, "--video-ann/--video-root")
         video_ds = data.PretrainVideoDataset(
             records, clip_len=cfg.clip_len, frame_interval=cfg.frame_interval, crop=cfg.img_size, rescale=cfg.rescale,
             mask_strategy=cfg.mask_strategy, tube_range=cfg.tube_range, mask_ratio=cfg.mask_ratio,
@@ -270,7 +279,7 @@ def build_datasets(cfg):
     if cfg.stage in ("image", "joint"):
         if not image_root:
             raise SystemExit(f"--stage {cfg.stage} needs --image-root")
-        records, _ = data.read_annotations(image_ann, image_root)
+        records, _ = read_dataset(image_ann, image_root, "--image-root/--image-list")
         image_ds = data.PretrainImageDataset(records, crop=cfg.img_size, rescale=cfg.rescale, jitter=cfg.jitter,
                                              mask_ratio=cfg.mask_ratio, seed=cfg.seed)
     return video_ds, image_ds, (video_root or image_root)
