@@ -42,7 +42,7 @@ from cli import parse_flags
 from masking import blockwise_mask, video_mask
 
 # the version in the name changes whenever the generator changes, so a stale cached copy is never used
-SYNTHETIC_ROOT = Path(os.environ.get("BEVT_CACHE", Path.home() / ".cache" / "bevt")) / "synthetic-v2"
+SYNTHETIC_ROOT = Path(os.environ.get("BEVT_CACHE", Path.home() / ".cache" / "bevt")) / "synthetic-v3"
 VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 MEAN = torch.tensor([123.675, 116.28, 103.53])  # official: ImageNet mean/std on 0..255 pixels (Normalize in every cfg)
@@ -628,7 +628,10 @@ def render_clip(name, seed, t, h, w) -> np.ndarray:
     low = torch.from_numpy(rng.uniform(100, 150, size=(1, 3, 3, 4))).float()  # (1, 3, 3, 4) colours, upsampled
     bg = F.interpolate(low, size=(h, w), mode="bicubic", align_corners=True)[0].permute(1, 2, 0).numpy()  # (H, W, 3)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    r, p, m = rng.uniform(0.14, 0.2) * h, np.linspace(0, 1, t), 0.25 * h
+    # Large objects (about a third of the frame): a from-scratch ViT must see them through a mean pool over tokens.
+    r, p = rng.uniform(0.3, 0.38) * h, np.linspace(0, 1, t)
+    is_app = name in [c[0] for c in SYNTHETIC_CLASSES if c[1] == "appearance"]
+    m = (0.4 if is_app else 0.25) * h  # appearance objects stay inside the frame; bars may touch its edges
     cx, cy = rng.uniform(m, w - m), rng.uniform(m, h - m)
     angle = np.full(t, rng.uniform(0, 2 * np.pi))
     direction = rng.uniform(0, 2 * np.pi)
@@ -665,8 +668,8 @@ def render_clip(name, seed, t, h, w) -> np.ndarray:
             inside = (v < 0.5 * r) & (np.sqrt(3) * u - v < r) & (-np.sqrt(3) * u - v < r)
             fill = [30, 60, 230]
         else:  # motion classes: the bar, with a dark dot marking one end
-            inside = (np.abs(u) < 1.6 * r) & (np.abs(v) < 0.4 * r)
-            fill = np.where(((u - 1.1 * r) ** 2 + v ** 2 < (0.3 * r) ** 2)[..., None], 20.0, colour)
+            inside = (np.abs(u) < 1.0 * r) & (np.abs(v) < 0.4 * r)
+            fill = np.where(((u - 0.6 * r) ** 2 + v ** 2 < (0.25 * r) ** 2)[..., None], 20.0, colour)
         img = np.where(inside[..., None], fill, img)
         frames[i] = np.clip(img, 0, 255).astype(np.uint8)
     return frames
