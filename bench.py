@@ -38,6 +38,7 @@ from torchvision.models.video.swin_transformer import SwinTransformer3d
 import data
 import masking
 import model as bevt_model
+import synthetic as synthetic_set
 import tokenizer as tok
 import train
 
@@ -376,13 +377,12 @@ def bench_tokenizers(cfg):
         (s,) = median_times([lambda: t.encode(frames)], cfg)
         out[kind + "_frames_per_s"] = cfg.tokenizer_frames / s
         out[kind + "_flops_per_frame"] = count_flops(lambda: t.encode(frames[:1]))
-        del t
     return out
 
 
 def bench_data(cfg, patch_t):
     """Clips/s of one worker (in-process, as num_workers=0): decode + the official transforms, per sampling."""
-    paths = data.synthetic_paths(data.synthetic_root())
+    paths = synthetic_set.synthetic_paths(synthetic_set.synthetic_root())
     records, _ = data.read_annotations(paths["k400_train_csv"], paths["mp4_root"])
     records = records[:cfg.data_clips]
     for r in records:  # frame counts are cached per process after the first epoch; measure the steady state
@@ -393,7 +393,7 @@ def bench_data(cfg, patch_t):
                                     patch_t=patch_t, seed=cfg.seed)
     fine = data.FinetuneVideoDataset(records, train=True, sampling="dense", clip_len=fl, frame_interval=fi,
                                      crop=cfg.size, short_side=scale(256), seed=cfg.seed)
-    out = {"videos": f"synthetic {os.path.splitext(str(records[0].path))[1]} {data.SyntheticConfig.width}x{data.SyntheticConfig.height}"}
+    out = {"videos": f"synthetic {os.path.splitext(str(records[0].path))[1]} {synthetic_set.SyntheticConfig.width}x{synthetic_set.SyntheticConfig.height}"}
     for name, ds in (("pretrain", pre), ("finetune", fine)):
         times = [timed(lambda: ds[i], "cpu") for i in range(len(records))]
         out[name + "_clips_per_s"] = 1 / statistics.median(times)

@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
 import model as bevt_model
+import synthetic as synthetic_set
 from cli import parse_flags
 from train import (all_sum, autocast_context, batches_per_epoch, latest_checkpoint, load_checkpoint,
                    load_model_state, lr_at, optimizer_step, param_groups, read_dataset, resolve_dtype, restore_rng,
@@ -317,9 +318,9 @@ def datasets(cfg, synthetic):
     """(train records or None with --eval, test records, class names, class groups or None). The annotation format is
     detected by data.read_annotations (K400 CSV, SSv2 / Diving-48 JSON, `path label` list)."""
     if synthetic:
-        paths = data.synthetic_paths(data.synthetic_root())
+        paths = synthetic_set.synthetic_paths(synthetic_set.synthetic_root())
         train_ann, test_ann, root = paths["k400_train_csv"], paths["k400_val_csv"], paths["mp4_root"]
-        kinds = data.class_kinds(data.synthetic_root())  # 'appearance' | 'motion' per label
+        kinds = synthetic_set.class_kinds(synthetic_set.synthetic_root())  # 'appearance' | 'motion' per label
         train_root, test_root = root, root
         groups = {g: [c for c, k in enumerate(kinds) if k == g] for g in ("appearance", "motion")}
     else:
@@ -384,7 +385,7 @@ def main(argv=None):
     if synthetic:
         log("no --train-ann/--test-ann given: embedded default (synthetic data, nano model, CPU-sized)")
         if env.master:
-            data.synthetic_root()  # generated once, on the master, before the others read it
+            synthetic_set.synthetic_root()  # generated once, on the master, before the others read it
         if env.ddp:
             dist.barrier()
 

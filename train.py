@@ -25,13 +25,13 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
 import model as bevt_model
+import synthetic as synthetic_set
 import tokenizer as tok
 from cli import parse_flags
 
@@ -261,7 +261,7 @@ def build_datasets(cfg):
     """(video dataset or None, image dataset or None, data root used for the default tokenizer). The annotation
     format is recognised from the file (data.read_annotations: K400 CSV, SSv2 JSON, Diving-48 JSON, `path label`)."""
     if not (cfg.video_ann or cfg.image_root):  # the embedded default
-        paths = data.synthetic_paths(data.synthetic_root())
+        paths = synthetic_set.synthetic_paths(synthetic_set.synthetic_root())
         video_ann, video_root = paths["k400_train_csv"], paths["mp4_root"]
         image_ann, image_root = paths["images_train"], paths["images_train"]
     else:
@@ -436,7 +436,7 @@ def main(argv=None):
         out_dir.mkdir(parents=True, exist_ok=True)
         if synthetic:
             print("no --video-ann/--image-root given: embedded default (synthetic data, nano model, CPU-sized)")
-            data.synthetic_root()  # generated once, by the master, before the other ranks read it
+            synthetic_set.synthetic_root()  # generated once, by the master, before the other ranks read it
     if env.ddp:
         dist.barrier()
 

@@ -10,17 +10,19 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torchvision.io import write_png
 
 import data
+import synthetic
 
-SMALL = data.SyntheticConfig(train_per_class=2, val_per_class=1, frames=24, width=64, height=48, images_per_class=3)
-NUM_CLASSES = len(data.SYNTHETIC_CLASSES)
+SMALL = synthetic.SyntheticConfig(train_per_class=2, val_per_class=1, frames=24, width=64, height=48, images_per_class=3)
+NUM_CLASSES = len(synthetic.SYNTHETIC_CLASSES)
 
 
 @pytest.fixture(scope="session")
 def syn(tmp_path_factory):
-    root = data.synthetic_root(tmp_path_factory.mktemp("cache") / "synthetic", SMALL)
-    return data.synthetic_paths(root)
+    root = synthetic.synthetic_root(tmp_path_factory.mktemp("cache") / "synthetic", SMALL)
+    return synthetic.synthetic_paths(root)
 
 
 def sequential(path):
@@ -57,7 +59,7 @@ def test_readers_labels_and_counts(syn):
     ssv, _ = data.read_ssv2(syn["ssv2_val"], syn["ssv2_labels"], syn["webm_root"])
     assert sorted(r.label for r in ssv) == list(range(NUM_CLASSES))
     images, image_classes = data.read_image_folder(syn["images_train"])
-    assert image_classes == sorted(n.replace(" ", "_") for n, k, _ in data.SYNTHETIC_CLASSES if k == "appearance")
+    assert image_classes == sorted(n.replace(" ", "_") for n, k, _ in synthetic.SYNTHETIC_CLASSES if k == "appearance")
     assert len(images) == 3 * len(image_classes)
     image_list, _ = data.read_list(syn["images_train_list"], syn["images_root"])
     assert [(r.path, r.label) for r in image_list] == [(r.path, r.label) for r in images]
@@ -67,7 +69,7 @@ def test_readers_labels_and_counts(syn):
     assert data.read_image(images[0].path).shape == (3, SMALL.height, SMALL.width)  # JPEG
     auto, _ = data.read_annotations(syn["ssv2_val"], syn["webm_root"])
     assert auto == ssv
-    assert data.class_kinds(syn["classes"].parent) == [c["kind"] for c in kinds]
+    assert synthetic.class_kinds(syn["classes"].parent) == [c["kind"] for c in kinds]
     for record in (csv_records[0], ss[0], ss[-1]):  # every format decodes, count = sequential decode
         assert data.video_frame_count(record.path) == len(sequential(record.path)) == SMALL.frames
 
@@ -157,7 +159,7 @@ def test_tokenizer_view_matches_student_view(tmp_path):
     assert 0 < flips < 12
 
     img = tmp_path / "img.png"
-    data.write_png(torch.from_numpy(frames[0]).permute(2, 0, 1).contiguous(), str(img))
+    write_png(torch.from_numpy(frames[0]).permute(2, 0, 1).contiguous(), str(img))
     ids = data.PretrainImageDataset([data.ImageRecord(str(img), 0)], crop=32, rescale=(48, 56), seed=0)
     item = ids[0]
     assert (denormalise(item["image"]) - item["image_tok"].float()).abs().max() < 0.01  # jitter shared too
@@ -311,8 +313,8 @@ def test_load_frames(syn):
 
 # --------------------------------------------------------------------------- 7. temporal-order class pair
 def test_class_pair_separable_only_by_temporal_order(syn):
-    np.testing.assert_array_equal(data.render_clip("fall reversed", 7, 16, 48, 64),
-                                  data.render_clip("fall", 7, 16, 48, 64)[::-1])
+    np.testing.assert_array_equal(synthetic.render_clip("fall reversed", 7, 16, 48, 64),
+                                  synthetic.render_clip("fall", 7, 16, 48, 64)[::-1])
     records, classes = data.read_k400_csv(syn["k400_train_csv"], syn["mp4_root"])
     for forward, backward in [("fall", "fall reversed"), ("slide right", "slide left")]:
         a = [r.path for r in records if classes[r.label] == forward]
@@ -325,5 +327,5 @@ def test_class_pair_separable_only_by_temporal_order(syn):
             np.testing.assert_allclose(dist.argmin(1), t - 1 - np.arange(t), atol=1)  # frame i of a = frame T-1-i of b
             assert np.diag(dist[:, ::-1]).max() < 3.0  # equal up to compression
             assert dist[0, 0] > 1.5 * dist[0, -1]  # and the order differs: first frames far apart
-    kinds = dict(zip(classes, data.class_kinds(syn["classes"].parent)))
+    kinds = dict(zip(classes, synthetic.class_kinds(syn["classes"].parent)))
     assert kinds["fall"] == kinds["slide left"] == "motion" and kinds["red disk"] == "appearance"

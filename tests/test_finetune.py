@@ -3,7 +3,6 @@ probability averaging and top-k across 2 gloo ranks with an uneven last batch, t
 rule, torchvision export parity, and initialisation from the official / our / torchvision checkpoint formats."""
 import dataclasses
 import math
-import os
 import socket
 import sys
 from pathlib import Path

@@ -16,6 +16,7 @@ import torch
 import cli
 import data
 import model as bevt_model
+import synthetic
 import tokenizer as tok
 import train
 
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def tiny_tokenizer(tmp_path_factory):
     """A VQ tokenizer for 96 px student views (48 px tokenizer view -> 6x6 ids), trained for a few seconds."""
-    root = data.synthetic_root()
+    root = synthetic.synthetic_root()
     frames = data.load_frames(root, 256, 48, seed=0)
     cfg = tok.VQConfig(hid=16, vocab_size=64, size=48, steps=40, batch_size=32, val_frames=32)
     vq = tok.train_vq_tokenizer(frames, cfg, log=lambda *a: None)
