@@ -64,6 +64,7 @@ class FinetuneConfig:
     flip: bool = True  # official k400 cfg: Flip(0.5)
     randaugment: tuple = (0, 0)  # (n, m); (0, 0): off. official ssv2 cfg: RandAugment(n=4, m=7), same for all frames
     erase_prob: float = 0.0  # official ssv2 cfg: RandomErasing(p=0.25)
+    crop_area: tuple = (0.08, 1.0)  # official cfgs: RandomResizedCrop area range
     label_smoothing: float = 0.0  # official ssv2 cfg: LabelSmoothing 0.1
     test_clips: int = 4  # official k400 cfg: 4 clips x 3 crops (ThreeCrop 224 on short side 224)
     test_crops: int = 3
@@ -120,12 +121,12 @@ SYNTHETIC_PRETRAIN_DIR = "runs/synthetic_joint"
 # Sizes, plus two augmentation changes; the preset's recipe (layer decay or backbone multiplier, wd) stays. Uniform
 # sampling of 8 frames covers each 64-frame synthetic clip; the window is nano's own; a faster EMA (used with --preset
 # ssv2 or diving48) because the run is ~300 steps; lr 1e-3 for 8 clips per step. No flip, as for SSv2: mirroring turns
-# "slide right" into "slide left" and "rotate clockwise" into "counterclockwise". A milder RandomResizedCrop (below).
-SYNTHETIC_CROP_AREA = (0.5, 1.0)  # RandomResizedCrop area on the synthetic set: a 0.08 crop often misses the object
+# "slide right" into "slide left" and "rotate clockwise" into "counterclockwise". A milder RandomResizedCrop
+# (area 0.5-1): a 0.08 crop often misses the object.
 SYNTHETIC_DEFAULTS = dict(
     model="nano", out_dir="runs/synthetic_finetune", img_size=128, train_short_side=146, test_short_side=128,
-    clip_len=8, sampling="uniform", window_size=(0, 0, 0), flip=False, drop_path=0.1, head_dropout=0.0, epochs=16,
-    warmup_epochs=1.0, lr=1e-3, videos_per_gpu=8, accum=1, ema_momentum=0.01,
+    clip_len=8, sampling="uniform", window_size=(0, 0, 0), flip=False, crop_area=(0.5, 1.0), drop_path=0.1,
+    head_dropout=0.0, epochs=16, warmup_epochs=1.0, lr=1e-3, videos_per_gpu=8, accum=1, ema_momentum=0.01,
     test_clips=1, test_crops=3, test_batch=8, num_workers=2, log_every=10, save_every=500, dtype="float32",
 )
 
@@ -447,7 +448,7 @@ def main(argv=None):
             train_records, train=True, sampling=cfg.sampling, clip_len=cfg.clip_len, frame_interval=cfg.frame_interval,
             crop=cfg.img_size, short_side=cfg.train_short_side, flip=cfg.flip,
             randaugment=cfg.randaugment if cfg.randaugment[0] > 0 else None, erase_prob=cfg.erase_prob,
-            area=SYNTHETIC_CROP_AREA if synthetic else (0.08, 1.0), seed=cfg.seed)  # official: (0.08, 1.0)
+            area=cfg.crop_area, seed=cfg.seed)
         steps_per_epoch = batches_per_epoch(train_ds, cfg.videos_per_gpu, env) // cfg.accum
         if steps_per_epoch == 0:
             raise SystemExit(f"{len(train_ds)} training videos are fewer than one step "

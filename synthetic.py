@@ -32,7 +32,8 @@ from torchvision.io import write_jpeg, write_png
 from data import write_video
 
 # the version in the name changes whenever the generator changes, so a stale cached copy is never used
-SYNTHETIC_ROOT = Path(os.environ.get("BEVT_CACHE", Path.home() / ".cache" / "bevt")) / "synthetic-v3"
+CACHE = Path(os.environ.get("BEVT_CACHE", Path.home() / ".cache" / "bevt"))  # also holds train.py's default tokenizer
+SYNTHETIC_ROOT = CACHE / "synthetic-v3"
 
 @dataclass
 class SyntheticConfig:

@@ -383,16 +383,12 @@ def build_config(argv):
     return TrainConfig(**{**base, **given}), synthetic
 
 
-def cache_dir():
-    return Path(os.environ.get("BEVT_CACHE", Path.home() / ".cache" / "bevt"))
-
-
 def build_tokenizer(path, env, data_root, size):
     """The frozen target tokenizer on this rank's device (BEVT §3 "Tokenizer"). Without `path`: the default small VQ
     for `size`-px views, trained once on `data_root` by the master (tokenizer.default_tokenizer)."""
     if not path:  # cached per dataset and view size: a tokenizer trained on other data is never picked up
         key = hashlib.sha1(str(Path(data_root).resolve()).encode()).hexdigest()[:10]
-        path = cache_dir() / f"vq_tokenizer_{size}_{key}.pt"
+        path = synthetic_set.CACHE / f"vq_tokenizer_{size}_{key}.pt"
         if env.master:
             tok.default_tokenizer(path, data_root, size)
         if env.ddp:
