@@ -78,7 +78,7 @@ def relative_position_index(window, table_window, device=None):
 
 
 def shift_attention_mask(padded, window, shift, device=None):
-    """(nW, 1, N, N) additive mask for shifted windows: -100 between tokens that came from different regions of
+    """(nW, N, N) additive mask for shifted windows: -100 between tokens that came from different regions of
     the cyclically shifted map (the value torchvision and the official code use), 0 elsewhere."""
     labels = []
     for p, w, s in zip(padded, window, shift):
@@ -91,7 +91,7 @@ def shift_attention_mask(padded, window, shift, device=None):
     region = rearrange(region, "(t wt) (h wh) (w ww) -> (t h w) (wt wh ww)",
                        wt=window[0], wh=window[1], ww=window[2])  # (nW, N)
     differs = region[:, :, None] != region[:, None, :]           # (nW, N, N)
-    return (differs.float() * -100.0).unsqueeze(1)              # (nW, 1, N, N)
+    return differs.float() * -100.0                             # (nW, N, N)
 
 
 def window_order(B, padded, window, shift, device=None):
@@ -164,50 +164,84 @@ class PatchEmbed(nn.Module):
         return self.norm(x)
 
 
+# Window-chunk budget of the CPU attention backward: the (chunk, nH, N, N) logits / probabilities of one chunk stay
+# in the core's cache between the matmul that writes them and the softmax, softmax-backward and matmuls that read
+# them. Measured here (Xeon, 2 MB L2 per core, tiny preset at 16x224x224, N = 392): one whole-batch pass 0.19 s per
+# stage-1 block, chunks of 2 windows (3.7 MB) 0.07 s; 1 window per chunk is best from stage 2 on.
+ATTN_CHUNK_BYTES = 4 << 20
+
+
 class BiasedAttention(torch.autograd.Function):
-    """softmax(q k^T / sqrt(hd) + mask) v with a gradient for the additive mask (the learned relative bias), for
-    the CPU. F.scaled_dot_product_attention runs its fused CPU (flash) kernel only when the mask needs no gradient;
-    otherwise it falls back to the unfused math path (separate scale, add, "safe" softmax with extra -inf checks).
-    Here the forward is the fused kernel with the mask detached, and the backward recomputes the probabilities
-    (nothing N x N is saved between forward and backward; s = 1 / sqrt(hd)):
+    """softmax(q k^T / sqrt(hd) + bias [+ shift mask]) v with a gradient for the learned relative bias, for the
+    CPU. F.scaled_dot_product_attention runs its fused CPU (flash) kernel only when the mask needs no gradient;
+    otherwise it falls back to the unfused math path, which writes several (B*nW, nH, N, N) tensors to memory.
+    Here the forward is the fused kernel with the mask detached, and the backward recomputes the probabilities,
+    a few windows at a time so that nothing N x N leaves the cache (s = 1 / sqrt(hd)):
       P = softmax(q k^T s + mask),  dV = P^T dO,  dP = dO V^T,  dS = P * (dP - rowsum(dP * P)),
-      dQ = dS K s,  dK = dS^T Q s,  dmask = dS summed over the dims the mask was broadcast along.
-    It takes the fused qkv projection and returns heads merged, so the backward writes dq, dk, dv straight into
-    one (3, B*nW, nH, N, hd) buffer. On CUDA plain SDPA already has a fused kernel with a bias gradient
-    (memory-efficient attention), so WindowAttention uses this only on the CPU. torch.compile traces it."""
+      dQ = dS K s,  dK = dS^T Q s,  dbias = dS summed over windows.
+    bias (nH, N, N) is shared by all windows; shift (nW, N, N) is the constant -100 / 0 mask of shifted windows
+    (None for plain windows), indexed by window: the windows of qkv are ordered (b, window), so window row i uses
+    shift[i % nW] and the (B*nW, nH, N, N) sum of the two is never built. It takes the fused qkv projection and
+    returns heads merged, so the backward writes dq, dk, dv into one (3, B*nW, nH, N, hd) buffer. On CUDA plain
+    SDPA already has a fused kernel with a bias gradient (memory-efficient attention), so WindowAttention uses
+    this only on the CPU."""
 
     @staticmethod
-    def forward(ctx, qkv, mask, heads):                          # qkv (B*nW, N, 3D); mask (1|B*nW, nH, N, N)
+    def forward(ctx, qkv, bias, shift, heads):                  # qkv (B*nW, N, 3D); bias (nH, N, N); shift (nW, N, N)
         Bw, N, D3 = qkv.shape
         qkv = qkv.view(Bw, N, 3, heads, D3 // 3 // heads).permute(2, 0, 3, 1, 4).contiguous()  # (3, B*nW, nH, N, hd)
-        o, _ = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            qkv[0], qkv[1], qkv[2], attn_mask=mask.detach())    # (B*nW, nH, N, hd), and the log-sum-exp
-        ctx.save_for_backward(qkv, mask)
+        q, k, v = qkv                                            # (B*nW, nH, N, hd) each
+        bias = bias.detach().to(qkv.dtype)
+        if shift is None:                                        # one call, the bias broadcast over the windows
+            o = BiasedAttention._flash(q, k, v, bias[None])      # (B*nW, nH, N, hd)
+        else:                                                    # per chunk: bias + that chunk's shift mask
+            o = torch.empty_like(q)                              # (B*nW, nH, N, hd)
+            for rows, wins in BiasedAttention._chunks(Bw, shift.shape[0], heads * N * N * q.element_size()):
+                o[rows] = BiasedAttention._flash(q[rows], k[rows], v[rows], bias + shift[wins, None])
+        ctx.save_for_backward(qkv, bias, shift)
         return o.transpose(1, 2).reshape(Bw, N, D3 // 3)         # (B*nW, N, D)
 
     @staticmethod
     def backward(ctx, do):                                       # (B*nW, N, D)
-        qkv, mask = ctx.saved_tensors
+        qkv, bias, shift = ctx.saved_tensors
         q, k, v = qkv                                            # (B*nW, nH, N, hd) each
         Bw, nH, N, hd = q.shape
         do = do.view(Bw, N, nH, hd).transpose(1, 2).contiguous()  # (B*nW, nH, N, hd)
-        qs, ks = q * hd ** -0.5, k * hd ** -0.5                  # scale the small operands, not the N x N ones
-        p = torch.matmul(qs, k.transpose(-2, -1)).add_(mask)     # (B*nW, nH, N, N) logits, recomputed
-        p = torch.softmax(p, dim=-1)                             # P
         dqkv = torch.empty_like(qkv)                             # (3, B*nW, nH, N, hd)
-        torch.matmul(p.transpose(-2, -1), do, out=dqkv[2])      # dV = P^T dO
-        ds = torch.matmul(do, v.transpose(-2, -1))              # dP = dO V^T (B*nW, nH, N, N)
-        ds = torch._softmax_backward_data(ds, p, -1, p.dtype)   # dS = P * (dP - rowsum(dP * P)), one fused pass
-        del p
-        dmask = ds.sum_to_size(mask.shape) if ctx.needs_input_grad[1] else None   # (1|B*nW, nH, N, N)
-        torch.matmul(ds, ks, out=dqkv[0])                        # dQ = dS K s
-        torch.matmul(ds.transpose(-2, -1), qs, out=dqkv[1])     # dK = dS^T Q s
-        return dqkv.permute(1, 3, 0, 2, 4).reshape(Bw, N, 3 * nH * hd), dmask, None   # (B*nW, N, 3D)
+        dbias = torch.zeros_like(bias)                           # (nH, N, N)
+        nW = Bw if shift is None else shift.shape[0]
+        for rows, wins in BiasedAttention._chunks(Bw, nW, nH * N * N * q.element_size()):
+            qs, ks = q[rows] * hd ** -0.5, k[rows] * hd ** -0.5  # scale the small operands, not the N x N ones
+            p = torch.matmul(qs, k[rows].transpose(-2, -1)).add_(bias)   # (c, nH, N, N) logits, recomputed
+            if shift is not None:
+                p += shift[wins, None]                           # (c, 1, N, N)
+            p = torch.softmax(p, dim=-1)                         # P
+            torch.matmul(p.transpose(-2, -1), do[rows], out=dqkv[2, rows])   # dV = P^T dO
+            ds = torch.matmul(do[rows], v[rows].transpose(-2, -1))  # dP = dO V^T (c, nH, N, N)
+            ds = torch._softmax_backward_data(ds, p, -1, p.dtype)   # dS = P * (dP - rowsum(dP * P)), one pass
+            dbias += ds.sum(0)                                   # (nH, N, N)
+            torch.matmul(ds, ks, out=dqkv[0, rows])              # dQ = dS K s
+            torch.matmul(ds.transpose(-2, -1), qs, out=dqkv[1, rows])   # dK = dS^T Q s
+        return dqkv.permute(1, 3, 0, 2, 4).reshape(Bw, N, 3 * nH * hd), dbias, None, None   # (B*nW, N, 3D)
+
+    @staticmethod
+    def _flash(q, k, v, mask):
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=mask)[0]
+
+    @staticmethod
+    def _chunks(Bw, nW, bytes_per_window):
+        """(rows, windows) slice pairs covering the B*nW windows, about ATTN_CHUNK_BYTES of N x N logits each; a
+        chunk never crosses a sample (its size divides nW), so windows = rows shifted into [0, nW)."""
+        c = max(1, min(nW, ATTN_CHUNK_BYTES // bytes_per_window))
+        while nW % c:
+            c -= 1
+        return [(slice(i, i + c), slice(i % nW, i % nW + c)) for i in range(0, Bw, c)]
 
 
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside one window, with the relative position bias (BEVT §3 / Video Swin).
-    The bias table lives here (official name); Stage gathers it into the additive mask (1|B*nW, nH, N, N)."""
+    The bias table lives here (official name); Stage gathers it into bias (nH, N, N) once per block and passes
+    it with the shift mask (nW, N, N) of shifted blocks (None for plain ones)."""
 
     def __init__(self, dim, heads, window, qkv_bias, attn_drop):
         super().__init__()
@@ -217,12 +251,15 @@ class WindowAttention(nn.Module):
         rows = (2 * window[0] - 1) * (2 * window[1] - 1) * (2 * window[2] - 1)
         self.relative_position_bias_table = nn.Parameter(torch.zeros(rows, heads))  # ((2Wd-1)(2Wh-1)(2Ww-1), nH)
 
-    def forward(self, x, attn_mask):                            # x (B*nW, N, D); attn_mask (1|B*nW, nH, N, N)
+    def forward(self, x, bias, shift):                          # x (B*nW, N, D); bias (nH, N, N); shift (nW, N, N)
         Bw, N, D = x.shape
         dropout = self.attn_drop if self.training else 0.0
         # softmax(q k^T / sqrt(hd) + bias [+ shift mask]) v
-        if x.device.type == "cpu" and torch.is_grad_enabled() and dropout == 0.0:
-            return self.proj(BiasedAttention.apply(self.qkv(x), attn_mask, self.heads))   # (B*nW, N, D)
+        if x.device.type == "cpu" and dropout == 0.0:
+            return self.proj(BiasedAttention.apply(self.qkv(x), bias, shift, self.heads))   # (B*nW, N, D)
+        attn_mask = bias[None]                                  # (1, nH, N, N): broadcast over the windows
+        if shift is not None:                                   # (B*nW, nH, N, N), windows ordered (b, window)
+            attn_mask = (attn_mask + shift[:, None]).repeat(Bw // shift.shape[0], 1, 1, 1)
         q, k, v = self.qkv(x).view(Bw, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # 3x (B*nW, nH, N, hd)
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)  # (B*nW, nH, N, hd)
         return self.proj(x.transpose(1, 2).reshape(Bw, N, D))   # (B*nW, N, D)
@@ -250,13 +287,13 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path_p = drop_path_p
 
-    def forward(self, x, attn_mask, valid):                     # x (B, nW*N, D) in window order
+    def forward(self, x, bias, shift, valid):                   # x (B, nW*N, D) in window order
         B, L, D = x.shape
-        N = attn_mask.shape[-1]
+        N = bias.shape[-1]
         y = self.norm1(x).view(-1, N, D)                        # (B*nW, N, D)
         if valid is not None:                                   # official: pad after norm1, padded tokens are 0
             y = y * valid                                       # valid (B*nW, N, 1)
-        y = self.attn(y, attn_mask).view(B, L, D)               # (B, nW*N, D)
+        y = self.attn(y, bias, shift).view(B, L, D)             # (B, nW*N, D)
         x = x + drop_path(y, self.drop_path_p, self.training)
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path_p, self.training)
 
@@ -281,7 +318,9 @@ class PatchMerging(nn.Module):
 class Stage(nn.Module):
     """`depth` blocks alternating plain / shifted windows, then (except the last stage) patch merging.
     Once per forward it builds the bias index and one shift mask; each block gathers its own bias table
-    (per block, official) with that index and gets bias_j (unshifted, broadcast over windows) or bias_j + mask.
+    (per block, official) with that index into bias_j (nH, N, N), shared by all windows; shifted blocks also get
+    the shift mask (nW, N, N), which the attention adds per window (the two are never summed into a per-window,
+    per-head tensor on the CPU).
     Tokens live in window order inside a stage: partition + cyclic shift is a fixed permutation of the token
     rows, so going from the grid to a block's windows, from plain to shifted windows and back to the grid is one
     row gather each (backward: the inverse gather), instead of roll + partition + reverse + roll per block."""
@@ -304,7 +343,7 @@ class Stage(nn.Module):
         mask = None
         if any(shift):
             orders.append(window_order(B, padded, window, shift, x.device))     # shifted windows
-            mask = shift_attention_mask(padded, window, shift, x.device)        # (nW, 1, N, N)
+            mask = shift_attention_mask(padded, window, shift, x.device)        # (nW, N, N)
         valid = [None] * len(orders)
         if (Tp, Hp, Wp) != (T, H, W):                           # official: pad to a multiple of the window
             x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H, 0, Tp - T))  # (B, Tp, Hp, Wp, D)
@@ -318,13 +357,9 @@ class Stage(nn.Module):
             x = change_order(x, orders, now, k)                 # (B*nW*N, D), windows ordered (b, window)
             now = k
             table = blk.attn.relative_position_bias_table      # (R, nH)
-            attn_mask = table.t().index_select(1, index).view(1, -1, N, N)      # (1, nH, N, N) bias
-            if k == 1:
-                attn_mask = attn_mask + mask                    # (nW, nH, N, N): (1, nH, N, N) + (nW, 1, N, N)
-                if B > 1:
-                    attn_mask = attn_mask.repeat(B, 1, 1, 1)    # (B*nW, nH, N, N), windows ordered (b, window)
-            # else: no mask where nothing is shifted (official video); the bias broadcasts over windows
-            x = blk(x.view(B, -1, D), attn_mask, valid[k]).view(-1, D)   # (B*nW*N, D)
+            bias = table.t().index_select(1, index).view(-1, N, N)   # (nH, N, N)
+            # no shift mask where nothing is shifted (official video): the bias alone, shared by all windows
+            x = blk(x.view(B, -1, D), bias, mask if k == 1 else None, valid[k]).view(-1, D)   # (B*nW*N, D)
         x = change_order(x, orders, now, None).view(B, Tp, Hp, Wp, D)   # (B, Tp, Hp, Wp, D) grid order
         out = x[:, :T, :H, :W]                                  # (B, T', H', W', D) pre-downsampling output
         if self.downsample is not None:

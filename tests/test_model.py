@@ -277,17 +277,22 @@ def test_layer_ids_follow_official_k400_decay():
     assert list(exp.values()) == [28, 27, 25, 1, 1, 0]          # spec §7c: 0.9^28 ... 0.9^27 ... 0.9, 0.9, 1
 
 
-@pytest.mark.parametrize("mask_batch", [1, 6])
-def test_biased_attention_gradcheck(mask_batch):
-    """The CPU attention Function (fused forward, recomputing backward) against finite differences in float64,
-    for a bias broadcast over windows (1) and a per-window mask (B*nW), and against plain SDPA."""
+@pytest.mark.parametrize("shifted", [False, True])
+@pytest.mark.parametrize("chunk_bytes", [1, 1 << 30])
+def test_biased_attention_gradcheck(shifted, chunk_bytes, monkeypatch):
+    """The CPU attention Function (fused forward, recomputing chunked backward) against finite differences in
+    float64, for the bias alone (plain windows) and bias + a per-window shift mask (B = 2 samples of nW = 3 windows,
+    windows ordered (b, window)), one window per chunk and all windows in one chunk, and against plain SDPA."""
+    monkeypatch.setattr(model, "ATTN_CHUNK_BYTES", chunk_bytes)
     torch.manual_seed(0)
     qkv = torch.randn(6, 10, 3 * 8, dtype=torch.float64, requires_grad=True)      # (B*nW, N, 3D), nH = 2
-    mask = torch.randn(mask_batch, 2, 10, 10, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, m: model.BiasedAttention.apply(a, m, 2), (qkv, mask))
+    bias = torch.randn(2, 10, 10, dtype=torch.float64, requires_grad=True)       # (nH, N, N)
+    shift = (torch.rand(3, 10, 10) < 0.3).double() * -100 if shifted else None   # (nW, N, N)
+    assert torch.autograd.gradcheck(lambda a, m: model.BiasedAttention.apply(a, m, shift, 2), (qkv, bias))
     q, k, v = qkv.detach().view(6, 10, 3, 2, 4).permute(2, 0, 3, 1, 4)
-    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask.detach())
-    torch.testing.assert_close(model.BiasedAttention.apply(qkv, mask, 2), ref.transpose(1, 2).reshape(6, 10, 8))
+    mask = bias.detach()[None] if shift is None else (bias.detach()[None] + shift[:, None]).repeat(2, 1, 1, 1)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(model.BiasedAttention.apply(qkv, bias, shift, 2), ref.transpose(1, 2).reshape(6, 10, 8))
 
 
 def test_training_gradients_match_torchvision():
