@@ -217,6 +217,7 @@ def clip_input(cfg):
 def _memory_child(cfg, side, queue):
     """Fresh process: build ONE side, then report its peak RSS increase over one forward+backward: the high-water
     mark after the step minus the one once the model and the input exist (reset there)."""
+    train.keep_freed_memory()  # as in the parent
     torch.manual_seed(cfg.seed)
     mcfg = encoder_config(cfg)
     net = (build_ours if side == "ours" else build_torchvision)(mcfg).train()
@@ -448,6 +449,7 @@ def table(res):
 def main(argv=None):
     given = train.parse_flags(BenchConfig, sys.argv[1:] if argv is None else argv, __doc__.split("\n")[0])
     cfg = resolve(BenchConfig(**given))
+    train.keep_freed_memory()  # what train.py and finetune.py do; both sides of every A/B run under it
     patch_t = bevt_model.PRESETS[cfg.preset].patch_size[0]
     res = {"config": asdict(cfg), "machine": machine(cfg)}
     inp = f"{cfg.batch}x3x{cfg.frames}x{cfg.size}x{cfg.size}"

@@ -32,9 +32,9 @@ import data
 import model as bevt_model
 import synthetic as synthetic_set
 from cli import parse_flags
-from train import (all_sum, autocast_context, batches_per_epoch, latest_checkpoint, load_checkpoint,
-                   load_model_state, lr_at, optimizer_step, param_groups, read_dataset, resolve_dtype, restore_rng,
-                   rng_states, save_checkpoint, set_lr, setup_distributed)
+from train import (all_sum, autocast_context, batches_per_epoch, keep_freed_memory, latest_checkpoint,
+                   load_checkpoint, load_model_state, lr_at, optimizer_step, param_groups, read_dataset, resolve_dtype,
+                   restore_rng, rng_states, save_checkpoint, set_lr, setup_distributed)
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config: the dataclass defaults are the official K400 recipe (§7c); PRESETS overrides per dataset
@@ -376,6 +376,7 @@ def report(results, classes, env, out_dir):
 
 def main(argv=None):
     cfg, synthetic = build_config(sys.argv[1:] if argv is None else argv)
+    keep_freed_memory()
     env = setup_distributed()
     cfg = dataclasses.replace(cfg, dtype=resolve_dtype(env.device, cfg.dtype))
     torch.manual_seed(cfg.seed + env.rank)  # STYLE rule 16: drop path differs per rank

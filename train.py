@@ -14,6 +14,7 @@ One optimizer step = `accum` micro-batches per GPU, each with `videos_per_gpu` c
 This file also holds the machinery finetune.py imports: config flags, DDP set-up, optimizer groups, the lr schedule,
 checkpoints.
 """
+import ctypes
 import dataclasses
 import hashlib
 import json
@@ -129,6 +130,21 @@ def autocast_context(device, dtype):
     if device.startswith("cpu") or dtype == "float32":
         return nullcontext()
     return torch.autocast("cuda", dtype=getattr(torch, dtype))
+
+
+def keep_freed_memory():
+    """Let glibc's malloc keep freed memory for reuse instead of handing it back to the OS (the CPU step's speed).
+    A step frees and re-allocates hundreds of MB of activations; with glibc's defaults much of it is unmapped and
+    mapped again every step, and the kernel zero-fills each 4 KB page on first touch: ~100k page faults and ~6 % of
+    a tiny 16x224 encoder step here (bench.py; README "Speed"). After this, blocks up to 32 MiB (glibc's cap) come
+    from the heap and the heap is trimmed only above 2 GiB free. PyTorch's CPU tuning guide preloads jemalloc or
+    tcmalloc for the same reason; two mallopt calls do it without another library. A no-op where glibc is absent."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 32 << 20)                              # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 2 ** 31 - 1)                           # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def resolve_dtype(device, dtype):
@@ -424,6 +440,7 @@ def log_line(row, env, log_file):
 
 def main(argv=None):
     cfg, synthetic = build_config(sys.argv[1:] if argv is None else argv)
+    keep_freed_memory()
     env = setup_distributed()
     cfg = dataclasses.replace(cfg, dtype=resolve_dtype(env.device, cfg.dtype))
     torch.manual_seed(cfg.seed + env.rank)  # STYLE rule 16
