@@ -219,7 +219,7 @@ class BiasedAttention(torch.autograd.Function):
             torch.matmul(p.transpose(-2, -1), do[rows], out=dqkv[2, rows])   # dV = P^T dO
             ds = torch.matmul(do[rows], v[rows].transpose(-2, -1))  # dP = dO V^T (c, nH, N, N)
             ds = torch._softmax_backward_data(ds, p, -1, p.dtype)   # dS = P * (dP - rowsum(dP * P)), one pass
-            dbias += ds.sum(0)                                   # (nH, N, N)
+            dbias += ds[0] if len(ds) == 1 else ds.sum(0)        # (nH, N, N); no copy for one window
             torch.matmul(ds, ks, out=dqkv[0, rows])              # dQ = dS K s
             torch.matmul(ds.transpose(-2, -1), qs, out=dqkv[1, rows])   # dK = dS^T Q s
         return dqkv.permute(1, 3, 0, 2, 4).reshape(Bw, N, 3 * nH * hd), dbias, None, None   # (B*nW, N, 3D)
