@@ -252,17 +252,24 @@ class WindowAttention(nn.Module):
         self.relative_position_bias_table = nn.Parameter(torch.zeros(rows, heads))  # ((2Wd-1)(2Wh-1)(2Ww-1), nH)
 
     def forward(self, x, bias, shift):                          # x (B*nW, N, D); bias (nH, N, N); shift (nW, N, N)
-        Bw, N, D = x.shape
         dropout = self.attn_drop if self.training else 0.0
-        # softmax(q k^T / sqrt(hd) + bias [+ shift mask]) v
+        qkv = self.qkv(x)                                       # (B*nW, N, 3D)
         if x.device.type == "cpu" and dropout == 0.0:
-            return self.proj(BiasedAttention.apply(self.qkv(x), bias, shift, self.heads))   # (B*nW, N, D)
-        attn_mask = bias[None]                                  # (1, nH, N, N): broadcast over the windows
-        if shift is not None:                                   # (B*nW, nH, N, N), windows ordered (b, window)
-            attn_mask = (attn_mask + shift[:, None]).repeat(Bw // shift.shape[0], 1, 1, 1)
-        q, k, v = self.qkv(x).view(Bw, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # 3x (B*nW, nH, N, hd)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)  # (B*nW, nH, N, hd)
-        return self.proj(x.transpose(1, 2).reshape(Bw, N, D))   # (B*nW, N, D)
+            return self.proj(BiasedAttention.apply(qkv, bias, shift, self.heads))   # (B*nW, N, D)
+        return self.proj(window_sdpa(qkv, bias, shift, self.heads, dropout))       # (B*nW, N, D)
+
+
+def window_sdpa(qkv, bias, shift, heads, dropout=0.0):
+    """softmax(q k^T / sqrt(hd) + bias [+ shift mask]) v through F.scaled_dot_product_attention: the path for CUDA
+    (its memory-efficient kernel gives the bias a gradient) and for attention dropout. The mask it needs is built
+    here: bias (nH, N, N) broadcast over the windows, or bias + shift repeated per sample (B*nW, nH, N, N)."""
+    Bw, N, D3 = qkv.shape
+    attn_mask = bias[None]                                      # (1, nH, N, N)
+    if shift is not None:                                       # windows ordered (b, window)
+        attn_mask = (attn_mask + shift[:, None]).repeat(Bw // shift.shape[0], 1, 1, 1)   # (B*nW, nH, N, N)
+    q, k, v = qkv.view(Bw, N, 3, heads, D3 // 3 // heads).permute(2, 0, 3, 1, 4)      # 3x (B*nW, nH, N, hd)
+    x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)  # (B*nW, nH, N, hd)
+    return x.transpose(1, 2).reshape(Bw, N, D3 // 3)            # (B*nW, N, D)
 
 
 class Mlp(nn.Module):

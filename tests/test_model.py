@@ -282,7 +282,8 @@ def test_layer_ids_follow_official_k400_decay():
 def test_biased_attention_gradcheck(shifted, chunk_bytes, monkeypatch):
     """The CPU attention Function (fused forward, recomputing chunked backward) against finite differences in
     float64, for the bias alone (plain windows) and bias + a per-window shift mask (B = 2 samples of nW = 3 windows,
-    windows ordered (b, window)), one window per chunk and all windows in one chunk, and against plain SDPA."""
+    windows ordered (b, window)), one window per chunk and all windows in one chunk, against plain SDPA, and
+    against model.window_sdpa (the CUDA / dropout path) in output and gradients."""
     monkeypatch.setattr(model, "ATTN_CHUNK_BYTES", chunk_bytes)
     torch.manual_seed(0)
     qkv = torch.randn(6, 10, 3 * 8, dtype=torch.float64, requires_grad=True)      # (B*nW, N, 3D), nH = 2
@@ -292,7 +293,15 @@ def test_biased_attention_gradcheck(shifted, chunk_bytes, monkeypatch):
     q, k, v = qkv.detach().view(6, 10, 3, 2, 4).permute(2, 0, 3, 1, 4)
     mask = bias.detach()[None] if shift is None else (bias.detach()[None] + shift[:, None]).repeat(2, 1, 1, 1)
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    torch.testing.assert_close(model.BiasedAttention.apply(qkv, bias, shift, 2), ref.transpose(1, 2).reshape(6, 10, 8))
+    out = model.BiasedAttention.apply(qkv, bias, shift, 2)
+    torch.testing.assert_close(out, ref.transpose(1, 2).reshape(6, 10, 8))
+    # the SDPA path (CUDA, attention dropout) builds the same mask itself: same output and gradients
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (qkv, bias), g)
+    out_sdpa = model.window_sdpa(qkv, bias, shift, 2)
+    torch.testing.assert_close(out_sdpa, out)
+    for a, b in zip(torch.autograd.grad(out_sdpa, (qkv, bias), g), grads):
+        torch.testing.assert_close(a, b)
 
 
 def test_training_gradients_match_torchvision():
