@@ -48,7 +48,8 @@ import train
 
 @dataclass
 class BenchConfig:
-    preset: str = field(default="auto", metadata={"choices": ("auto",) + tuple(bevt_model.PRESETS)})  # auto: tiny CPU, base GPU
+    # auto: tiny on CPU, base on GPU
+    preset: str = field(default="auto", metadata={"choices": ("auto",) + tuple(bevt_model.PRESETS)})
     device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
     batch: int = 0  # clips per step; 0: 1 on CPU, 8 on GPU
     frames: int = 16  # official pretraining clip: SampleFrames(clip_len=16, frame_interval=8)
@@ -56,7 +57,8 @@ class BenchConfig:
     images_per_clip: int = 8  # joint step: official 32 images per 4 clips per GPU micro-batch (TrainConfig)
     n: int = 5  # timed repetitions; every figure is a median
     warmup: int = 1  # untimed repetitions first
-    dtype: str = field(default="auto", metadata={"choices": ("auto", "float32", "bfloat16", "float16")})  # auto: bf16 on GPU
+    # auto: bf16 on GPU (fp32 on CPU, as train.py)
+    dtype: str = field(default="auto", metadata={"choices": ("auto", "float32", "bfloat16", "float16")})
     compile: bool = False  # torch.compile the encoders (both sides of the A/B; the joint step's encoder)
     memory: bool = True  # peak memory per side (CPU: one fresh subprocess per side)
     joint_tokenizer: str = field(default="dalle", metadata={"choices": ("dalle", "vq")})  # the paper's is DALL-E
@@ -81,7 +83,8 @@ def resolve(cfg):
     cfg = dataclasses.replace(
         cfg, device=device, preset=preset, batch=cfg.batch or (8 if gpu else 1),
         dtype=train.resolve_dtype(device, "bfloat16" if cfg.dtype == "auto" else cfg.dtype),
-        tokenizer_frames=cfg.tokenizer_frames or (64 if gpu else 4), matmul_size=cfg.matmul_size or (8192 if gpu else 2048))
+        tokenizer_frames=cfg.tokenizer_frames or (64 if gpu else 4),
+        matmul_size=cfg.matmul_size or (8192 if gpu else 2048))
     pt = bevt_model.PRESETS[preset].patch_size[0]
     if cfg.size % 32 or cfg.frames % pt:
         raise SystemExit(f"--size must be a multiple of 32 (got {cfg.size}) and --frames of {pt} (got {cfg.frames})")
@@ -185,8 +188,8 @@ def build_ours(mcfg):
 def build_torchvision(mcfg):
     """torchvision's Video Swin with our preset's shape; for "tiny"/"small"/"base" this is what swin3d_t/s/b build."""
     return SwinTransformer3d(patch_size=list(mcfg.patch_size), embed_dim=mcfg.embed_dim, depths=list(mcfg.depths),
-                             num_heads=list(mcfg.num_heads), window_size=list(mcfg.window_size), mlp_ratio=mcfg.mlp_ratio,
-                             stochastic_depth_prob=0.0, num_classes=400)
+                             num_heads=list(mcfg.num_heads), window_size=list(mcfg.window_size),
+                             mlp_ratio=mcfg.mlp_ratio, stochastic_depth_prob=0.0, num_classes=400)
 
 
 def features_fn(net):
@@ -278,7 +281,10 @@ def bench_encoder(cfg):
 
 def build_tokenizer(kind, cfg):
     """A frozen tokenizer with random weights (the cost does not depend on the values), as load_tokenizer returns it."""
-    t = tok.DalleEncoder(tok.DalleConfig(precision=cfg.dalle_precision)) if kind == "dalle" else tok.VQTokenizer(tok.VQConfig())
+    if kind == "dalle":
+        t = tok.DalleEncoder(tok.DalleConfig(precision=cfg.dalle_precision))
+    else:
+        t = tok.VQTokenizer(tok.VQConfig())
     t = t.to(cfg.device).eval().requires_grad_(False)
     return t.to(memory_format=torch.channels_last) if cfg.device.startswith("cuda") else t
 
@@ -293,8 +299,10 @@ def joint_batch(cfg, patch_t):
     image_tok = torch.randint(0, 256, (I, 3, S, S), dtype=torch.uint8, generator=g)  # (I, 3, H, W)
     video_mask = np.stack([masking.video_mask("tube", T // patch_t, h, h, rng=rng) for _ in range(B)])  # (B, T', h, w)
     image_mask = np.stack([masking.blockwise_mask(h, h, h * h // 2, rng=rng) for _ in range(I)])  # (I, h, w)
-    return {"video": (video_tok.float() - 127.5) / 64, "video_tok": video_tok, "video_mask": torch.from_numpy(video_mask),
-            "image": (image_tok.float() - 127.5) / 64, "image_tok": image_tok, "image_mask": torch.from_numpy(image_mask)}
+    return {"video": (video_tok.float() - 127.5) / 64, "video_tok": video_tok,
+            "video_mask": torch.from_numpy(video_mask),
+            "image": (image_tok.float() - 127.5) / 64, "image_tok": image_tok,
+            "image_mask": torch.from_numpy(image_mask)}
 
 
 class PhaseClock:
@@ -354,7 +362,8 @@ def bench_joint(cfg):
     if cfg.compile:
         model.encoder.compile()  # in place: keys unchanged, train_step and phase_step both use it
     phases = []
-    t_full, _ = median_times([full, lambda: phases.append(phase_step(model, tokenizer, batch, optimizer, cfg, tcfg))], cfg)
+    timed_phases = lambda: phases.append(phase_step(model, tokenizer, batch, optimizer, cfg, tcfg))  # noqa: E731
+    t_full, _ = median_times([full, timed_phases], cfg)
     phases = {k: statistics.median(p[k] for p in phases[cfg.warmup:]) for k in phases[0]}
     peak = matmul_peak(cfg)
     I = cfg.batch * cfg.images_per_clip
@@ -390,11 +399,12 @@ def bench_data(cfg, patch_t):
         data.video_frame_count(r.path)
     scale = lambda s: round(cfg.size * s / 224)  # noqa: E731  official short sides are for 224 crops
     (pl, pi), (fl, fi) = cfg.pretrain_sampling, cfg.finetune_sampling
-    pre = data.PretrainVideoDataset(records, clip_len=pl, frame_interval=pi, crop=cfg.size, rescale=(scale(256), scale(320)),
-                                    patch_t=patch_t, seed=cfg.seed)
+    pre = data.PretrainVideoDataset(records, clip_len=pl, frame_interval=pi, crop=cfg.size,
+                                    rescale=(scale(256), scale(320)), patch_t=patch_t, seed=cfg.seed)
     fine = data.FinetuneVideoDataset(records, train=True, sampling="dense", clip_len=fl, frame_interval=fi,
                                      crop=cfg.size, short_side=scale(256), seed=cfg.seed)
-    out = {"videos": f"synthetic {os.path.splitext(str(records[0].path))[1]} {synthetic_set.SyntheticConfig.width}x{synthetic_set.SyntheticConfig.height}"}
+    sc = synthetic_set.SyntheticConfig
+    out = {"videos": f"synthetic {os.path.splitext(str(records[0].path))[1]} {sc.width}x{sc.height}"}
     for name, ds in (("pretrain", pre), ("finetune", fine)):
         times = [timed(lambda: ds[i], "cpu") for i in range(len(records))]
         out[name + "_clips_per_s"] = 1 / statistics.median(times)
@@ -422,8 +432,10 @@ def table(res):
         ("encoder", "fwd+bwd ours / torchvision", f"{e['ours_s'] * 1e3:.0f} / {e['torchvision_s'] * 1e3:.0f} ms"),
         ("encoder", "speed-up vs torchvision", f"{e['speedup_vs_torchvision']:.2f}x"),
         ("encoder", "max |diff| of final features", f"{e['max_abs_diff']:.1e}"),
-        ("encoder", "GFLOPs per step model / ours executed", f"{e['flops'] / gf:.1f} / {e['flops_ours_executed'] / gf:.1f}"),
-        ("encoder", "model GFLOP/s ours / torchvision", f"{e['ours_flops_per_s'] / gf:.1f} / {e['torchvision_flops_per_s'] / gf:.1f}"),
+        ("encoder", "GFLOPs per step model / ours executed",
+         f"{e['flops'] / gf:.1f} / {e['flops_ours_executed'] / gf:.1f}"),
+        ("encoder", "model GFLOP/s ours / torchvision",
+         f"{e['ours_flops_per_s'] / gf:.1f} / {e['torchvision_flops_per_s'] / gf:.1f}"),
         ("encoder", "matmul peak GFLOP/s", f"{e['matmul_peak_flops_per_s'] / gf:.1f}"),
         ("encoder", "fraction of peak ours / torchvision",
          f"{e['ours_peak_fraction']:.0%} / {e['torchvision_peak_fraction']:.0%}")]
@@ -453,7 +465,8 @@ def main(argv=None):
     patch_t = bevt_model.PRESETS[cfg.preset].patch_size[0]
     res = {"config": asdict(cfg), "machine": machine(cfg)}
     inp = f"{cfg.batch}x3x{cfg.frames}x{cfg.size}x{cfg.size}"
-    print(f"bench: preset {cfg.preset}, input {inp}, {cfg.device} {cfg.dtype}, compile {cfg.compile}, median of {cfg.n}; "
+    print(f"bench: preset {cfg.preset}, input {inp}, {cfg.device} {cfg.dtype}, compile {cfg.compile}, "
+          f"median of {cfg.n}; "
           f"{res['machine']['torch_threads']} threads, load {res['machine']['load_avg_1min']:.1f}", flush=True)
     res["encoder"] = bench_encoder(cfg)
     res["joint"] = bench_joint(cfg)
