@@ -4,9 +4,10 @@ and the `check` command (the synthetic dataset that needs no download is synthet
 Paper: BEVT §4.1 "Experimental setup" (K400, SSv2, Diving-48, ImageNet-1K). Pipelines follow the official configs
 (spec/official_bevt.md §5 and §7): swin_base_patch244_window877_bevt_in1k_k400.py (pretraining),
 ..._bevt_finetune_k400.py and ..._window1677_bevt_finetune_ssv2.py (finetuning). Decoding uses PyAV, frame-exactly.
-
 """
 import csv
+import functools
+import itertools
 import json
 import math
 import multiprocessing
@@ -48,35 +49,30 @@ class CheckConfig:
 
 
 # --------------------------------------------------------------------------- decoding (PyAV)
-_FRAME_COUNTS: dict = {}  # path -> frame count, counted once per process
-
-
 def _video_stream(container, path):
     if not container.streams.video:
         raise MediaError(f"{path}: no video stream")
     return container.streams.video[0]
 
 
+@functools.cache  # counted once per process
 def video_frame_count(path) -> int:
-    key = str(path)
-    if key not in _FRAME_COUNTS:
-        with av.open(key) as container:
-            stream = _video_stream(container, path)
-            n = stream.frames  # from the container index (mp4); 0 where the container does not store it (webm)
-            if n <= 0:  # count packets once (demux only, no decoding)
-                n = sum(1 for packet in container.demux(stream) if packet.size > 0)
-        if n <= 0:
-            raise MediaError(f"{path}: no video frames")
-        _FRAME_COUNTS[key] = n
-    return _FRAME_COUNTS[key]
+    with av.open(str(path)) as container:
+        stream = _video_stream(container, path)
+        n = stream.frames  # from the container index (mp4); 0 where the container does not store it (webm)
+        if n <= 0:  # count packets once (demux only, no decoding)
+            n = sum(1 for packet in container.demux(stream) if packet.size > 0)
+    if n <= 0:
+        raise MediaError(f"{path}: no video frames")
+    return n
 
 
-def _decode(container, stream, wanted: set, seek: bool) -> dict:
+def _decode(container, stream, wanted: set) -> dict:
     """Frames {index: (H, W, 3) uint8} for the wanted indices, identified by pts; None if pts cannot place them."""
     start = stream.start_time or 0
     frame_dt = 1 / (stream.average_rate * stream.time_base)  # pts ticks per frame (constant frame rate)
     first, last = min(wanted), max(wanted)
-    if seek and first > 0:  # land on the keyframe at or before the first wanted frame, then decode forward
+    if first > 0:  # land on the keyframe at or before the first wanted frame, then decode forward
         container.seek(start + int(first * frame_dt), stream=stream, backward=True, any_frame=False)
     found = {}
     for n, frame in enumerate(container.decode(stream)):
@@ -102,15 +98,11 @@ def read_video(path, indices) -> torch.Tensor:
         stream = _video_stream(container, path)
         if indices.max() - indices.min() >= 16:
             stream.thread_type = "AUTO"  # frame threads pay off for long spans, they only add latency for a few frames
-        found = _decode(container, stream, wanted, seek=True) if stream.average_rate else None
+        found = _decode(container, stream, wanted) if stream.average_rate else None
         if found is None:  # variable frame rate or odd timestamps: count frames from the start, exact by definition
             container.seek(0, stream=stream, backward=True, any_frame=False)
-            found = {}
-            for i, frame in enumerate(container.decode(stream)):
-                if i in wanted:
-                    found[i] = frame.to_ndarray(format="rgb24")
-                if len(found) == len(wanted):
-                    break
+            frames = itertools.islice(container.decode(stream), max(wanted) + 1)
+            found = {i: frame.to_ndarray(format="rgb24") for i, frame in enumerate(frames) if i in wanted}
     if len(found) < len(wanted):
         raise MediaError(f"{path}: frames {sorted(wanted - set(found))} are past the decodable end of the video")
     return torch.from_numpy(np.stack([found[i] for i in indices.tolist()]))  # (T, H, W, 3)
@@ -132,8 +124,8 @@ def write_video(path, frames: np.ndarray, fps: int = 25, gop: int = 12) -> None:
 
 def read_image(path) -> torch.Tensor:
     try:
-        with warnings.catch_warnings():  # torchvision 0.29 marks its codecs deprecated (TorchCodec); they still work and
-            warnings.simplefilter("ignore", DeprecationWarning)  # decode JPEG ~3x faster than PyAV: one notice per image
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs (for TorchCodec), but they work and
+            warnings.simplefilter("ignore", DeprecationWarning)  # decode JPEG ~3x faster than PyAV: mute the notice
             return decode_image(str(path), mode=ImageReadMode.RGB)  # (3, H, W) uint8
     except RuntimeError as err:  # torchvision reports undecodable bytes as RuntimeError
         raise MediaError(f"{path}: {err}") from None
@@ -207,24 +199,24 @@ def read_ssv2(json_path, labels_path, root):
         label_map = {name: int(idx) for name, idx in json.load(fh).items()}
     classes = sorted(label_map, key=label_map.get)
     records = []
-    for line_no, item in enumerate(_load_json_list(json_path), 1):
+    for i, item in enumerate(_load_json_list(json_path), 1):
         try:
-            name = item["template"].replace("[", "").replace("]", "")  # official: the class is the bracket-free template
+            name = item["template"].replace("[", "").replace("]", "")  # official: class = template without brackets
             records.append(VideoRecord(str(root / f"{item['id']}.webm"), label_map[name]))
         except (KeyError, TypeError, AttributeError):
-            raise ValueError(f"{json_path}: entry {line_no}: needs 'id' and a 'template' listed in {labels_path}") from None
+            raise ValueError(f"{json_path}: entry {i}: needs 'id' and a 'template' listed in {labels_path}") from None
     return _nonempty(records, json_path), classes
 
 
 def read_diving48(json_path, root):
     """Diving-48 V2 JSON [{vid_name, label, start_frame, end_frame}] with files root/{vid_name}.mp4."""
     root, records = _need_root(root), []
-    for line_no, item in enumerate(_load_json_list(json_path), 1):
+    for i, item in enumerate(_load_json_list(json_path), 1):
         try:
             records.append(VideoRecord(str(root / f"{item['vid_name']}.mp4"), int(item["label"]),
                                        int(item["start_frame"]), int(item["end_frame"])))
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{json_path}: entry {line_no}: needs vid_name, label, start_frame, end_frame") from None
+            raise ValueError(f"{json_path}: entry {i}: needs vid_name, label, start_frame, end_frame") from None
     vocab = Path(json_path).with_name("Diving48_vocab.json")  # [[takeoff, somersault, twist, flight], ...] if present
     classes = ["_".join(v) for v in json.loads(vocab.read_text())] if vocab.exists() else \
         [str(i) for i in range(max(r.label for r in records) + 1)]
@@ -284,9 +276,8 @@ def dense_indices(num_frames, clip_len, frame_interval, num_clips, train, rng) -
         else:  # short video: clips start at (about) 0 and loop
             offsets = np.around(np.arange(num_clips) * max(num_frames - span + 1, 0) / num_clips).astype(np.int64)
     else:
-        step = (num_frames - span + 1) / num_clips
-        offsets = (np.arange(num_clips) * step + step / 2).astype(np.int64) if num_frames >= span else \
-            np.zeros(num_clips, dtype=np.int64)
+        step = max(num_frames - span + 1, 0) / num_clips  # a short video: every clip starts at 0
+        offsets = (np.arange(num_clips) * step + step / 2).astype(np.int64)
     return np.mod(offsets[:, None] + np.arange(clip_len)[None] * frame_interval, num_frames)  # (num_clips, clip_len)
 
 
@@ -301,8 +292,8 @@ def uniform_indices(num_frames, clip_len, train, rng) -> np.ndarray:
 # --------------------------------------------------------------------------- transforms on uint8 (N, 3, H, W)
 def resize_short(x, short, interpolation=InterpolationMode.BILINEAR):
     h, w = x.shape[-2:]
-    size = (round(h * short / min(h, w)), round(w * short / min(h, w)))
-    return TF.resize(x, list(size), interpolation=interpolation, antialias=True)
+    size = [round(h * short / min(h, w)), round(w * short / min(h, w))]
+    return TF.resize(x, size, interpolation=interpolation, antialias=True)
 
 
 def random_crop(x, crop, rng):
@@ -370,10 +361,10 @@ def normalize(x):
 class _Base(Dataset):
     """Per-sample rng from (seed, epoch, index) and bounded replacement of unreadable samples."""
 
-    def __init__(self, records, seed, crop=0, short_side=10**9):
+    def __init__(self, records, seed, crop, short_side=math.inf):
         if short_side < crop:
             raise ValueError(f"the rescaled short side {short_side} is smaller than the crop {crop}")
-        self.records, self.seed, self.epoch, self.views = records, seed, 0, 1
+        self.records, self.seed, self.crop, self.epoch, self.views = records, seed, crop, 0, 1
         self._bad = multiprocessing.Value("i", 0)  # shared with DataLoader workers
 
     def __len__(self):
@@ -387,11 +378,15 @@ class _Base(Dataset):
         """Samples replaced (train) or blanked (test) because their file could not be read, over all workers."""
         return self._bad.value
 
-    def _get(self, index, load, replace=True):
+    def __getitem__(self, index):
+        return self._get(index)
+
+    def _get(self, index, replace=True):
+        """self._load(index, rng); an unreadable sample is replaced by a random other one, or if not `replace`, None."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        for attempt in range(MAX_RETRIES + 1):
+        for _ in range(MAX_RETRIES + 1):
             try:
-                return load(index, rng)
+                return self._load(index, rng)
             except (OSError, av.FFmpegError, MediaError) as err:  # only I/O problems; code errors propagate
                 path = self.records[index // self.views].path
                 warnings.warn(f"unreadable sample {path}: {err}; {'replaced by another' if replace else 'blanked'}")
@@ -404,8 +399,7 @@ class _Base(Dataset):
 
     def _clip(self, record, pick):
         """Decode the frames chosen by pick(num_frames) within [start_frame, end_frame): uint8 (T, 3, H, W)."""
-        total = video_frame_count(record.path)
-        end = min(record.end_frame or total, total)
+        end = min(record.end_frame or math.inf, video_frame_count(record.path))
         if end <= record.start_frame:
             raise MediaError(f"{record.path}: no frames in [{record.start_frame}, {end})")
         indices = record.start_frame + pick(end - record.start_frame)
@@ -419,20 +413,18 @@ class PretrainVideoDataset(_Base):
     def __init__(self, records, clip_len=16, frame_interval=8, crop=224, rescale=(256, 320), mask_strategy="tube",
                  tube_range=(0.5, 1.0), mask_ratio=0.5, patch_t=2, seed=0):
         super().__init__(records, seed, crop, rescale[0])
-        self.clip_len, self.frame_interval, self.crop, self.rescale = clip_len, frame_interval, crop, rescale
-        self.mask_strategy, self.tube_range, self.mask_ratio, self.patch_t = mask_strategy, tube_range, mask_ratio, patch_t
-
-    def __getitem__(self, index):
-        return self._get(index, self._load)
+        self.clip_len, self.frame_interval, self.rescale, self.patch_t = clip_len, frame_interval, rescale, patch_t
+        self.mask_strategy, self.tube_range, self.mask_ratio = mask_strategy, tube_range, mask_ratio
 
     def _load(self, index, rng):
-        x = self._clip(self.records[index], lambda n: dense_indices(n, self.clip_len, self.frame_interval, 1, True, rng)[0])
+        x = self._clip(self.records[index],
+                       lambda n: dense_indices(n, self.clip_len, self.frame_interval, 1, True, rng)[0])  # (T, 3, H, W)
         x = resize_short(x, int(rng.integers(self.rescale[0], self.rescale[1] + 1)), InterpolationMode.BICUBIC)
         x = random_crop(x, self.crop, rng)
-        if rng.random() < 0.5:
-            x = x.flip(-1)
+        x = x.flip(-1) if rng.random() < 0.5 else x
         g = self.crop // 16  # BEVT §3 "Mask strategy": masks live on the 14x14 (224/16) token grid
-        mask = video_mask(self.mask_strategy, self.clip_len // self.patch_t, g, g, self.mask_ratio, self.tube_range, rng=rng)
+        t = self.clip_len // self.patch_t
+        mask = video_mask(self.mask_strategy, t, g, g, self.mask_ratio, self.tube_range, rng=rng)
         return {"video": normalize(x), "video_tok": x.permute(1, 0, 2, 3).contiguous(),  # (3, T, H, W) both
                 "video_mask": torch.from_numpy(mask)}  # (T/patch_t, H/16, W/16), True = masked
 
@@ -443,18 +435,14 @@ class PretrainImageDataset(_Base):
 
     def __init__(self, records, crop=224, rescale=(256, 320), jitter=0.4, mask_ratio=0.5, seed=0):
         super().__init__(records, seed, crop, rescale[0])
-        self.crop, self.rescale, self.jitter, self.mask_ratio = crop, rescale, jitter, mask_ratio
+        self.rescale, self.jitter, self.mask_ratio = rescale, jitter, mask_ratio
         self.order = np.random.default_rng([seed]).permutation(3)  # official: jitter op order fixed at construction
-
-    def __getitem__(self, index):
-        return self._get(index, self._load)
 
     def _load(self, index, rng):
         x = read_image(self.records[index].path)[None]  # (1, 3, H, W)
         x = resize_short(x, int(rng.integers(self.rescale[0], self.rescale[1] + 1)), InterpolationMode.BICUBIC)
         x = random_crop(color_jitter(x, self.jitter, self.order, rng), self.crop, rng)
-        if rng.random() < 0.5:
-            x = x.flip(-1)
+        x = x.flip(-1) if rng.random() < 0.5 else x
         g = self.crop // 16
         mask = blockwise_mask(g, g, int(self.mask_ratio * g * g), rng=rng)
         return {"image": normalize(x)[:, 0], "image_tok": x[0].contiguous(),  # (3, H, W) both
@@ -468,20 +456,19 @@ class FinetuneVideoDataset(_Base):
 
     def __init__(self, records, train, sampling="dense", clip_len=32, frame_interval=2, num_clips=1, num_crops=1,
                  crop=224, short_side=None, flip=True, randaugment=None, erase_prob=0.0, area=(0.08, 1.0), seed=0):
-        super().__init__(records, seed)
-        if sampling not in ("dense", "uniform") or num_crops not in (1, 3) or (sampling == "uniform" and num_clips != 1):
+        super().__init__(records, seed, crop)
+        if sampling not in ("dense", "uniform") or num_crops not in (1, 3) or sampling == "uniform" and num_clips != 1:
             raise ValueError("sampling must be dense|uniform (uniform has one clip), num_crops 1 or 3")
         self.train, self.sampling, self.clip_len, self.frame_interval = train, sampling, clip_len, frame_interval
-        self.views = 1 if train else num_clips * num_crops
-        self.num_clips, self.num_crops, self.crop, self.flip = num_clips, num_crops, crop, flip
+        self.num_clips, self.num_crops = (1, 1) if train else (num_clips, num_crops)  # training takes one view
+        self.views, self.flip = self.num_clips * self.num_crops, flip
         self.short_side = short_side or (256 if train else 224)
         self.randaugment = v2.RandAugment(*randaugment) if randaugment else None  # (num_ops, magnitude)
-        self.erase_prob = erase_prob
-        self.area = area  # RandomResizedCrop area range; official: (0.08, 1.0)
+        self.erase_prob, self.area = erase_prob, area  # area: RandomResizedCrop's range; official: (0.08, 1.0)
 
     def __getitem__(self, index):
         video = index // self.views
-        item = self._get(index, self._load, replace=self.train)
+        item = self._get(index, replace=self.train)
         if item is None:  # test view of an unreadable video: a blank clip keeps every video's views in place
             blank = torch.zeros(3, self.clip_len, self.crop, self.crop)
             item = {"video": blank, "label": self.records[video].label, "video_index": video}
@@ -490,7 +477,7 @@ class FinetuneVideoDataset(_Base):
     def _pick(self, n, clip, rng):
         if self.sampling == "uniform":
             return uniform_indices(n, self.clip_len, self.train, rng)
-        return dense_indices(n, self.clip_len, self.frame_interval, 1 if self.train else self.num_clips, self.train, rng)[clip]
+        return dense_indices(n, self.clip_len, self.frame_interval, self.num_clips, self.train, rng)[clip]
 
     def _load(self, index, rng):
         video, view = divmod(index, self.views)
@@ -501,8 +488,7 @@ class FinetuneVideoDataset(_Base):
             return {"video": normalize(fixed_crop(x, self.crop, position, self.num_crops)), "label": record.label,
                     "video_index": video}
         x = random_resized_crop(x, self.crop, rng, self.area)
-        if self.flip and rng.random() < 0.5:
-            x = x.flip(-1)
+        x = x.flip(-1) if self.flip and rng.random() < 0.5 else x
         if self.randaugment is not None:  # torchvision draws from torch's RNG: seed it from ours, then restore it
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(rng.integers(2**62)))
@@ -578,7 +564,7 @@ def check(cfg: CheckConfig) -> int:
             elif isinstance(record, ImageRecord):
                 read_image(record.path)
             else:
-                n = min(record.end_frame or video_frame_count(record.path), video_frame_count(record.path))
+                n = min(record.end_frame or math.inf, video_frame_count(record.path))
                 read_video(record.path, [n - 1])
                 if n - record.start_frame < cfg.min_frames:
                     problems["too short"].append(f"{record.path} ({n - record.start_frame} frames)")

@@ -85,7 +85,7 @@ def test_read_video_is_frame_exact(tmp_path, suffix):
         got = data.read_video(path, indices).numpy()
         np.testing.assert_array_equal(got, full[indices])
     with av.open(str(path)) as container:  # the seek path itself finds the frames (no sequential fallback)
-        found = data._decode(container, container.streams.video[0], {77, 80}, seek=True)
+        found = data._decode(container, container.streams.video[0], {77, 80})
     np.testing.assert_array_equal(found[77], full[77])
     with pytest.raises(data.MediaError, match="past the decodable end"):
         data.read_video(path, [89, 90])
