@@ -43,9 +43,9 @@ class DalleConfig:
     n_hid: int = 256  # official: dall_e/encoder.py Encoder.n_hid (reduced n_hid=64 runs the same code path in tests)
     n_blk_per_group: int = 2  # official: Encoder.n_blk_per_group
     vocab_size: int = 8192  # BEVT §3 "Tokenizer": 8192 visual tokens
-    # "fp32": every conv in fp32 (the official CPU path, bit-identical; STYLE rule 22). "official": on CUDA every conv but
-    # the output conv runs in fp16, as dall_e.utils.Conv2d does (use_float16=True), so targets match BEiT/BEVT GPU runs.
-    # "bf16": the same casts with bfloat16 (speed only, not parity). On CPU all three are fp32, as in the official code.
+    # "fp32": every conv in fp32 (the official CPU path, bit-identical; STYLE rule 22). "official": on CUDA all convs
+    # but the output conv in fp16, as dall_e.utils.Conv2d (use_float16=True): the targets of BEiT/BEVT GPU runs.
+    # "bf16": the same casts in bfloat16 (speed only, not parity). On CPU all three are fp32, as in the official code.
     precision: str = "fp32"
 
 
@@ -72,19 +72,15 @@ class VQConfig:  # spec tokenizer_and_data.md §4.3, measured on the 2-core CPU:
 # --- the tokenizer view: Lanczos-4 downsampling ----------------------------------------------------------------
 
 def lanczos4_matrix(n_in, n_out, device=None):
-    """(n_out, n_in) float64 matrix M with out = M @ in along one axis: cv2 INTER_LANCZOS4 weights.
-
-    Geometry as cv2.resize: source coordinate s = (x + 0.5) * n_in / n_out - 0.5, taps floor(s)-3 .. floor(s)+4,
-    weight L(s - tap) with L(t) = sinc(t) sinc(t / 4), normalised to sum 1 per output; taps past the border are
-    clamped to the edge pixel (cv2 replicates the border). No antialiasing: the kernel is not widened on downscale.
-    """
-    src = (torch.arange(n_out, dtype=torch.float64, device=device) + 0.5) * (n_in / n_out) - 0.5  # (n_out,)
+    """(n_out, n_in) float64 matrix M with out = M @ in along one axis: the cv2 INTER_LANCZOS4 weights.
+    No antialiasing, as cv2: the kernel is not widened on downscale."""
+    src = (torch.arange(n_out, dtype=torch.float64, device=device) + 0.5) * (n_in / n_out) - 0.5  # (n_out,) as cv2
     left = src.floor()
-    taps = torch.arange(-3, 5, dtype=torch.float64, device=device)  # 8 taps
+    taps = torch.arange(-3, 5, dtype=torch.float64, device=device)  # 8 taps, floor(src)-3 .. floor(src)+4
     t = (src - left)[:, None] - taps[None, :]  # (n_out, 8) distance from the sample point to each tap
-    w = torch.sinc(t) * torch.sinc(t / 4)
-    w = w / w.sum(1, keepdim=True)
-    idx = (left[:, None] + taps[None, :]).clamp(0, n_in - 1).long()  # (n_out, 8) replicate border
+    w = torch.sinc(t) * torch.sinc(t / 4)  # L(t) = sinc(t) sinc(t / 4)
+    w = w / w.sum(1, keepdim=True)  # sum 1 per output
+    idx = (left[:, None] + taps[None, :]).clamp(0, n_in - 1).long()  # (n_out, 8) replicate border, as cv2
     return torch.zeros(n_out, n_in, dtype=torch.float64, device=device).scatter_add_(1, idx, w)
 
 
@@ -92,11 +88,10 @@ def lanczos4_resize(x, out_h, out_w):
     """(N, C, H, W) in 0..255 levels -> (N, C, out_h, out_w) float32 rounded to integer levels 0..255.
 
     BEVT resizes the uint8 224 crop with mmcv.imresize(..., 'lanczos') = cv2.INTER_LANCZOS4 (official:
-    mmaction/datasets/pipelines/augmentations.py:1430-1456 CopyResize). Same kernel, geometry, border and
-    round-and-saturate as cv2; differences: cv2 computes 11-bit fixed-point weights (INTER_RESIZE_COEF_BITS) and
-    integer sums, we use float64, so an output can differ from cv2 by one grey level where cv2's fixed point rounds
-    the other way. BEiT instead resizes the original-resolution box with PIL LANCZOS (a=3, antialiased: the kernel is
-    stretched by the scale factor); on a real crop PIL and cv2 differ by 2.97 levels on average (spec §2.3).
+    mmaction/datasets/pipelines/augmentations.py:1430-1456 CopyResize). Same kernel, geometry, border and rounding as
+    cv2, but cv2 sums 11-bit fixed-point weights (INTER_RESIZE_COEF_BITS) in integers and we use float64, so an output
+    can differ from cv2 by one grey level. BEiT instead resizes the original-resolution box with PIL LANCZOS (a=3,
+    antialiased); on a real crop PIL and cv2 differ by 2.97 levels on average (spec §2.3).
     """
     N, C, H, W = x.shape
     mh = lanczos4_matrix(H, out_h, x.device)  # (out_h, H)
@@ -110,13 +105,10 @@ def tokenizer_view(frames):
     N, C, H, W = frames.shape
     if C != 3 or H % 16 or W % 16:
         raise ValueError(f"tokenizer input must be (N, 3, H, W) with H, W divisible by 16, got {tuple(frames.shape)}")
-    if frames.dtype == torch.uint8:
-        levels = frames.float()
-    elif frames.is_floating_point():
-        # BEVT always resizes a uint8 image, so a float view is put on the same 256 levels first.
-        levels = torch.floor(frames.float() * 255 + 0.5).clamp_(0, 255)
-    else:
+    if frames.dtype != torch.uint8 and not frames.is_floating_point():
         raise ValueError(f"tokenizer input must be uint8 or float, got {frames.dtype}")
+    # BEVT always resizes a uint8 image, so a float view is put on the same 256 levels first
+    levels = frames.float() if frames.dtype == torch.uint8 else torch.floor(frames.float() * 255 + 0.5).clamp_(0, 255)
     return lanczos4_resize(levels, H // 2, W // 2) / 255  # BEVT §3 "Tokenizer": downsampled by 1/2
 
 
@@ -154,11 +146,8 @@ class DalleConv2d(nn.Module):
         self.b = nn.Parameter(torch.zeros(n_out))
 
     def forward(self, x):
-        if self.low_dtype is not None and self.w.is_cuda:
-            x, w, b = x.to(self.low_dtype), self.w.to(self.low_dtype), self.b.to(self.low_dtype)
-        else:
-            x, w, b = x.float(), self.w, self.b
-        return F.conv2d(x, w, b, padding=(self.kw - 1) // 2)
+        dtype = self.low_dtype if self.low_dtype is not None and self.w.is_cuda else torch.float32
+        return F.conv2d(x.to(dtype), self.w.to(dtype), self.b.to(dtype), padding=(self.kw - 1) // 2)
 
 
 class DalleEncoderBlock(nn.Module):
@@ -257,8 +246,8 @@ class VQTokenizer(Tokenizer):
         return F.normalize(z, dim=-1)  # (N, h', w', D) on the unit sphere, like the codes
 
     def nearest(self, z):
-        """Nearest code by Euclidean distance: ||z - c||^2 = ||z||^2 - 2 z.c + ||c||^2 ; z (..., D) -> ids (...)."""
-        d = self.codebook.pow(2).sum(1) - 2 * z @ self.codebook.T  # (..., V), ||z||^2 does not change the argmin
+        """Nearest code, z (..., D) -> ids (...): ||z - c||^2 = ||z||^2 - 2 z.c + ||c||^2, and ||z||^2 is constant."""
+        d = self.codebook.pow(2).sum(1) - 2 * z @ self.codebook.T  # (..., V)
         return d.argmin(-1)
 
     def ids_from_view(self, view):
@@ -271,14 +260,14 @@ class VQTokenizer(Tokenizer):
 
 
 def _kmeans(z, k, iters, g):
-    """Lloyd's k-means on z (M, D) from k distinct random points; returns centres (k, D) and cluster sizes (k,)."""
+    """Lloyd's k-means on z (M, D) from k distinct random points -> centres (k, D)."""
     c = z[torch.randperm(len(z), generator=g)[:k]].clone()
     for _ in range(iters):
         ids = torch.cdist(z, c).argmin(1)
         count = torch.bincount(ids, minlength=k).float()
         sums = torch.zeros_like(c).index_add_(0, ids, z)
         c = torch.where(count[:, None] > 0, sums / count.clamp(min=1)[:, None], c)  # an empty cluster keeps its centre
-    return c, count
+    return c
 
 
 def _vq_step(tok, view, opt, step, g):
@@ -288,8 +277,7 @@ def _vq_step(tok, view, opt, step, g):
     flat = z.detach().reshape(-1, cfg.code_dim)  # (M, D)
     with torch.no_grad():
         if step == 0:  # k-means init on the first batch (BEiT v2 norm_ema_quantizer.py)
-            c, count = _kmeans(flat, cfg.vocab_size, cfg.kmeans_iters, g)
-            c = F.normalize(c, dim=-1)
+            c = F.normalize(_kmeans(flat, cfg.vocab_size, cfg.kmeans_iters, g), dim=-1)  # (V, D)
             # counts start at 1, so a code unused in a step falls below dead_threshold and is restarted at once
             tok.codebook.copy_(c), tok.ema_count.fill_(1.0), tok.ema_sum.copy_(c)
         ids = tok.nearest(flat)  # (M,)
@@ -306,11 +294,10 @@ def _vq_step(tok, view, opt, step, g):
     zq = tok.codebook[ids].reshape(z.shape)  # (B, h', w', D)
     # Summed squared errors per token, as in van den Oord et al. Eq. (3): with per-element means instead, the
     # commitment would outweigh reconstruction by pixels-per-latent-element (192/32) and freeze the assignments.
-    n_tok = z.shape[0] * z.shape[1] * z.shape[2]
-    commit = F.mse_loss(z, zq, reduction="sum") / n_tok  # pulls the encoder to its code; codes move by EMA
+    commit = F.mse_loss(z, zq, reduction="sum") / len(flat)  # pulls the encoder to its code; codes move by EMA
     zq = z + (zq - z).detach()  # straight-through gradient
     recon = tok.decoder(zq.permute(0, 3, 1, 2))  # (B, 3, h, w)
-    loss = F.mse_loss(recon, view, reduction="sum") / n_tok + cfg.commitment * commit
+    loss = F.mse_loss(recon, view, reduction="sum") / len(flat) + cfg.commitment * commit
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -322,9 +309,9 @@ def vq_report(tok, views):
     """Validation PSNR (dB), codes used and code perplexity on views (N, 3, S, S) float 0..1."""
     mse = sum(F.mse_loss(tok.reconstruct(v), v, reduction="sum").item() for v in views.split(64)) / views.numel()
     ids = torch.cat([tok.ids_from_view(v).flatten() for v in views.split(64)])
-    p = torch.bincount(ids, minlength=tok.vocab_size).float() / len(ids)
-    perplexity = torch.exp(-(p[p > 0] * p[p > 0].log()).sum()).item()
-    return {"psnr": 10 * math.log10(1 / mse), "codes_used": int((p > 0).sum()), "perplexity": perplexity}
+    p = ids.unique(return_counts=True)[1] / len(ids)  # (codes used,) frequencies
+    perplexity = torch.exp(-(p * p.log()).sum()).item()
+    return {"psnr": 10 * math.log10(1 / mse), "codes_used": len(p), "perplexity": perplexity}
 
 
 def train_vq_tokenizer(frames, cfg, log=print):
@@ -393,14 +380,18 @@ def load_tokenizer(path, device, precision=None):
     return tok
 
 
+def _train_and_save(cfg, data_root, path):
+    """Train a VQTokenizer(cfg) on frames from `data_root` (data.load_frames) and save it atomically to `path`."""
+    import data  # lazy: only training needs the dataset readers
+    frames = data.load_frames(data_root, cfg.num_frames, cfg.size, cfg.seed)  # (N, 3, size, size) uint8
+    save_tokenizer(train_vq_tokenizer(frames, cfg), path)
+
+
 def default_tokenizer(path, data_root, size):
-    """The embedded default: load `path`, or train the default VQ on frames from `data_root` (data.load_frames) at
-    tokenizer-view size `size` and save it atomically to `path`. Deterministic, so concurrent ranks agree."""
+    """The embedded default: load `path`, or first train the default VQ for tokenizer-view size `size` on `data_root`
+    and save it there. Deterministic, so concurrent ranks agree."""
     if not Path(path).exists():
-        import data  # lazy: only training needs the dataset readers
-        cfg = VQConfig(size=size)
-        frames = data.load_frames(data_root, cfg.num_frames, size, cfg.seed)  # (N, 3, size, size) uint8
-        save_tokenizer(train_vq_tokenizer(frames, cfg), path)
+        _train_and_save(VQConfig(size=size), data_root, path)
     return load_tokenizer(path, "cpu")
 
 
@@ -409,9 +400,6 @@ def default_tokenizer(path, data_root, size):
 class _PickledDalleModule(nn.Module):
     """Inert stand-in for dall_e.encoder.Encoder/EncoderBlock and dall_e.utils.Conv2d: unpickling only restores its
     __dict__ (attrs fields, _parameters, _modules) through nn.Module.__setstate__; no dall_e code runs."""
-
-    def forward(self, *args):
-        raise RuntimeError("a pickled dall_e module is only read for its weights")
 
 
 _DALLE_CLASSES = ("dall_e.encoder.Encoder", "dall_e.encoder.EncoderBlock", "dall_e.utils.Conv2d")
@@ -424,27 +412,23 @@ _ALLOWED = {  # path B allow-list: the globals a pickled dall_e.Encoder referenc
     **{tuple(c.rsplit(".", 1)): _PickledDalleModule for c in _DALLE_CLASSES}}
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):  # torch resolves storage classes itself before calling this
-        if (module, name) not in _ALLOWED:
-            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
-        return _ALLOWED[(module, name)]
-
-
-class _restricted_pickle:  # a `pickle_module` for torch.load: Unpickler plus load, both restricted
-    Unpickler = _RestrictedUnpickler
+class _restricted_pickle:  # a `pickle_module` for torch.load: Unpickler plus load, both restricted to _ALLOWED
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):  # torch resolves storage classes itself before calling this
+            if (module, name) not in _ALLOWED:
+                raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+            return _ALLOWED[(module, name)]
 
     @staticmethod
     def load(f, **kwargs):
-        return _RestrictedUnpickler(f, **kwargs).load()
+        return _restricted_pickle.Unpickler(f, **kwargs).load()
 
 
 def convert_dalle(src, dst):
     """Official encoder.pkl (a pickled dall_e.Encoder) -> {'kind': 'dalle', 'config', 'state_dict', 'source_sha256'}
     at `dst`, loadable with torch.load(weights_only=True). Safe for an untrusted file: every global is allow-listed.
-    Path A (zip format): weights_only=True with the three dall_e classes mapped to an inert stub.
-    Path B (legacy format, whose ('module', cls, file, source) records weights_only rejects): a restricted
-    pickle_module. torch refuses any explicit pickle_module when TORCH_FORCE_WEIGHTS_ONLY_LOAD=1 is set."""
+    Path A (zip format): weights_only=True with the three dall_e classes mapped to an inert stub. Path B (legacy
+    format, whose ('module', cls, file, source) records weights_only rejects): the restricted pickle_module."""
     sha = hashlib.sha256(Path(src).read_bytes()).hexdigest()
     try:
         if zipfile.is_zipfile(src):
@@ -455,28 +439,26 @@ def convert_dalle(src, dst):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # SourceChangeWarning: the stub's source differs from dall_e's
                 obj = torch.load(src, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
-    except RuntimeError as e:
-        if "pickle_module" in str(e) and os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD"):
+    except Exception as e:
+        if "pickle_module" in str(e) and os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD"):  # torch refuses path B then
             raise ValueError(f"{src}: a legacy-format pickle needs the restricted pickle_module, which torch refuses "
                              "while TORCH_FORCE_WEIGHTS_ONLY_LOAD is set; unset it for this one conversion (the "
                              "restricted unpickler only admits allow-listed globals)") from e
-        raise ValueError(f"{src}: refused or unreadable as a DALL-E encoder pickle: {e}") from e
-    except Exception as e:  # weights_only wraps its reason in advice to retry unsafely: keep only the reason
+        # weights_only wraps its reason in advice to retry unsafely: keep only the reason
         why = next((ln for ln in str(e).splitlines() if "GLOBAL" in ln or "not allowed" in ln), str(e))
         raise ValueError(f"{src}: refused or unreadable as a DALL-E encoder pickle: {why}") from e
     if not isinstance(obj, _PickledDalleModule) or "n_hid" not in obj.__dict__:
         raise ValueError(f"{src}: expected a pickled dall_e.encoder.Encoder, got {type(obj).__name__}")
-    fields = obj.__dict__  # attrs fields are pickled as plain instance attributes
-    if fields.get("input_channels", 3) != 3:
-        raise ValueError(f"{src}: input_channels={fields['input_channels']}, only RGB encoders are supported")
-    cfg = DalleConfig(n_hid=fields["n_hid"], n_blk_per_group=fields["n_blk_per_group"],
-                      vocab_size=fields["vocab_size"])
+    # attrs fields are pickled as plain instance attributes
+    if getattr(obj, "input_channels", 3) != 3:
+        raise ValueError(f"{src}: input_channels={obj.input_channels}, only RGB encoders are supported")
+    cfg = DalleConfig(n_hid=obj.n_hid, n_blk_per_group=obj.n_blk_per_group, vocab_size=obj.vocab_size)
     sd = {k: v.detach().float().contiguous().clone() for k, v in obj.state_dict().items()}
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in DalleEncoder(cfg).state_dict().items()}
     got = {k: tuple(v.shape) for k, v in sd.items()}
     if got != expected:
-        bad = sorted(set(got) ^ set(expected)) + [k for k in got if k in expected and got[k] != expected[k]]
+        bad = sorted(k for k in got.keys() | expected.keys() if got.get(k) != expected.get(k))
         raise ValueError(f"{src}: state_dict does not match DalleEncoder({cfg}): {bad[:8]}")
     _atomic_save({"kind": "dalle", "config": asdict(cfg), "state_dict": sd, "source_sha256": sha}, dst)
     return cfg
@@ -507,10 +489,8 @@ def main(argv=None):
         cfg = TrainTokenizerConfig(**parse_flags(TrainTokenizerConfig, argv[1:], "train the small VQ tokenizer"))
         if not cfg.data:
             sys.exit("train: --data DIR is required (a folder of images and/or videos)")
-        import data  # lazy: only training needs the dataset readers
         vq = VQConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(VQConfig)})
-        frames = data.load_frames(cfg.data, vq.num_frames, vq.size, vq.seed)  # (N, 3, size, size) uint8
-        save_tokenizer(train_vq_tokenizer(frames, vq), cfg.out)
+        _train_and_save(vq, cfg.data, cfg.out)
         print(f"wrote {cfg.out}")
     else:
         sys.exit("usage: python tokenizer.py convert encoder.pkl dalle_encoder.pt | "
