@@ -32,9 +32,9 @@ import data
 import model as bevt_model
 import synthetic as synthetic_set
 from cli import parse_flags
-from train import (all_sum, autocast_context, batches_per_epoch, keep_freed_memory, latest_checkpoint,
-                   load_checkpoint, load_model_state, lr_at, optimizer_step, param_groups, read_dataset, resolve_dtype,
-                   restore_rng, rng_states, save_checkpoint, set_lr, setup_distributed)
+from train import (all_sum, append_log, autocast_context, latest_checkpoint, load_checkpoint, load_model_state, lr_at,
+                   optimizer_step, param_groups, read_dataset, restore_rng, save_checkpoint, start_run, step_batches,
+                   step_counts)
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config: the dataclass defaults are the official K400 recipe (§7c); PRESETS overrides per dataset
@@ -158,11 +158,8 @@ def lr_scale_fn(cfg, mcfg):
 def finetune_lr(cfg, step, steps_per_epoch, total_steps):
     """official: mmcv CosineAnnealing with by_epoch=True (the cosine value changes once per epoch) and a per-iteration
     linear warmup from warmup_ratio x the epoch's lr over warmup_epochs."""
-    cosine = lr_at((step // steps_per_epoch) * steps_per_epoch, total_steps, 0, cfg.lr, min_lr=cfg.min_lr)
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    if step < warmup:
-        cosine *= 1.0 - (1.0 - cfg.warmup_ratio) * (1.0 - step / warmup)
-    return cosine
+    return lr_at(step, total_steps, round(cfg.warmup_epochs * steps_per_epoch), cfg.lr, cfg.warmup_ratio, cfg.min_lr,
+                 cosine_every=steps_per_epoch)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -200,9 +197,8 @@ def temporal_transform(video, video_index, kind, seed):
     if kind == "none":
         return video
     make = single_frame_indices if kind == "single-frame" else shuffle_indices
-    T = video.shape[2]
-    idx = [torch.from_numpy(make(T, np.random.default_rng([seed, int(v)]))) for v in video_index]
-    idx = torch.stack(idx).to(video.device)  # (B, T)
+    idx = np.stack([make(video.shape[2], np.random.default_rng([seed, int(v)])) for v in video_index])  # (B, T)
+    idx = torch.from_numpy(idx).to(video.device)
     return torch.stack([clip.index_select(1, i) for clip, i in zip(video, idx)])  # (B, 3, T, H, W)
 
 
@@ -258,6 +254,7 @@ def metrics(prob_sum, views, labels, expected_views, groups=None, topk=(1, 5)):
 # ----------------------------------------------------------------------------------------------------------------------
 # initialisation: ours (any stage), the official release, torchvision swin3d_*, or nothing
 
+
 def init_state(path, classifier):
     """(the classifier's full state dict, the dropped keys, a description) from the checkpoint at `path`. Formats:
     ours (pretraining {'model': BEVT} of any stage, or a finetune checkpoint, with its EMA weights if any), the official
@@ -285,6 +282,7 @@ def export_torchvision(model, path):
     """Our classifier -> a state dict that torchvision.models.video.swin3d_t/s/b(num_classes=...) loads strictly."""
     torch.save(bevt_model.to_torchvision(model.state_dict(), tuple(model.encoder.cfg.window_size)), path)
 
+
 # ----------------------------------------------------------------------------------------------------------------------
 # one optimizer step
 
@@ -292,13 +290,12 @@ def export_torchvision(model, path):
 def train_step(model, micro_batches, optimizer, scaler, cfg, env, lr):
     """Forward/backward over `accum` equal micro-batches (mean cross-entropy / accum = the step's mean, as the official
     DistOptimizerHook), clip, step. Returns (grad norm or None if a loss was not finite, stats [sum CE, correct, n])."""
-    set_lr(optimizer, lr)
     stats = torch.zeros(3, dtype=torch.float64, device=env.device)
     finite = torch.ones((), dtype=torch.bool, device=env.device)
     for i, b in enumerate(micro_batches):
         video, label = b["video"].to(env.device, non_blocking=True), b["label"].to(env.device, non_blocking=True)
-        last = i == len(micro_batches) - 1
-        with nullcontext() if (last or not env.ddp) else model.no_sync():  # all-reduce on the last micro-batch only
+        # DDP all-reduces the gradients on the last micro-batch only
+        with model.no_sync() if env.ddp and i < len(micro_batches) - 1 else nullcontext():
             with autocast_context(env.device, cfg.dtype):
                 logits = model(video)  # (B, num_classes)
             # official ssv2 cfg: LabelSmoothing(0.1) blends the one-hot with 0.1/num_classes, = torch's label_smoothing
@@ -307,7 +304,7 @@ def train_step(model, micro_batches, optimizer, scaler, cfg, env, lr):
             scaler.scale(loss / len(micro_batches)).backward()
         stats += torch.stack([loss.detach().double() * len(label), (logits.argmax(-1) == label).sum().double(),
                               torch.tensor(float(len(label)), dtype=torch.float64, device=env.device)])
-    result = optimizer_step(optimizer, scaler, finite, cfg.clip_grad, env)
+    result = optimizer_step(optimizer, scaler, finite, cfg.clip_grad, env, lr)
     return (None if result is None else result[0]), stats
 
 
@@ -320,9 +317,9 @@ def datasets(cfg, synthetic):
     detected by data.read_annotations (K400 CSV, SSv2 / Diving-48 JSON, `path label` list)."""
     if synthetic:
         paths = synthetic_set.synthetic_paths(synthetic_set.synthetic_root())
-        train_ann, test_ann, root = paths["k400_train_csv"], paths["k400_val_csv"], paths["mp4_root"]
+        train_ann, test_ann = paths["k400_train_csv"], paths["k400_val_csv"]
+        train_root = test_root = paths["mp4_root"]
         kinds = synthetic_set.class_kinds(synthetic_set.synthetic_root())  # 'appearance' | 'motion' per label
-        train_root, test_root = root, root
         groups = {g: [c for c, k in enumerate(kinds) if k == g] for g in ("appearance", "motion")}
     else:
         train_ann, train_root, test_ann, test_root = cfg.train_ann, cfg.train_root, cfg.test_ann, cfg.test_root
@@ -376,20 +373,8 @@ def report(results, classes, env, out_dir):
 
 def main(argv=None):
     cfg, synthetic = build_config(sys.argv[1:] if argv is None else argv)
-    keep_freed_memory()
-    env = setup_distributed()
-    cfg = dataclasses.replace(cfg, dtype=resolve_dtype(env.device, cfg.dtype))
-    torch.manual_seed(cfg.seed + env.rank)  # STYLE rule 16: drop path differs per rank
+    cfg, env = start_run(cfg, synthetic, "--train-ann/--test-ann")
     out_dir = Path(cfg.out_dir)
-    log = print if env.master else (lambda *a: None)
-    if env.master:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    if synthetic:
-        log("no --train-ann/--test-ann given: embedded default (synthetic data, nano model, CPU-sized)")
-        if env.master:
-            synthetic_set.synthetic_root()  # generated once, on the master, before the others read it
-        if env.ddp:
-            dist.barrier()
 
     # --- weights to start from: resume > --init > the embedded default's pretraining output
     resume_path = latest_checkpoint(out_dir) if (cfg.resume or cfg.eval) and not (cfg.eval and cfg.init) else None
@@ -397,25 +382,24 @@ def main(argv=None):
     if not init and synthetic and resume_path is None:
         found = latest_checkpoint(SYNTHETIC_PRETRAIN_DIR)
         init = str(found) if found else "none"
-        log(f"no pretraining checkpoint in {SYNTHETIC_PRETRAIN_DIR} (run `python train.py` first): from scratch"
-            if not found else f"the embedded default starts from the pretraining output {found}")
+        env.log(f"no pretraining checkpoint in {SYNTHETIC_PRETRAIN_DIR} (run `python train.py` first): from scratch"
+                if not found else f"the embedded default starts from the pretraining output {found}")
     if cfg.eval and resume_path is None and init in ("", "none"):
         raise SystemExit(f"--eval true needs --init CHECKPOINT or a checkpoint in {out_dir}")
     ckpt = load_checkpoint(resume_path) if resume_path else None
 
     # --- data and model
     train_records, test_records, classes, groups = datasets(cfg, synthetic)
-    mcfg = bevt_model.PRESETS[cfg.model]
+    mcfg = dataclasses.replace(bevt_model.PRESETS[cfg.model], drop_path_rate=cfg.drop_path)
     if cfg.window_size != (0, 0, 0):
         mcfg = dataclasses.replace(mcfg, window_size=cfg.window_size)
-    mcfg = dataclasses.replace(mcfg, drop_path_rate=cfg.drop_path)
     raw_model = bevt_model.VideoClassifier(mcfg, len(classes), head_dropout=cfg.head_dropout).to(env.device)
     if ckpt is None and init not in ("", "none"):
         sd, dropped, what = init_state(init, raw_model)
         load_model_state(raw_model, sd, init)
-        log(f"initialised from {what}: " + ", ".join(sorted({".".join(k.split(".")[:2]) for k in dropped})))
+        env.log(f"initialised from {what}: " + ", ".join(sorted({".".join(k.split(".")[:2]) for k in dropped})))
     elif ckpt is None and (cfg.init == "none" or not synthetic):
-        log("initialised from scratch" + (" (--init none)" if cfg.init == "none" else " (no --init given)"))
+        env.log("initialised from scratch" + (" (--init none)" if cfg.init == "none" else " (no --init given)"))
     ema = {n: p.detach().clone() for n, p in raw_model.named_parameters()} if cfg.ema else None
 
     step = 0
@@ -431,7 +415,7 @@ def main(argv=None):
                    if k not in ("init", "resume", "eval", "max_steps", "temporal_test", "export_torchvision")
                    and (tuple(v) if isinstance(v, list) else v) != getattr(cfg, k)}
         if changed:
-            log(f"note: flags differ from the checkpoint's (saved, now): {changed}")
+            env.log(f"note: flags differ from the checkpoint's (saved, now): {changed}")
         if not cfg.eval:
             try:
                 optimizer.load_state_dict(ckpt["optimizer"])
@@ -441,7 +425,7 @@ def main(argv=None):
             scaler.load_state_dict(ckpt["scaler"])
             restore_rng(ckpt["rng"], env)
         step = ckpt["step"]
-        log(f"{'evaluating' if cfg.eval else 'resumed from'} {resume_path} (step {step})")
+        env.log(f"{'evaluating' if cfg.eval else 'resumed from'} {resume_path} (step {step})")
 
     # --- training
     if not cfg.eval:
@@ -450,64 +434,44 @@ def main(argv=None):
             crop=cfg.img_size, short_side=cfg.train_short_side, flip=cfg.flip,
             randaugment=cfg.randaugment if cfg.randaugment[0] > 0 else None, erase_prob=cfg.erase_prob,
             area=cfg.crop_area, seed=cfg.seed)
-        steps_per_epoch = batches_per_epoch(train_ds, cfg.videos_per_gpu, env) // cfg.accum
-        if steps_per_epoch == 0:
-            raise SystemExit(f"{len(train_ds)} training videos are fewer than one step "
-                             f"({env.world} GPUs x {cfg.videos_per_gpu} x accum {cfg.accum})")
-        total_steps = cfg.epochs * steps_per_epoch
-        stop_at = min(total_steps, cfg.max_steps) if cfg.max_steps > 0 else total_steps
+        steps_per_epoch, total_steps, stop_at = step_counts(train_ds, cfg.videos_per_gpu, cfg, env)
         model = torch.compile(raw_model) if cfg.compile else raw_model
         if env.ddp:  # every parameter is used in every step: no find_unused_parameters
             model = DDP(model, device_ids=[env.local_rank] if env.device.startswith("cuda") else None)
-        log(f"finetune {cfg.preset} | model {cfg.model} | {len(classes)} classes | {len(train_records)} train / "
-            f"{len(test_records)} test videos | {env.world} process(es) on {env.device} {cfg.dtype} | "
-            f"{steps_per_epoch} steps/epoch x {cfg.epochs} = {total_steps} steps of "
-            f"{cfg.videos_per_gpu * cfg.accum * env.world} clips")
-        log_file = open(out_dir / "log.jsonl", "a") if env.master else None
+        clips_per_step = cfg.videos_per_gpu * cfg.accum * env.world
+        env.log(f"finetune {cfg.preset} | model {cfg.model} | {len(classes)} classes | {len(train_records)} train / "
+                f"{len(test_records)} test videos | {env.world} process(es) on {env.device} {cfg.dtype} | "
+                f"{steps_per_epoch} steps/epoch x {cfg.epochs} = {total_steps} steps of {clips_per_step} clips")
         t0, start, window = time.time(), step, torch.zeros(3, dtype=torch.float64, device=env.device)
-        while step < stop_at:
-            epoch, in_epoch = divmod(step, steps_per_epoch)
-            it = iter(data.make_loader(train_ds, cfg.videos_per_gpu, True, cfg.num_workers, cfg.seed, env.ddp, epoch,
-                                       in_epoch * cfg.accum))
-            for _ in range(in_epoch, steps_per_epoch):
-                if step >= stop_at:
-                    break
-                lr = finetune_lr(cfg, step, steps_per_epoch, total_steps)
-                grad_norm, stats = train_step(model, [next(it) for _ in range(cfg.accum)], optimizer, scaler, cfg,
-                                              env, lr)
-                if grad_norm is None:
-                    raise SystemExit(f"non-finite loss at step {step + 1}; last good checkpoint: "
-                                     f"{latest_checkpoint(out_dir) or 'none written yet'}")
-                if ema is not None:
-                    ema_update(ema, raw_model, cfg.ema_momentum, cfg.accum)
-                step, window = step + 1, window + stats
-                if step % cfg.log_every == 0 or step == stop_at:  # means over the steps since the last line
-                    loss, correct, n = all_sum(window, env).tolist()
-                    window.zero_()
-                    row = {"step": step, "epoch": step / steps_per_epoch, "loss": loss / n, "acc": correct / n,
-                           "lr": lr, "grad_norm": grad_norm}
-                    rate = (step - start) / max(time.time() - t0, 1e-9)
-                    log(f"step {step}/{total_steps} | epoch {row['epoch']:.2f} | loss {row['loss']:.4f} | "
-                        f"acc {row['acc']:.3f} | lr {lr:.2e} | grad {grad_norm:.3f} | "
-                        f"{rate * cfg.videos_per_gpu * cfg.accum * env.world:.1f} clips/s")
-                    if env.master:
-                        log_file.write(json.dumps(row) + "\n")
-                        log_file.flush()
-                if step % cfg.save_every == 0 or step == stop_at:
-                    rngs = rng_states(env)
-                    if env.master:
-                        state = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+        for micro in step_batches(train_ds, cfg.videos_per_gpu, cfg, env, step, steps_per_epoch, stop_at):
+            lr = finetune_lr(cfg, step, steps_per_epoch, total_steps)
+            grad_norm, stats = train_step(model, micro, optimizer, scaler, cfg, env, lr)
+            if grad_norm is None:
+                raise SystemExit(f"non-finite loss at step {step + 1}; last good checkpoint: "
+                                 f"{latest_checkpoint(out_dir) or 'none written yet'}")
+            if ema is not None:
+                ema_update(ema, raw_model, cfg.ema_momentum, cfg.accum)
+            step, window = step + 1, window + stats
+            if step % cfg.log_every == 0 or step == stop_at:  # means over the steps since the last line
+                loss, correct, n = all_sum(window, env).tolist()
+                window.zero_()
+                row = {"step": step, "epoch": step / steps_per_epoch, "loss": loss / n, "acc": correct / n,
+                       "lr": lr, "grad_norm": grad_norm}
+                rate = (step - start) / max(time.time() - t0, 1e-9)
+                append_log(row, f"step {step}/{total_steps} | epoch {row['epoch']:.2f} | loss {row['loss']:.4f} | "
+                           f"acc {row['acc']:.3f} | lr {lr:.2e} | grad {grad_norm:.3f} | "
+                           f"{rate * clips_per_step:.1f} clips/s", env, out_dir)
+            if step % cfg.save_every == 0 or step == stop_at:
+                save_checkpoint({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                                  "scaler": scaler.state_dict(), "ema": ema, "config": asdict(cfg),
-                                 "model_config": asdict(mcfg), "classes": classes, "step": step, "rng": rngs}
-                        log(f"saved {save_checkpoint(state, out_dir, step, cfg.keep_last)}")
-        if env.master:
-            log_file.close()
-        log(f"trained {step - start} steps in {(time.time() - t0) / 60:.1f} min")
+                                 "model_config": asdict(mcfg), "classes": classes, "step": step},
+                                env, out_dir, step, cfg.keep_last)
+        env.log(f"trained {step - start} steps in {(time.time() - t0) / 60:.1f} min")
 
     # --- evaluation with the EMA weights when kept (official: EMAHook swaps them in for testing)
     if ema is not None:
         raw_model.load_state_dict({**raw_model.state_dict(), **ema})
-        log("evaluating the EMA weights")
+        env.log("evaluating the EMA weights")
     results = {"normal": run_eval(raw_model, test_records, len(classes), cfg, env, "none", groups)}
     if cfg.temporal_test != "none":  # BEVT Table 2
         results[cfg.temporal_test] = run_eval(raw_model, test_records, len(classes), cfg, env, cfg.temporal_test,
@@ -515,8 +479,8 @@ def main(argv=None):
     report(results, classes, env, out_dir)
     if cfg.export_torchvision and env.master:
         export_torchvision(raw_model, cfg.export_torchvision)
-        log(f"wrote {cfg.export_torchvision}: loads into torchvision.models.video.swin3d_* "
-            f"(num_classes={len(classes)}) with strict=True")
+        print(f"wrote {cfg.export_torchvision}: loads into torchvision.models.video.swin3d_* "
+              f"(num_classes={len(classes)}) with strict=True")
     if env.ddp:
         dist.destroy_process_group()
 

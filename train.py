@@ -11,8 +11,7 @@ mmaction/utils/optimizer.py (gradient accumulation), mmaction/apis/train.py.
         --video-ann k400/train.csv --video-root k400/train --image-root imagenet/train
 
 One optimizer step = `accum` micro-batches per GPU, each with `videos_per_gpu` clips and `images_per_gpu` images.
-This file also holds the machinery finetune.py imports: config flags, DDP set-up, optimizer groups, the lr schedule,
-checkpoints.
+finetune.py imports this file's machinery: DDP set-up, optimizer groups, the lr schedule, checkpoints, step loop.
 """
 import ctypes
 import dataclasses
@@ -42,7 +41,8 @@ from cli import parse_flags
 
 @dataclass
 class TrainConfig:
-    stage: str = field(default="joint", metadata={"choices": ("image", "video", "joint")})  # BEVT §3 "Training strategies"
+    # BEVT §3 "Training strategies"
+    stage: str = field(default="joint", metadata={"choices": ("image", "video", "joint")})
     model: str = field(default="base", metadata={"choices": tuple(bevt_model.PRESETS)})  # official: Swin-B
     drop_path: float = 0.3  # official cfg: drop_path_rate=0.3 (pretraining)
     init: str = ""  # image-stage checkpoint (ours or the official release) to inflate into the joint stage (spec §8)
@@ -61,7 +61,8 @@ class TrainConfig:
     jitter: float = 0.4  # official cfg: image ColorJitter(0.4, 0.4, 0.4)
     mask_ratio: float = 0.5  # official cfg: 98 of 14x14 masked, tube per-frame ratio 0.5 (BEVT §3 "Mask strategy")
     tube_range: tuple = (0.5, 1.0)  # official cfg: masked_tube_range=(0.5, 1.0); BEVT §3: tube length in [0.5T, T]
-    mask_strategy: str = field(default="tube", metadata={"choices": ("tube", "random_3d", "frame_diff", "random_frame")})
+    mask_strategy: str = field(default="tube",
+                               metadata={"choices": ("tube", "random_3d", "frame_diff", "random_frame")})
     lam: float = 1.0  # BEVT Eq. (5) λ; official: loss weights 1.0 for both streams
     # batch: official videos_per_gpu=8, omni_videos_per_gpu=[8, 64], update_interval=2 -> 4 + 32 per forward, accum 2
     videos_per_gpu: int = 4
@@ -87,8 +88,8 @@ class TrainConfig:
     keep_last: int = 3
 
 
-# `python train.py` with no data flags: the embedded default. A joint run on the synthetic set (generated on first use)
-# with the nano model and the small VQ tokenizer, sized to finish in a few minutes on a 2-core CPU. Flags still override.
+# `python train.py` with no data flags, the embedded default: a joint run on the synthetic set (generated on first
+# use) with the nano model and the small VQ tokenizer, a few minutes on a 2-core CPU. Flags still override.
 SYNTHETIC_DEFAULTS = dict(
     model="nano", drop_path=0.0, out_dir="runs/synthetic_joint", img_size=128, rescale=(146, 183), clip_len=8,
     frame_interval=2, videos_per_gpu=4, images_per_gpu=8, accum=1, epochs=8, warmup_epochs=1.0, lr=1e-3,
@@ -112,17 +113,20 @@ class Dist:
     def master(self):
         return self.rank == 0
 
+    def log(self, *args):  # print on the master only (STYLE rule 19)
+        if self.master:
+            print(*args)
+
 
 def setup_distributed():
+    cuda = torch.cuda.is_available()
     if int(os.environ.get("RANK", -1)) == -1:
-        return Dist(False, 0, 0, 1, "cuda" if torch.cuda.is_available() else "cpu")
+        return Dist(False, 0, 0, 1, "cuda" if cuda else "cpu")
     rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
-    if torch.cuda.is_available():
+    if cuda:
         torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl")
-        return Dist(True, rank, local_rank, world, f"cuda:{local_rank}")
-    dist.init_process_group("gloo")
-    return Dist(True, rank, local_rank, world, "cpu")
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return Dist(True, rank, local_rank, world, f"cuda:{local_rank}" if cuda else "cpu")
 
 
 def autocast_context(device, dtype):
@@ -133,12 +137,10 @@ def autocast_context(device, dtype):
 
 
 def keep_freed_memory():
-    """Let glibc's malloc keep freed memory for reuse instead of handing it back to the OS (the CPU step's speed).
-    A step frees and re-allocates hundreds of MB of activations; with glibc's defaults much of it is unmapped and
-    mapped again every step, and the kernel zero-fills each 4 KB page on first touch: ~100k page faults and ~6 % of
-    a tiny 16x224 encoder step here (bench.py; README "Speed"). After this, blocks up to 32 MiB (glibc's cap) come
-    from the heap and the heap is trimmed only above 2 GiB free. PyTorch's CPU tuning guide preloads jemalloc or
-    tcmalloc for the same reason; two mallopt calls do it without another library. A no-op where glibc is absent."""
+    """Let glibc keep freed memory for reuse, not unmap and re-map (zero-filled) a CPU step's activations every step:
+    ~100k page faults, ~6 % of a tiny 16x224 encoder step (README "Speed"). Blocks up to 32 MiB (glibc's cap) then
+    come from the heap, trimmed only above 2 GiB free, as with jemalloc or tcmalloc (PyTorch CPU tuning guide).
+    A no-op where glibc is absent."""
     try:
         libc = ctypes.CDLL(None)
         libc.mallopt(-3, 32 << 20)                              # M_MMAP_THRESHOLD
@@ -161,23 +163,36 @@ def all_sum(t, env):
     return t
 
 
+def start_run(cfg, synthetic, data_flags):
+    """The start shared with finetune.py: malloc tuning, DDP, the device's dtype, per-rank seed, out_dir and, for the
+    embedded default, the synthetic set (generated once, by the master, before the other ranks read it)."""
+    keep_freed_memory()
+    env = setup_distributed()
+    cfg = dataclasses.replace(cfg, dtype=resolve_dtype(env.device, cfg.dtype))
+    torch.manual_seed(cfg.seed + env.rank)  # STYLE rule 16: drop path differs per rank
+    if env.master:
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        if synthetic:
+            print(f"no {data_flags} given: embedded default (synthetic data, nano model, CPU-sized)")
+            synthetic_set.synthetic_root()
+    if env.ddp:
+        dist.barrier()
+    return cfg, env
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # optimizer groups and learning-rate schedule
 
 
-def no_weight_decay(name, p):
-    """Norm weights, biases and relative-position bias tables are not decayed (official: paramwise_cfg norm and
-    relative_position_bias_table decay_mult=0; biases follow BEiT/MAE here, see README 'Differences')."""
-    return p.ndim <= 1 or "relative_position_bias_table" in name
-
-
 def param_groups(module, weight_decay, lr_scale=lambda name: 1.0):
-    """AdamW groups keyed by (weight decay, lr multiplier); `lr_scale(name)` gives layer-wise decay in finetune.py."""
+    """AdamW groups keyed by (weight decay, lr multiplier); `lr_scale(name)` gives layer-wise decay in finetune.py.
+    Norm weights, biases and relative-position bias tables are not decayed (official: paramwise_cfg norm and
+    relative_position_bias_table decay_mult=0; biases follow BEiT/MAE here, see README 'Differences')."""
     groups = {}
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        wd = 0.0 if no_weight_decay(name, p) else weight_decay
+        wd = 0.0 if p.ndim <= 1 or "relative_position_bias_table" in name else weight_decay
         scale = lr_scale(name)
         g = groups.setdefault((wd, scale), {"params": [], "names": [], "weight_decay": wd, "lr_scale": scale})
         g["params"].append(p)
@@ -185,39 +200,45 @@ def param_groups(module, weight_decay, lr_scale=lambda name: 1.0):
     return list(groups.values())
 
 
-def lr_at(step, total_steps, warmup_steps, base_lr, warmup_ratio=0.1, min_lr=0.0):
+def lr_at(step, total_steps, warmup_steps, base_lr, warmup_ratio=0.1, min_lr=0.0, cosine_every=1):
     """Cosine annealing to `min_lr` over `total_steps`, with a linear warmup that starts at warmup_ratio x the cosine
-    value (official: mmcv CosineAnnealingLrUpdaterHook, by_epoch=False, warmup='linear', warmup_ratio=0.1)."""
-    progress = min(step / max(total_steps, 1), 1.0)
+    value (official: mmcv CosineAnnealingLrUpdaterHook, by_epoch=False, warmup='linear', warmup_ratio=0.1). The cosine
+    value changes every `cosine_every` steps (finetune.py: once per epoch, mmcv by_epoch=True)."""
+    progress = min((step - step % cosine_every) / max(total_steps, 1), 1.0)
     lr = min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
     if step < warmup_steps:
         lr *= 1.0 - (1.0 - warmup_ratio) * (1.0 - step / warmup_steps)
     return lr
 
 
-def set_lr(optimizer, lr):
-    for g in optimizer.param_groups:
-        g["lr"] = lr * g["lr_scale"]
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # checkpoints: plain dicts, written atomically on the master, read with weights_only=True
 
 
-def save_checkpoint(state, out_dir, step, keep_last):
-    out_dir = Path(out_dir)
-    path = out_dir / f"ckpt_{step:08d}.pt"
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a crash mid-write never leaves a truncated checkpoint under the real name
-    for old in sorted(out_dir.glob("ckpt_*.pt"))[:-keep_last]:
-        old.unlink()
+def save_checkpoint(state, env, out_dir, step, keep_last):
+    """A collective: every rank's torch RNG state (drop path) is gathered into `state`. The master writes
+    out_dir/ckpt_{step}.pt and keeps the newest `keep_last`. Returns the path."""
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    rngs = [rng]
+    if env.ddp:
+        rngs = [None] * env.world
+        dist.all_gather_object(rngs, rng)
+    state = {**state, "rng": rngs}
+    path = Path(out_dir) / f"ckpt_{step:08d}.pt"
+    if env.master:
+        tmp = path.with_suffix(".pt.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # atomic: a crash mid-write never leaves a truncated checkpoint under the real name
+        for old in sorted(Path(out_dir).glob("ckpt_*.pt"))[:-keep_last]:
+            old.unlink()
+        print(f"saved {path}")
     return path
 
 
 def latest_checkpoint(out_dir):
-    found = sorted(Path(out_dir).glob("ckpt_*.pt"))
-    return found[-1] if found else None
+    return max(Path(out_dir).glob("ckpt_*.pt"), default=None)
 
 
 def load_checkpoint(path):
@@ -235,18 +256,6 @@ def load_model_state(module, state, path):
                          f"  unexpected keys: {unexpected}")
 
 
-def rng_states(env):
-    """Every rank's torch RNG state (drop path), gathered on all ranks so the master can save them."""
-    mine = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        mine["cuda"] = torch.cuda.get_rng_state()
-    if not env.ddp:
-        return [mine]
-    out = [None] * env.world
-    dist.all_gather_object(out, mine)
-    return out
-
-
 def restore_rng(states, env):
     if len(states) != env.world:
         print(f"note: checkpoint has RNG states for {len(states)} ranks, this run has {env.world}; reseeding")
@@ -256,12 +265,16 @@ def restore_rng(states, env):
         torch.cuda.set_rng_state(states[env.rank]["cuda"])
 
 
+def append_log(row, line, env, out_dir):
+    """Master only: prints `line` and appends `row` to out_dir/log.jsonl."""
+    if env.master:
+        print(line)
+        with open(Path(out_dir) / "log.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # data
-
-
-def batches_per_epoch(dataset, batch_size, env):
-    return len(dataset) // env.world // batch_size
 
 
 def read_dataset(annotation, root, flags):
@@ -271,6 +284,29 @@ def read_dataset(annotation, root, flags):
         return data.read_annotations(annotation, root)
     except (OSError, ValueError) as e:
         raise SystemExit(f"{flags}: {e}") from None
+
+
+def step_counts(dataset, batch_size, cfg, env):
+    """(optimizer steps per epoch, steps of the whole schedule, the step this run stops at: --max-steps)."""
+    steps_per_epoch = len(dataset) // env.world // batch_size // cfg.accum
+    if steps_per_epoch == 0:
+        raise SystemExit(f"dataset of {len(dataset)} samples is smaller than one step "
+                         f"({env.world} GPUs x {batch_size} x accum {cfg.accum})")
+    total_steps = cfg.epochs * steps_per_epoch
+    return steps_per_epoch, total_steps, min(total_steps, cfg.max_steps) if cfg.max_steps > 0 else total_steps
+
+
+def step_batches(dataset, batch_size, cfg, env, step, steps_per_epoch, stop_at):
+    """Yields the `accum` micro-batches of each optimizer step from `step` to `stop_at`; a resumed run starts its
+    epoch's loader after the batches already used."""
+    while step < stop_at:
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        it = iter(data.make_loader(dataset, batch_size, True, cfg.num_workers, cfg.seed, env.ddp, epoch,
+                                   in_epoch * cfg.accum))
+        end = min(stop_at, (epoch + 1) * steps_per_epoch)
+        for _ in range(step, end):
+            yield [next(it) for _ in range(cfg.accum)]
+        step = end
 
 
 def build_datasets(cfg):
@@ -304,87 +340,78 @@ def build_datasets(cfg):
 # ----------------------------------------------------------------------------------------------------------------------
 # one optimizer step
 
+LOSS_KEY = {"video": "mvm", "image": "mim"}  # the model's loss and accuracy names per stream
+
 
 def masked_targets(batch, key):
     """Number of loss positions of one micro-batch: masked tokens on the target grid (video: each temporal token's
     mask covers its frames, spec §2 output_position_masks)."""
     mask = batch[key + "_mask"]
-    if key == "video":
-        return mask.sum() * (batch["video"].shape[2] // mask.shape[1])
-    return mask.sum()
+    frames_per_token = batch["video"].shape[2] // mask.shape[1] if key == "video" else 1
+    return mask.sum() * frames_per_token
 
 
 def train_step(model, tokenizer, micro_batches, optimizer, scaler, cfg, env, lr):
-    """Forward/backward over `accum` micro-batches, then one optimizer step. Returns step statistics.
-
+    """Forward/backward over `accum` micro-batches, then one optimizer step. Returns (optimizer_step's result, stats).
     Loss normalisation: each stream's cross-entropy is averaged over ALL masked tokens of the optimizer step (every
     micro-batch on every rank), so the update does not depend on how the batch is split across GPUs or accumulation
     steps (BEVT Eq. 3-5 with M_I, M_V = the masked positions of the step's batch). official: mean per GPU per
-    micro-batch, which weights samples by their micro-batch's mask count (README 'Differences').
-    """
+    micro-batch, which weights samples by their micro-batch's mask count (README 'Differences')."""
     streams = [s for s in ("video", "image") if s in micro_batches[0]]
-    counts = torch.tensor([float(sum(masked_targets(b, s) for b in micro_batches)) for s in streams], dtype=torch.float64)
+    counts = torch.tensor([float(sum(masked_targets(b, s) for b in micro_batches)) for s in streams],
+                          dtype=torch.float64, device=env.device)
     # (num_streams,) masked targets of the whole step; clamped so a step without any masked token adds zero loss
-    counts = all_sum(counts.to(env.device), env).clamp(min=1)
+    counts = all_sum(counts, env).clamp(min=1)
     weight = {s: (cfg.lam if s == "video" else 1.0) for s in streams}  # Eq. (5): L = L_MIM + λ L_MVM
-    stats = torch.zeros(3 * len(streams), dtype=torch.float64, device=env.device)  # per stream: sum CE, correct, n
-    set_lr(optimizer, lr)
-    ctx = autocast_context(env.device, cfg.dtype)
+    stats = torch.zeros(len(streams), 3, dtype=torch.float64, device=env.device)  # per stream: sum CE, correct, n
     finite = torch.ones((), dtype=torch.bool, device=env.device)
     for i, batch in enumerate(micro_batches):
         inputs = {}
         for s in streams:
-            pixels = batch[s].to(env.device, non_blocking=True)
+            inputs[s] = batch[s].to(env.device, non_blocking=True)
             # BEVT §3 "Tokenizer": targets from the frozen tokenizer, no_grad and fp32 inside encode (STYLE rule 22)
-            inputs[s], inputs[s + "_ids"] = pixels, tokenizer.encode(batch[s + "_tok"].to(env.device))
+            inputs[s + "_ids"] = tokenizer.encode(batch[s + "_tok"].to(env.device))
             inputs[s + "_mask"] = batch[s + "_mask"].to(env.device, non_blocking=True)
-        last = i == len(micro_batches) - 1
-        sync = nullcontext() if (last or not env.ddp) else model.no_sync()  # all-reduce only on the last micro-batch
-        with sync:
-            with ctx:
+        # DDP all-reduces the gradients on the last micro-batch only
+        with model.no_sync() if env.ddp and i < len(micro_batches) - 1 else nullcontext():
+            with autocast_context(env.device, cfg.dtype):
                 out = model(**inputs, lam=1.0)
             loss = 0.0
             for j, s in enumerate(streams):
-                key = "mvm" if s == "video" else "mim"
+                ce, acc = out["loss_" + LOSS_KEY[s]], out["acc_" + LOSS_KEY[s]]
                 n = masked_targets(batch, s).to(env.device, torch.float64)
                 # mean over this micro-batch's masked tokens -> its share of the step mean; x world because DDP
                 # averages gradients over ranks
-                loss = loss + out["loss_" + key] * (weight[s] * n / counts[j] * env.world).float()
-                stats[3 * j:3 * j + 3] += torch.stack([out["loss_" + key].detach().double() * n,
-                                                       out["acc_" + key].detach().double() * n, n])
+                loss = loss + ce * (weight[s] * n / counts[j] * env.world).float()
+                stats[j] += torch.stack([ce.detach().double() * n, acc.detach().double() * n, n])
             finite &= torch.isfinite(loss.detach())
             scaler.scale(loss).backward()
-    result = optimizer_step(optimizer, scaler, finite, cfg.clip_grad, env)
-    if result is None:
-        return None, stats
-    grad_norm, skipped = result
-    return {"grad_norm": grad_norm, "skipped": skipped}, stats
+    return optimizer_step(optimizer, scaler, finite, cfg.clip_grad, env, lr), stats
 
 
-def optimizer_step(optimizer, scaler, finite, clip_grad, env):
+def optimizer_step(optimizer, scaler, finite, clip_grad, env, lr):
     """The end of every step, shared with finetune.py: a non-finite loss on any rank (`finite` False) stops the run
-    (returns None; fp16: the GradScaler skips such a step instead, and it is counted), else unscale, clip, step.
-    Returns (grad norm, 1 if the fp16 scaler skipped the step else 0)."""
+    (returns None; fp16: the GradScaler skips such a step instead, and it is counted), else set the lr (x each group's
+    lr_scale), unscale, clip, step. Returns (grad norm, 1 if the fp16 scaler skipped the step else 0)."""
     if all_sum((~finite).float(), env).item() > 0 and not scaler.is_enabled():
         optimizer.zero_grad(set_to_none=True)
         return None
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g["lr_scale"]
     scaler.unscale_(optimizer)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad if clip_grad > 0 else float("inf"))
-    scale_before = scaler.get_scale() if scaler.is_enabled() else 1.0
+    scale_before = scaler.get_scale()  # 1.0 when the scaler is disabled (not fp16)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return float(grad_norm), int(scaler.is_enabled() and scaler.get_scale() < scale_before)
+    return float(grad_norm), int(scaler.get_scale() < scale_before)
 
 
 def summarise(stats, streams, env):
-    stats = all_sum(stats.to(env.device), env).cpu()
     out = {}
-    for j, s in enumerate(streams):
-        key = "mvm" if s == "video" else "mim"
-        total, correct, n = stats[3 * j:3 * j + 3].tolist()
-        out["loss_" + key], out["acc_" + key] = total / max(n, 1), correct / max(n, 1)
+    for s, (total, correct, n) in zip(streams, all_sum(stats.to(env.device), env).tolist()):
+        out["loss_" + LOSS_KEY[s]], out["acc_" + LOSS_KEY[s]] = total / max(n, 1), correct / max(n, 1)
     return out
 
 
@@ -421,37 +448,23 @@ def build_model(cfg, env, vocab_size):
         missing, unexpected = raw_model.load_state_dict(inflated, strict=False)
         if unexpected:
             raise SystemExit(f"--init {cfg.init}: keys that are not in the model: {unexpected}")
-        if env.master:
-            print(f"initialised from {cfg.init}; fresh (not in the image checkpoint): {missing}")
+        env.log(f"initialised from {cfg.init}; fresh (not in the image checkpoint): {missing}")
     return raw_model, mcfg
 
 
-def log_line(row, env, log_file):
-    if not env.master:
-        return
+def log_line(row, env, out_dir):
     losses = " ".join(f"{k} {row[k]:.4f}" for k in ("loss_mim", "loss_mvm", "acc_mim", "acc_mvm") if k in row)
-    print(f"step {row['step']}/{row['total']} | epoch {row['epoch']:.2f} | {losses} | lr {row['lr']:.2e} | "
-          f"grad {row['grad_norm']:.3f} | {row['clips_per_s']:.1f} clips/s {row['images_per_s']:.1f} img/s | "
-          f"eta {row['eta_min']:.1f} min" + (f" | fp16 skipped {row['skipped_steps']}" if row["skipped_steps"] else "")
-          + (f" | {row['bad_samples']} unreadable samples replaced" if row["bad_samples"] else ""))
-    log_file.write(json.dumps(row) + "\n")
-    log_file.flush()
+    line = (f"step {row['step']}/{row['total']} | epoch {row['epoch']:.2f} | {losses} | lr {row['lr']:.2e} | "
+            f"grad {row['grad_norm']:.3f} | {row['clips_per_s']:.1f} clips/s {row['images_per_s']:.1f} img/s | "
+            f"eta {row['eta_min']:.1f} min")
+    line += f" | fp16 skipped {row['skipped_steps']}" if row["skipped_steps"] else ""
+    line += f" | {row['bad_samples']} unreadable samples replaced" if row["bad_samples"] else ""
+    append_log(row, line, env, out_dir)
 
 
 def main(argv=None):
     cfg, synthetic = build_config(sys.argv[1:] if argv is None else argv)
-    keep_freed_memory()
-    env = setup_distributed()
-    cfg = dataclasses.replace(cfg, dtype=resolve_dtype(env.device, cfg.dtype))
-    torch.manual_seed(cfg.seed + env.rank)  # STYLE rule 16
-    out_dir = Path(cfg.out_dir)
-    if env.master:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if synthetic:
-            print("no --video-ann/--image-root given: embedded default (synthetic data, nano model, CPU-sized)")
-            synthetic_set.synthetic_root()  # generated once, by the master, before the other ranks read it
-    if env.ddp:
-        dist.barrier()
+    cfg, env = start_run(cfg, synthetic, "--video-ann/--image-root")
 
     # --- data, tokenizer, model, optimizer
     video_ds, image_ds, data_root = build_datasets(cfg)
@@ -463,16 +476,12 @@ def main(argv=None):
 
     # --- schedule in optimizer steps; the epoch is defined by the video set (spec §5), the image set is cycled
     main_ds, main_bs = (video_ds, cfg.videos_per_gpu) if video_ds is not None else (image_ds, cfg.images_per_gpu)
-    steps_per_epoch = batches_per_epoch(main_ds, main_bs, env) // cfg.accum
-    if steps_per_epoch == 0:
-        raise SystemExit(f"dataset of {len(main_ds)} samples is smaller than one step "
-                         f"({env.world} GPUs x {main_bs} x accum {cfg.accum})")
-    total_steps, warmup_steps = cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)
-    stop_at = min(total_steps, cfg.max_steps) if cfg.max_steps > 0 else total_steps
+    steps_per_epoch, total_steps, stop_at = step_counts(main_ds, main_bs, cfg, env)
+    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
 
     # --- resume
     step, skipped, last_ckpt, image_pos = 0, 0, None, {"epoch": 0, "batch": 0}
-    if cfg.resume and (path := latest_checkpoint(out_dir)) is not None:
+    if cfg.resume and (path := latest_checkpoint(cfg.out_dir)) is not None:
         state = load_checkpoint(path)
         load_model_state(raw_model, state["model"], path)
         optimizer.load_state_dict(state["optimizer"])
@@ -480,8 +489,7 @@ def main(argv=None):
         step, skipped, image_pos = state["step"], state["skipped_steps"], state["image_position"]
         restore_rng(state["rng"], env)
         last_ckpt = path
-        if env.master:
-            print(f"resumed from {path} at step {step}")
+        env.log(f"resumed from {path} at step {step}")
     model = torch.compile(raw_model) if cfg.compile else raw_model
     if env.ddp:
         # the image and video stages leave the other stream's patch embed and decoder unused (STYLE rule 20);
@@ -492,51 +500,40 @@ def main(argv=None):
     streams = [s for s, ds in (("video", video_ds), ("image", image_ds)) if ds is not None]
     clips_per_step = cfg.videos_per_gpu * cfg.accum * env.world if video_ds is not None else 0
     images_per_step = cfg.images_per_gpu * cfg.accum * env.world if image_ds is not None else 0
-    log_file = open(out_dir / "log.jsonl", "a") if env.master else None
-    if env.master:
-        print(f"stage {cfg.stage} | model {cfg.model} ({sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M "
-              f"params) | {env.world} process(es) on {env.device} {cfg.dtype} | {steps_per_epoch} steps/epoch x "
-              f"{cfg.epochs} epochs = {total_steps} steps | per step: {clips_per_step} clips + {images_per_step} images")
+    env.log(f"stage {cfg.stage} | model {cfg.model} ({sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M "
+            f"params) | {env.world} process(es) on {env.device} {cfg.dtype} | {steps_per_epoch} steps/epoch x "
+            f"{cfg.epochs} epochs = {total_steps} steps | per step: {clips_per_step} clips + {images_per_step} images")
 
-    # BEVT: one video batch and one image batch per iteration; the image stream is cycled (spec §5)
+    # BEVT: one video batch and one image batch per iteration, `accum` iterations per optimizer step; the image
+    # stream is cycled (spec §5)
     images = data.cycled_batches(image_ds, cfg.images_per_gpu, cfg.num_workers, cfg.seed, env.ddp, image_pos) \
         if cfg.stage == "joint" else None
     t0, first_step = time.time(), step
-    while step < stop_at:
-        epoch, in_epoch = divmod(step, steps_per_epoch)
-        main_it = iter(data.make_loader(main_ds, main_bs, True, cfg.num_workers, cfg.seed, env.ddp, epoch,
-                                        in_epoch * cfg.accum))
-        for _ in range(in_epoch, min(steps_per_epoch, in_epoch + stop_at - step)):
-            # BEVT: one video batch and one image batch per iteration, `accum` iterations per optimizer step
-            micro = [{**next(main_it), **(next(images) if images else {})} for _ in range(cfg.accum)]
-            lr = lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.warmup_ratio, cfg.min_lr)
-            info, stats = train_step(model, tokenizer, micro, optimizer, scaler, cfg, env, lr)
-            if info is None:
-                raise SystemExit(f"non-finite loss at step {step + 1}: {summarise(stats, streams, env)}; "
-                                 f"last good checkpoint: {last_ckpt or 'none written yet'}")
-            step, skipped = step + 1, skipped + info["skipped"]
-            if step % cfg.log_every == 0 or step == stop_at:
-                rate = (step - first_step) / max(time.time() - t0, 1e-9)  # optimizer steps per second
-                bad = sum(ds.num_bad for ds in (video_ds, image_ds) if ds is not None)
-                row = {"step": step, "total": total_steps, "epoch": step / steps_per_epoch,
-                       **summarise(stats, streams, env), "lr": lr, "grad_norm": info["grad_norm"],
-                       "clips_per_s": rate * clips_per_step, "images_per_s": rate * images_per_step,
-                       "eta_min": (stop_at - step) / max(rate, 1e-9) / 60, "skipped_steps": skipped,
-                       "bad_samples": int(all_sum(torch.tensor(float(bad), device=env.device), env))}
-                log_line(row, env, log_file)
-            if step % cfg.save_every == 0 or step == stop_at:
-                rngs = rng_states(env)  # collective: every rank takes part
-                if env.master:
-                    last_ckpt = save_checkpoint(
-                        {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scaler": scaler.state_dict(), "config": asdict(cfg), "model_config": asdict(mcfg),
-                         "step": step, "epoch": step // steps_per_epoch, "image_position": dict(image_pos),
-                         "skipped_steps": skipped, "rng": rngs},
-                        out_dir, step, cfg.keep_last)
-                    print(f"saved {last_ckpt}")
-    if env.master:
-        print(f"done: {step} steps in {(time.time() - t0) / 60:.1f} min; checkpoints in {out_dir}")
-        log_file.close()
+    for micro in step_batches(main_ds, main_bs, cfg, env, step, steps_per_epoch, stop_at):
+        if images:
+            micro = [{**b, **next(images)} for b in micro]
+        lr = lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.warmup_ratio, cfg.min_lr)
+        result, stats = train_step(model, tokenizer, micro, optimizer, scaler, cfg, env, lr)
+        if result is None:
+            raise SystemExit(f"non-finite loss at step {step + 1}: {summarise(stats, streams, env)}; "
+                             f"last good checkpoint: {last_ckpt or 'none written yet'}")
+        grad_norm, skipped_now = result
+        step, skipped = step + 1, skipped + skipped_now
+        if step % cfg.log_every == 0 or step == stop_at:
+            rate = (step - first_step) / max(time.time() - t0, 1e-9)  # optimizer steps per second
+            bad = sum(ds.num_bad for ds in (video_ds, image_ds) if ds is not None)
+            row = {"step": step, "total": total_steps, "epoch": step / steps_per_epoch,
+                   **summarise(stats, streams, env), "lr": lr, "grad_norm": grad_norm,
+                   "clips_per_s": rate * clips_per_step, "images_per_s": rate * images_per_step,
+                   "eta_min": (stop_at - step) / max(rate, 1e-9) / 60, "skipped_steps": skipped,
+                   "bad_samples": int(all_sum(torch.tensor(float(bad), device=env.device), env))}
+            log_line(row, env, cfg.out_dir)
+        if step % cfg.save_every == 0 or step == stop_at:
+            last_ckpt = save_checkpoint(
+                {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                 "config": asdict(cfg), "model_config": asdict(mcfg), "step": step, "epoch": step // steps_per_epoch,
+                 "image_position": dict(image_pos), "skipped_steps": skipped}, env, cfg.out_dir, step, cfg.keep_last)
+    env.log(f"done: {step} steps in {(time.time() - t0) / 60:.1f} min; checkpoints in {cfg.out_dir}")
     if env.ddp:
         dist.destroy_process_group()
 
