@@ -111,9 +111,12 @@ def read_video(path, indices) -> torch.Tensor:
 def write_video(path, frames: np.ndarray, fps: int = 25, gop: int = 12) -> None:
     """Encode uint8 (T, H, W, 3) frames: H.264 for .mp4, VP9 for .webm (even H and W)."""
     h264 = str(path).endswith(".mp4")
-    options = {"crf": "18", "preset": "veryfast"} if h264 else {"crf": "20", "b": "0", "deadline": "realtime",
-                                                                  "cpu-used": "8", "row-mt": "0"}
-    with av.open(str(path), "w") as container:
+    # Same frames, same bytes: one x264 thread (multi-threaded x264 output differs from run to run, decoded pixels
+    # by up to 22 levels here, so the synthetic set and every result on it would depend on thread timing), and
+    # bitexact muxing (Matroska otherwise writes random UIDs).
+    options = {"crf": "18", "preset": "veryfast", "threads": "1"} if h264 else \
+        {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "0"}
+    with av.open(str(path), "w", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream("libx264" if h264 else "libvpx-vp9", rate=fps, options=options)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         stream.codec_context.gop_size = gop  # keyframes every `gop` frames, so seeks land mid-file

@@ -33,7 +33,8 @@ from data import write_video
 
 # the version in the name changes whenever the generator changes, so a stale cached copy is never used
 CACHE = Path(os.environ.get("BEVT_CACHE", Path.home() / ".cache" / "bevt"))  # also holds train.py's default tokenizer
-SYNTHETIC_ROOT = CACHE / "synthetic-v3"
+SYNTHETIC_ROOT = CACHE / "synthetic-v4"
+
 
 @dataclass
 class SyntheticConfig:
