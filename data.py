@@ -111,10 +111,10 @@ def read_video(path, indices) -> torch.Tensor:
 def write_video(path, frames: np.ndarray, fps: int = 25, gop: int = 12) -> None:
     """Encode uint8 (T, H, W, 3) frames: H.264 for .mp4, VP9 for .webm (even H and W)."""
     h264 = str(path).endswith(".mp4")
-    # Same frames, same bytes: one x264 thread (multi-threaded x264 output differs from run to run, decoded pixels
-    # by up to 22 levels here, so the synthetic set and every result on it would depend on thread timing), and
-    # bitexact muxing (Matroska otherwise writes random UIDs).
-    options = {"crf": "18", "preset": "veryfast", "threads": "1"} if h264 else \
+    # Same frames, same bytes, so the synthetic set and every result on it are reproducible: x264's macroblock-tree
+    # rate control (its assembly) made some files differ from run to run here, even on one thread (decoded pixels up
+    # to 22 levels apart), so it is off and x264 runs on one thread; bitexact muxing (Matroska writes random UIDs).
+    options = {"crf": "18", "preset": "veryfast", "threads": "1", "x264-params": "no-mbtree=1"} if h264 else \
         {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "0"}
     with av.open(str(path), "w", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream("libx264" if h264 else "libvpx-vp9", rate=fps, options=options)

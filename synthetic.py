@@ -33,7 +33,7 @@ from data import write_video
 
 # the version in the name changes whenever the generator changes, so a stale cached copy is never used
 CACHE = Path(os.environ.get("BEVT_CACHE", Path.home() / ".cache" / "bevt"))  # also holds train.py's default tokenizer
-SYNTHETIC_ROOT = CACHE / "synthetic-v4"
+SYNTHETIC_ROOT = CACHE / "synthetic-v5"
 
 
 @dataclass
