@@ -510,7 +510,7 @@ def main(argv=None):
         if cfg.stage == "joint" else None
     t0, first_step = time.time(), step
     for micro in step_batches(main_ds, main_bs, cfg, env, step, steps_per_epoch, stop_at):
-        if images:
+        if images is not None:  # joint stage: each micro-batch also gets the next image batch
             micro = [{**b, **next(images)} for b in micro]
         lr = lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.warmup_ratio, cfg.min_lr)
         result, stats = train_step(model, tokenizer, micro, optimizer, scaler, cfg, env, lr)
