@@ -472,38 +472,64 @@ class BEVT(nn.Module):
         return x.unsqueeze(1)                                   # (B, 1, h, w, C8)
 
     def forward_loss(self, feats, ids, mask):
-        """BEVT Eq. (3)/(4): mean cross-entropy over the M masked positions of one stream, and their accuracy.
-        Only masked positions reach the V-way classifier (saves the C8 x V matmul on the others). M = 0 (a mask
-        that places nothing, e.g. on a small grid) gives loss 0 and accuracy 0, not NaN, and the loss still
-        depends on every parameter used (zero gradients), so DDP sees the same graph on every rank."""
-        x = self.encoder.norm(feats[mask])                      # (M, C8)
-        logits = self.lm_head(x)                                # (M, V)
-        target = ids[mask]                                      # (M,)
-        M = max(target.numel(), 1)
-        loss = F.cross_entropy(logits.float(), target, reduction="sum") / M
-        acc = (logits.argmax(-1) == target).float().sum() / M
-        return loss, acc
+        """BEVT Eq. (3)/(4) of one stream, unnormalised: feats (B, T, h, w, C8) from forward_decoder, ids and mask
+        (B, T, h, w) on the target grid (T = 1 for images). Returns fp32 scalars (ce_sum, num_correct, num_masked):
+        the cross-entropy summed over the M masked positions, how many of them the argmax predicts right, and M.
+        As the official head (official: mmaction/models/heads/bevt_multisource_head.py:48,70), the shared norm and
+        classifier run on every position and the masked ones are kept: no host sync for the data-dependent M, and
+        with M = 0 the sum is 0 with zero gradients for every parameter used, so DDP sees the same graph everywhere."""
+        logits = self.lm_head(self.encoder.norm(feats)).float()   # (B, T, h, w, V)
+        ce = F.cross_entropy(logits.movedim(-1, 1), ids, reduction="none")   # (B, T, h, w)
+        ce_sum = torch.where(mask, ce, 0.0).sum()               # Eq. (3)/(4) numerator
+        num_correct = (mask & (logits.argmax(-1) == ids)).sum().float()
+        return ce_sum, num_correct, mask.sum().float()
 
-    def forward(self, video=None, video_mask=None, video_ids=None, image=None, image_mask=None, image_ids=None,
-                lam=1.0):
+    def forward(self, video=None, video_mask=None, video_ids=None, image=None, image_mask=None, image_ids=None):
         """video (B, C, T, H, W), video_mask (B, T', h, w), video_ids (B, T, h, w); image (B, C, H, W),
-        image_mask / image_ids (B, h, w). Either stream may be absent. Returns loss (Eq. 5) and per-stream terms."""
-        out, loss = {}, 0.0
-        if image is not None:
-            f3, f4 = self.forward_encoder(image, image_mask)
-            feats = self.forward_decoder(f3, f4, video=False)   # (B, 1, h, w, C8)
-            out["loss_mim"], out["acc_mim"] = self.forward_loss(feats, image_ids.unsqueeze(1), image_mask.unsqueeze(1))
-            loss = loss + out["loss_mim"]
-        if video is not None:
-            f3, f4 = self.forward_encoder(video, video_mask)
-            feats = self.forward_decoder(f3, f4, video=True)    # (B, T, h, w, C8)
-            target_mask = mask_to_target_grid(video_mask, self.cfg.patch_size[0])  # (B, T, h, w)
-            out["loss_mvm"], out["acc_mvm"] = self.forward_loss(feats, video_ids, target_mask)
-            loss = loss + lam * out["loss_mvm"]                 # BEVT Eq. (5); official lam = 1
+        image_mask / image_ids (B, h, w). Either stream may be absent. Returns {"mvm": (ce_sum, num_correct,
+        num_masked), "mim": (...)} for the present streams; `objective` turns the sums into Eq. (5)."""
         if image is None and video is None:
             raise ValueError("BEVT.forward needs video=... and/or image=...")
-        out["loss"] = loss
+        out = {}
+        # the video stream first, as the official recognizer (it fixes the order of the drop-path random draws)
+        # official: mmaction/models/recognizers/bevt_multisource.py:115-118
+        if video is not None:
+            feats = self.forward_decoder(*self.forward_encoder(video, video_mask), video=True)   # (B, T, h, w, C8)
+            target_mask = mask_to_target_grid(video_mask, self.cfg.patch_size[0])   # (B, T, h, w)
+            out["mvm"] = self.forward_loss(feats, video_ids, target_mask)
+        if image is not None:
+            feats = self.forward_decoder(*self.forward_encoder(image, image_mask), video=False)  # (B, 1, h, w, C8)
+            out["mim"] = self.forward_loss(feats, image_ids.unsqueeze(1), image_mask.unsqueeze(1))
         return out
+
+
+def target_counts(video_mask=None, image_mask=None, patch_t=2):
+    """Loss positions of a batch per present stream, {"mvm": tensor, "mim": tensor} on the mask's device (no host
+    sync): the image mask's True cells, and the video mask's True cells repeated over the patch_t frames of their
+    temporal token (the target grid forward_loss sees)."""
+    counts = {}
+    if video_mask is not None:
+        counts["mvm"] = mask_to_target_grid(video_mask, patch_t).sum().float()   # (B, T, h, w) summed
+    if image_mask is not None:
+        counts["mim"] = image_mask.sum().float()
+    return counts
+
+
+def objective(sums, step_counts, lam, world=1):
+    """BEVT §3, Eq. (5): L = L_MIM + lam * L_MVM, each term its stream's ce_sum / step_counts[stream].clamp(min=1).
+    sums: {stream: ce_sum} of this micro-batch (forward's first entries); step_counts: {stream: loss positions of
+    the WHOLE optimizer step}, summed over all micro-batches and all ranks (target_counts, all-reduced); world: the
+    number of ranks, multiplied in because DDP averages the gradients over ranks. The gradients accumulated over
+    a step are then those of the mean cross-entropy over every masked position of the step.
+    This is the one place the loss is normalised. For one micro-batch on one process it is exactly the mean
+    cross-entropy of Eq. (3)/(4). The official code takes the mean per GPU per micro-batch (loss_cls mean,
+    official: mmaction/models/heads/bevt_multisource_head.py:77-78) and DDP averages those: every GPU weighs the
+    same however many positions it masked (a documented difference). Official lam = 1 (official: mmaction/models/heads/bevt_multisource_head.py:27)."""
+    loss = 0.0
+    for stream, weight in (("mim", 1.0), ("mvm", lam)):
+        if stream in sums:
+            loss = loss + weight * world * sums[stream] / step_counts[stream].clamp(min=1)
+    return loss
 
 
 class VideoClassifier(nn.Module):
