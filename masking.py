@@ -10,22 +10,19 @@ image (H', W') = (14, 14) for 224 px inputs; video (T', H', W') = (8, 14, 14) fo
 i.e. masks live on temporal *tokens* (frames / temporal patch size), not on frames.
 Every function is pure: its randomness comes only from the `rng: np.random.Generator` argument
 (data.py passes np.random.default_rng([seed, epoch, index])), never from `random` or `np.random`.
-
-    python masking.py --out docs/masks.png    # PNG grid of sampled masks, one row per strategy
+`python demo.py masks --out masks.png` draws sampled masks of every strategy.
 """
 import math
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.utils import save_image
 
 VIDEO_MASK_STRATEGIES = ("tube", "random_3d", "frame_diff", "random_frame")  # BEVT Table 8 rows
 
 
 def _num_masked(ratio, cells, name):
-    """Cells to mask for `ratio`: int(ratio * cells), 98 for 14 x 14 at 0.5 (official cfg num_masking_patches=98)."""
+    """Cells to mask for `ratio`: int(ratio * cells), 98 for 14 x 14 at 0.5
+    (official cfg swin_base_patch244_window877_bevt_in1k_k400.py:52 num_masking_patches=98)."""
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {ratio}")
     return int(ratio * cells)
@@ -36,19 +33,20 @@ def _num_masked(ratio, cells, name):
 def _uniform(low, high, rng):
     # Python's random.uniform(a, b) is a + (b - a) * random() and accepts a > b. BEiT relies on that once
     # fewer than min_block cells remain (area ~ uniform(16, remaining)); numpy's Generator.uniform would
-    # raise there, so we draw the same formula by hand. spec/official_bevt.md §1 step 4.
+    # raise there, so we draw the same formula by hand (official: mask_generator.py:42).
     return low + (high - low) * rng.random()
 
 
 def _place_block(mask, budget, min_block, log_aspect, rng):
-    """Try up to 10 random blocks (official _mask); mask the first one adding 1..budget new cells. Returns the count."""
+    """Try up to 10 random blocks (official: mask_generator.py:39-61); mask the first one adding 1..budget new
+    cells. Returns the count."""
     H, W = mask.shape
-    for _ in range(10):  # official: MaskingGenerator._mask, 10 attempts per block
+    for _ in range(10):  # official: mask_generator.py:41, 10 attempts per block
         area = _uniform(min_block, budget, rng)  # official: target_area ~ U(min_num_patches, max_mask_patches)
         aspect = math.exp(_uniform(log_aspect[0], log_aspect[1], rng))  # log-uniform aspect ratio
         bh = int(round(math.sqrt(area * aspect)))
         bw = int(round(math.sqrt(area / aspect)))
-        if bh < H and bw < W:  # official: strict inequality, a block never spans the whole grid side
+        if bh < H and bw < W:  # official: mask_generator.py:46, a block never spans a whole grid side
             top = int(rng.integers(0, H - bh, endpoint=True))  # = python random.randint(0, H - bh), inclusive
             left = int(rng.integers(0, W - bw, endpoint=True))
             box = mask[top:top + bh, left:left + bw]  # view (bh, bw)
@@ -75,7 +73,7 @@ def blockwise_mask(h, w, num_masked, min_block=16, max_block=None, aspect=(0.3, 
     count = 0
     while count < num_masked:
         added = _place_block(mask, min(num_masked - count, max_block), min_block, log_aspect, rng)
-        if added == 0:  # official: stop when a round adds nothing
+        if added == 0:  # official: mask_generator.py:71, stop when a round adds nothing
             break
         count += added
     return mask
@@ -84,7 +82,8 @@ def blockwise_mask(h, w, num_masked, min_block=16, max_block=None, aspect=(0.3, 
 # --- tube masking (video stream) and the Table 8 ablations --------------------------------------------------
 
 def _tube_length_bounds(t, tube_range):
-    """Inclusive tube-length bounds on t temporal tokens: [max(int(lo*t), 1), min(int(hi*t), t)] (official)."""
+    """Inclusive tube-length bounds on t temporal tokens: [max(int(lo*t), 1), min(int(hi*t), t)]
+    (official: mask_generator.py:109-110)."""
     lo, hi = max(int(tube_range[0] * t), 1), min(int(tube_range[1] * t), t)
     if lo > hi:
         raise ValueError(f"tube_range {tuple(tube_range)} gives no valid tube length for t={t} temporal tokens")
@@ -95,8 +94,8 @@ def _tube_frames(t, tube_range, rng):
     """Temporal tokens covered by one tube: length ~ U{lo..hi}, start ~ U{0..t-1}, wrapping past the end."""
     lo, hi = _tube_length_bounds(t, tube_range)
     length = int(rng.integers(lo, hi, endpoint=True))  # BEVT §3: tube length l in [0.5T, T]
-    start = int(rng.integers(0, t))  # official: start ~ randint(0, t-1), uniform over all t positions
-    # official: mask_generator.py MaskedPositionGenerate wraps a tube that runs past the last token around
+    start = int(rng.integers(0, t))  # official: mask_generator.py:113, uniform over all t positions
+    # official: mask_generator.py:115-117 wraps a tube that runs past the last token around
     # to token 0 (cyclic). The paper is silent on it ("apply this 2D mask to each frame from t to t + l").
     return (start + np.arange(length)) % t  # (l,)
 
@@ -105,7 +104,7 @@ def tube_mask(t, h, w, ratio_per_frame=0.5, tube_range=(0.5, 1.0), *, rng, min_b
     """Tube masking, BEVT §3: one 2D blockwise mask copied onto a run of temporal tokens. Returns (t, h, w) bool.
 
     ratio_per_frame=0.5: BEVT §3 "the masking ratio of each masked frame is 0.5" (official 98 of 196).
-    tube_range=(0.5, 1.0): BEVT §3 "[0.5T, T]"; official cfg swin_base_patch244_window877_bevt_in1k_k400.py
+    tube_range=(0.5, 1.0): BEVT §3 "[0.5T, T]"; official cfg swin_base_patch244_window877_bevt_in1k_k400.py:53
     masked_tube_range=(0.5, 1.0) (the class default (0.5, 0.75) is overridden). Table 8's tube-length
     variants are tube_range=(0.25, 0.75), (0.75, 1.0) and (1.0, 1.0).
     """
@@ -119,7 +118,7 @@ def expected_tube_ratio(t, h, w, ratio_per_frame=0.5, tube_range=(0.5, 1.0)):
     """Masked fraction of a tube mask, as requested: mean tube length / t * int(ratio_per_frame*h*w) / (h*w).
 
     Defaults (8, 14, 14): 6/8 * 98/196 = 0.375. Blockwise masks fall a little short (97.5 of 98 on
-    average), so the measured tube ratio is ~0.373 (spec/official_bevt.md §2: "mean about 37 %").
+    average), so the measured tube ratio is ~0.373.
     """
     lo, hi = _tube_length_bounds(t, tube_range)
     return (lo + hi) / 2 / t * _num_masked(ratio_per_frame, h * w, "ratio_per_frame") / (h * w)
@@ -172,8 +171,8 @@ def video_mask(strategy, t, h, w, ratio_per_frame=0.5, tube_range=(0.5, 1.0), *,
 # --- token grid -> model grids (torch) ---------------------------------------------------------------------
 
 def mask_to_patch_grid(mask, factor):
-    """(..., H', W') bool -> (..., factor*H', factor*W') bool, nearest: each mask cell covers factor x factor
-    Swin patches (official: F.interpolate(mask, size=(56, 56), mode='nearest'), factor 4 = 16 px / 4 px)."""
+    """(..., H', W') bool -> (..., factor*H', factor*W') bool, nearest: each mask cell covers factor x factor Swin
+    patches, factor 4 = 16 px / 4 px (official: mmaction/models/backbones/swin_transformer_bevt.py:842, nearest)."""
     if mask.dtype != torch.bool or mask.dim() < 2:
         raise ValueError(f"mask must be a bool tensor (..., H', W'), got {mask.dtype} {tuple(mask.shape)}")
     return mask.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)  # (..., fH', fW')
@@ -181,60 +180,7 @@ def mask_to_patch_grid(mask, factor):
 
 def mask_to_target_grid(mask, frames_per_token):
     """(B, T', H', W') bool -> (B, T'*frames_per_token, H', W'): each temporal token's mask on all of its frames
-    (official: output_position_masks, nearest interpolation from 8 to 16 frames)."""
+    (official: mask_generator.py:123-127 output_position_masks, nearest from 8 to 16 frames)."""
     if mask.dtype != torch.bool or mask.dim() != 4:
         raise ValueError(f"mask must be a bool tensor (B, T', H', W'), got {mask.dtype} {tuple(mask.shape)}")
     return mask.repeat_interleave(frames_per_token, dim=1)  # (B, T, H', W')
-
-
-# --- CLI: draw sampled masks as a PNG -----------------------------------------------------------------------
-
-@dataclass
-class MaskDemoConfig:
-    out: str = "masks.png"  # where the PNG goes (parent folders are created)
-    seed: int = 0  # row r is drawn with np.random.default_rng([seed, r])
-    t: int = 8  # temporal tokens: official clip_len 16 / temporal patch 2
-    grid: int = 14  # H' = W': 224 px / 16 (official input_size=14)
-    ratio_per_frame: float = 0.5  # BEVT §3: masking ratio of each masked frame
-    cell_px: int = 8  # PNG pixels per mask cell
-
-
-def parse_args(argv=None):
-    from cli import parse_flags  # the CLI only: the mask functions themselves import nothing of ours (DESIGN.md)
-    cfg = MaskDemoConfig(**parse_flags(MaskDemoConfig, argv, "Draw sampled BEVT masks as a PNG grid."))
-    if not cfg.out.lower().endswith(".png"):
-        raise SystemExit(f"--out must name a .png file, got {cfg.out!r}")
-    for name in ("t", "grid", "cell_px"):
-        if getattr(cfg, name) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    if not 0.0 <= cfg.ratio_per_frame <= 1.0:
-        raise SystemExit(f"--ratio-per-frame must be in [0, 1], got {cfg.ratio_per_frame}")
-    return cfg
-
-
-def draw_masks(cfg):
-    """Row 0: t independent image (blockwise) masks; rows 1..4: the t temporal tokens of one clip per strategy
-    in VIDEO_MASK_STRATEGIES order. Returns (rows*t, 1, grid*cell_px, grid*cell_px) float, masked = dark."""
-    num = _num_masked(cfg.ratio_per_frame, cfg.grid * cfg.grid, "--ratio-per-frame")
-    rng = np.random.default_rng([cfg.seed, 0])
-    rows = [np.stack([blockwise_mask(cfg.grid, cfg.grid, num, rng=rng) for _ in range(cfg.t)])]  # (T', H', W')
-    for r, strategy in enumerate(VIDEO_MASK_STRATEGIES, start=1):
-        rows.append(video_mask(strategy, cfg.t, cfg.grid, cfg.grid, cfg.ratio_per_frame,
-                               rng=np.random.default_rng([cfg.seed, r])))  # (T', H', W')
-    masks = torch.from_numpy(np.concatenate(rows))[:, None]  # (rows*T', 1, H', W')
-    masks = mask_to_patch_grid(masks, cfg.cell_px)  # (rows*T', 1, H'*cell_px, W'*cell_px)
-    return torch.where(masks, 0.15, 0.95)  # masked cells dark grey, visible cells near white
-
-
-def main(argv=None):
-    cfg = parse_args(argv)
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(draw_masks(cfg), out, nrow=cfg.t, padding=2, pad_value=0.55)
-    print(f"wrote {out}: {1 + len(VIDEO_MASK_STRATEGIES)} rows x {cfg.t} columns "
-          f"(rows: image blockwise, then {', '.join(VIDEO_MASK_STRATEGIES)}; columns: temporal tokens)")
-    return out
-
-
-if __name__ == "__main__":
-    main()
