@@ -1,6 +1,7 @@
-"""Tests for model.py: torchvision parity (video and image stream), checkpoint surgery round trips, the paper's
-parameter / GMAC numbers, the pretraining objective, the dt = 0 property, inflation and bias interpolation, and
-the documented clamped-window difference from torchvision. CPU only, seeded, no downloads."""
+"""Tests for model.py: torchvision parity (video and image stream, outputs and training gradients), the paper's
+parameter / GMAC numbers, the losses (Eq. 3-5), the dt = 0 property, the official image-branch attention against
+a per-block reference, gradient checkpointing, the finetune head init, and the documented clamped-window
+difference from torchvision. CPU only, seeded, no downloads."""
 import dataclasses
 
 import pytest
@@ -10,6 +11,7 @@ from torchvision.models import swin_t
 from torchvision.models.video import swin3d_b, swin3d_t
 from torchvision.models.video.swin_transformer import SwinTransformer3d
 
+import convert
 import model
 from model import BEVT, PRESETS, SwinEncoder, VideoClassifier
 
@@ -23,7 +25,7 @@ def _pair(tv):
                               num_heads=tuple(tv.features[i][0].attn.num_heads for i in range(0, len(tv.features), 2)),
                               window_size=tuple(tv.features[0][0].attn.window_size), drop_path_rate=0.0)
     ours = VideoClassifier(cfg, tv.head.out_features).eval()
-    ours.load_state_dict(model.from_torchvision(tv.state_dict()), strict=True)
+    ours.load_state_dict(convert.from_torchvision(tv.state_dict()), strict=True)
     return tv.eval(), ours
 
 
@@ -34,17 +36,13 @@ def _small_tv(window):
 
 
 @torch.no_grad()
-def test_parity_swin3d_t_regular_padded_and_roundtrip():
+def test_parity_swin3d_t_regular_and_padded():
     torch.manual_seed(0)
     tv, ours = _pair(swin3d_t())
     for shape in [(1, 3, 8, 224, 224),         # regular: shifted windows on H, W, no padding
                   (1, 3, 10, 224, 200)]:       # T' = 5 clamps the temporal window; W' = 50 needs padding
         x = torch.randn(shape)
         torch.testing.assert_close(ours(x), tv(x), atol=1e-5, rtol=0)
-    back = swin3d_t()
-    back.load_state_dict(model.to_torchvision(ours.state_dict()), strict=True)
-    x = torch.randn(1, 3, 4, 224, 224)
-    assert torch.equal(back.eval()(x), tv(x))
 
 
 @torch.no_grad()
@@ -61,14 +59,15 @@ def test_parity_swin3d_b_structure():
     tv, ours = _pair(swin3d_b())
     x = torch.randn(1, 3, 2, 224, 224)
     torch.testing.assert_close(ours(x), tv(x), atol=1e-5, rtol=0)
-    assert model.to_torchvision(ours.state_dict()).keys() == tv.state_dict().keys()
+    assert convert.to_torchvision(ours.state_dict()).keys() == tv.state_dict().keys()
 
 
 @torch.no_grad()
 def test_image_stream_matches_torchvision_swin_t():
     torch.manual_seed(0)
     tv2d = swin_t().eval()
-    enc = SwinEncoder(dataclasses.replace(PRESETS["tiny"], drop_path_rate=0.0)).eval()
+    # "swin": plain 2D Swin semantics (the default "official" reproduces the official image-branch mask quirk)
+    enc = SwinEncoder(dataclasses.replace(PRESETS["tiny"], drop_path_rate=0.0, image_attention="swin")).eval()
     sd = {k: v.clone() for k, v in enc.state_dict().items()}   # random 3D tables: dt != 0 rows must not matter
     t2 = tv2d.state_dict()
     for a, b in [("proj", "0.0"), ("norm", "0.2")]:
@@ -250,41 +249,6 @@ def test_dt0_property_by_value():
             assert torch.equal(table[idx[i, j]], t3[Wd - 1, dh + Wh - 1, dw + Ww - 1])
 
 
-@pytest.mark.parametrize("source", ["ours", "official_2d"])
-@torch.no_grad()
-def test_inflation_is_exact_on_static_clip(source):
-    torch.manual_seed(0)
-    img_model = BEVT(NANO)
-    for p in img_model.parameters():                            # make every table row and norm non-trivial
-        p.add_(0.05 * torch.randn_like(p))
-    sd = img_model.state_dict()
-    if source == "official_2d":                                 # a 2D Swin: Conv2d patch_embed, 2D tables
-        Wd = NANO.window_size[0]
-        sd = {k: v for k, v in sd.items() if not k.startswith(("encoder.patch_embed.", "lm_head.", "fpn_", "lm_down_st"))}
-        sd = {k.replace("patch_embed_2d.", "patch_embed."): v for k, v in sd.items()}
-        sd = {k: (v.view(2 * Wd - 1, -1, v.shape[1])[Wd - 1] if k.endswith("bias_table") else v)
-              for k, v in sd.items()}
-        sd = {"model": {"module.backbone." + k.removeprefix("encoder."): v for k, v in sd.items()}}
-    joint = BEVT(NANO).eval()
-    missing, unexpected = joint.load_state_dict(model.inflate_image_checkpoint(sd, NANO), strict=False)
-    fresh = ("lm_head.",) if source == "ours" else ("lm_head.", "fpn_s.", "fpn_t.", "lm_down_st.")
-    assert unexpected == [] and sorted(missing) == sorted(k for k in joint.state_dict() if k.startswith(fresh))
-    img = torch.randn(2, 3, 64, 64)
-    clip = img.unsqueeze(2).repeat(1, 1, 8, 1, 1)               # (B, C, T, H, W) static clip
-    f_img = joint.encoder(img)[-1]                              # (B, 1, h, w, C8)
-    f_vid = joint.encoder(clip)[-1]                             # (B, T', h, w, C8)
-    assert f_vid.shape[1] == 4
-    torch.testing.assert_close(f_vid, f_img.expand_as(f_vid), atol=1e-5, rtol=0)
-
-
-def test_bias_interpolation_8_to_16_keeps_dt0_slice():
-    torch.manual_seed(0)
-    table = torch.randn(15 * 13 * 13, 4)
-    new = model.interpolate_relative_bias(table, (8, 7, 7), (16, 7, 7))
-    assert new.shape == (31 * 13 * 13, 4)
-    torch.testing.assert_close(new.view(31, 169, 4)[15], table.view(15, 169, 4)[7], atol=1e-6, rtol=0)
-
-
 @torch.no_grad()
 def test_clamped_window_difference_is_only_the_bias_index(monkeypatch):
     """At 96 px stage 3 (6x6) and 4 (3x3) are smaller than the 7x7 window: torchvision reads the bias with the
@@ -302,74 +266,9 @@ def test_clamped_window_difference_is_only_the_bias_index(monkeypatch):
     torch.testing.assert_close(ours(x), tv(x), atol=1e-5, rtol=0)
 
 
-def test_load_official_formats():
-    torch.manual_seed(0)
-    bevt = BEVT(NANO)
-    sd = bevt.state_dict()
-    official = {"meta": {}, "state_dict": {}}
-    for k, v in sd.items():
-        if k.startswith("lm_head."):
-            official["state_dict"]["module.cls_head." + k] = v
-        else:
-            official["state_dict"]["module.backbone." + k.removeprefix("encoder.")] = v
-    official["state_dict"]["module.backbone.layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(1)
-    official["state_dict"]["module.cls_head.vae_encoder.blocks.conv.w"] = torch.zeros(1)
-    loaded, dropped = model.load_official(official, BEVT(NANO))
-    assert loaded.keys() == sd.keys() and all(torch.equal(loaded[k], sd[k]) for k in sd)
-    assert len(dropped) == 2
-    clf = VideoClassifier(NANO, 7)
-    loaded, dropped = model.load_official(official, clf)
-    assert set(clf.state_dict()) - set(loaded) == {"head.weight", "head.bias"}
-    assert any(k.startswith("lm_head.") for k in dropped) and "encoder.mask_token" in dropped
-    official["state_dict"]["module.backbone.extra.weight"] = torch.zeros(1)
-    with pytest.raises(ValueError, match="extra.weight"):
-        model.load_official(official, clf)
-    # window change: tables interpolated to the target's temporal window
-    clf16 = VideoClassifier(dataclasses.replace(NANO, window_size=(16, 4, 4)), 7)
-    del official["state_dict"]["module.backbone.extra.weight"]
-    loaded, _ = model.load_official(official, clf16)
-    clf16.load_state_dict(loaded, strict=False)
-
-
-def test_layer_ids_follow_official_k400_decay():
-    d = PRESETS["base"].depths
-    top = model.max_layer_id(d)
-    exp = {n: top - model.layer_id(n, d) for n in ["encoder.patch_embed.proj.weight",
-           "encoder.layers.0.blocks.0.attn.qkv.weight", "encoder.layers.0.downsample.reduction.weight",
-           "encoder.layers.3.blocks.1.mlp.fc1.bias", "encoder.norm.weight", "head.weight"]}
-    assert list(exp.values()) == [28, 27, 25, 1, 1, 0]          # spec §7c: 0.9^28 ... 0.9^27 ... 0.9, 0.9, 1
-
-
-@pytest.mark.parametrize("shifted", [False, True])
-@pytest.mark.parametrize("chunk_bytes", [1, 1 << 30])
-def test_biased_attention_gradcheck(shifted, chunk_bytes, monkeypatch):
-    """The CPU attention Function (fused forward, recomputing chunked backward) against finite differences in
-    float64, for the bias alone (plain windows) and bias + a per-window shift mask (B = 2 samples of nW = 3 windows,
-    windows ordered (b, window)), one window per chunk and all windows in one chunk, against plain SDPA, and
-    against model.window_sdpa (the CUDA / dropout path) in output and gradients."""
-    monkeypatch.setattr(model, "ATTN_CHUNK_BYTES", chunk_bytes)
-    torch.manual_seed(0)
-    qkv = torch.randn(6, 10, 3 * 8, dtype=torch.float64, requires_grad=True)      # (B*nW, N, 3D), nH = 2
-    bias = torch.randn(2, 10, 10, dtype=torch.float64, requires_grad=True)       # (nH, N, N)
-    shift = (torch.rand(3, 10, 10) < 0.3).double() * -100 if shifted else None   # (nW, N, N)
-    assert torch.autograd.gradcheck(lambda a, m: model.BiasedAttention.apply(a, m, shift, 2), (qkv, bias))
-    q, k, v = qkv.detach().view(6, 10, 3, 2, 4).permute(2, 0, 3, 1, 4)
-    mask = bias.detach()[None] if shift is None else (bias.detach()[None] + shift[:, None]).repeat(2, 1, 1, 1)
-    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    out = model.BiasedAttention.apply(qkv, bias, shift, 2)
-    torch.testing.assert_close(out, ref.transpose(1, 2).reshape(6, 10, 8))
-    # the SDPA path (CUDA, attention dropout) builds the same mask itself: same output and gradients
-    g = torch.randn_like(out)
-    grads = torch.autograd.grad(out, (qkv, bias), g)
-    out_sdpa = model.window_sdpa(qkv, bias, shift, 2)
-    torch.testing.assert_close(out_sdpa, out)
-    for a, b in zip(torch.autograd.grad(out_sdpa, (qkv, bias), g), grads):
-        torch.testing.assert_close(a, b)
-
-
 def test_training_gradients_match_torchvision():
-    """Train-mode forward + backward (custom attention Function, window-order token permutations, padding,
-    temporal and spatial shift) give torchvision's gradients for every parameter; float64, so that summation
+    """Train-mode forward + backward (padding, temporal and spatial shift, shift mask, bias gather) give
+    torchvision's gradients for every parameter; float64, so that summation
     order cannot hide an error."""
     torch.manual_seed(1)
     tv, ours = _pair(SwinTransformer3d(patch_size=[2, 4, 4], embed_dim=24, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8],
@@ -381,7 +280,7 @@ def test_training_gradients_match_torchvision():
     torch.testing.assert_close(out_ours, out_tv, atol=1e-10, rtol=0)
     out_tv.square().sum().backward()
     out_ours.square().sum().backward()
-    grads_tv = model.from_torchvision({k: p.grad for k, p in tv.named_parameters()})
+    grads_tv = convert.from_torchvision({k: p.grad for k, p in tv.named_parameters()})
     for name, p in ours.named_parameters():
         if grads_tv[name] is None:                              # the classifier head is not used here
             assert p.grad is None and name.startswith("head."), name
@@ -407,3 +306,94 @@ def test_loss_with_no_masked_positions_is_zero_and_keeps_the_graph():
     batch["image_mask"][0, 0, 0] = True                         # one masked position: a real loss again
     out = m(**batch)
     assert out["mim"][0] > 0 and out["mim"][2] == 1 and out["mvm"][0] == 0
+
+
+def _official_image_stage(stage, x, table_window):
+    """One stage of the official image branch, written out from its code (not from model.py): a 2D window of
+    Wh x Ww, shift Wh // 2, NO clamping; the 2D shift mask (compute_mask_2d, official:
+    mmaction/models/backbones/swin_transformer_bevt.py:383-402) passed to EVERY block (:472-478) and applied on
+    every block (:246); the cyclic roll on the odd blocks, whatever the map size (:237-238, shift from :439,449);
+    the bias is the 3D table read with the full window's index sliced to the first Wh*Ww rows (:166-170)."""
+    B, H, W, D = x.shape
+    Wd, Wh, Ww = table_window
+    ws, ss = Wh, Wh // 2
+    region = torch.zeros(H, W)
+    count = 0
+    for hs in (slice(0, -ws), slice(-ws, -ss), slice(-ss, None)):
+        for wsl in (slice(0, -ws), slice(-ws, -ss), slice(-ss, None)):
+            region[hs, wsl] = count
+            count += 1
+    region = region.view(H // ws, ws, W // ws, ws).permute(0, 2, 1, 3).reshape(-1, ws * ws)   # (nW, N)
+    shift_mask = (region[:, None, :] - region[:, :, None] != 0).float() * -100.0               # (nW, N, N)
+    full = model.relative_position_index(table_window, table_window)[:ws * ws, :ws * ws]       # (N, N)
+    for j, blk in enumerate(stage.blocks):
+        a = blk.attn
+        y = blk.norm1(x)
+        if j % 2 == 1:
+            y = torch.roll(y, shifts=(-ss, -ss), dims=(1, 2))
+        win = y.view(B, H // ws, ws, W // ws, ws, D).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, D)  # (B*nW, N, D)
+        qkv = a.qkv(win).view(win.shape[0], ws * ws, 3, a.heads, D // a.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0] * (D // a.heads) ** -0.5, qkv[1], qkv[2]                            # (B*nW, nH, N, hd)
+        bias = a.relative_position_bias_table[full.flatten()].view(ws * ws, ws * ws, -1).permute(2, 0, 1)
+        logits = (q @ k.transpose(-2, -1) + bias).view(B, -1, a.heads, ws * ws, ws * ws) + shift_mask[None, :, None]
+        out = (logits.view(-1, a.heads, ws * ws, ws * ws).softmax(-1) @ v).transpose(1, 2).reshape(-1, ws * ws, D)
+        out = a.proj(out).view(B, H // ws, W // ws, ws, ws, D).permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, D)
+        if j % 2 == 1:
+            out = torch.roll(out, shifts=(ss, ss), dims=(1, 2))
+        x = x + out
+        x = x + blk.mlp(blk.norm2(x))
+    return x, (stage.downsample(x[:, None])[:, 0] if stage.downsample is not None else x)
+
+
+@torch.no_grad()
+def test_official_image_attention_matches_a_per_block_reference():
+    """image_attention="official" (the default) = the official image branch, block by block, on nano at 128 px
+    (maps 32/16/8/4 with a 4x4 window: stage 4 is one window and still rolls by 2); "swin" differs from it."""
+    torch.manual_seed(0)
+    enc = SwinEncoder(dataclasses.replace(NANO, drop_path_rate=0.0)).eval().double()   # float64: exact test
+    assert enc.cfg.image_attention == "official"
+    for p in enc.parameters():
+        p.add_(0.1 * torch.randn_like(p))
+    img = torch.randn(2, 3, 128, 128, dtype=torch.float64)
+    ours = enc(img)
+    x = enc.embed(img)[:, 0]                                   # (B, H', W', D)
+    for i, stage in enumerate(enc.layers):
+        out, x = _official_image_stage(stage, x, NANO.window_size)
+        torch.testing.assert_close(ours[i][:, 0], out, atol=1e-10, rtol=0)
+    enc.cfg = dataclasses.replace(enc.cfg, image_attention="swin")
+    swin = enc(img)
+    assert all((s - o).abs().max() > 1e-3 for s, o in zip(swin, ours))   # every stage differs (mask on block 0)
+
+
+def test_grad_checkpoint_gives_the_same_gradients(monkeypatch):
+    """grad_checkpoint=True: every block is recomputed in backward (counted), with drop path on and the same
+    seed, and every gradient is the same as without."""
+    cfg = dataclasses.replace(NANO, vocab_size=64, drop_path_rate=0.3)
+    batch = _nano_batch(cfg.vocab_size)
+    calls = []
+    real = model.checkpoint
+    monkeypatch.setattr(model, "checkpoint", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    grads = []
+    for flag in (False, True):
+        torch.manual_seed(0)
+        m = BEVT(dataclasses.replace(cfg, grad_checkpoint=flag)).train()
+        torch.manual_seed(1)
+        out = m(**batch)
+        counts = model.target_counts(batch["video_mask"], batch["image_mask"])
+        model.objective({s: out[s][0] for s in out}, counts, lam=1.0).backward()
+        grads.append({n: p.grad for n, p in m.named_parameters()})
+    assert len(calls) == 2 * sum(cfg.depths)                   # both streams, every block, only when asked
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, atol=1e-6, rtol=0, msg=name)
+
+
+def test_finetune_head_init_is_normal_std_001():
+    """official I3DHead: normal_init(fc_cls, std=0.01), bias 0 (mmaction/models/heads/i3d_head.py:30,51); the
+    encoder's Linear layers keep trunc_normal(0.02)."""
+    torch.manual_seed(0)
+    clf = VideoClassifier(dataclasses.replace(NANO, embed_dim=64), num_classes=2000)   # 512 x 2000 head
+    w = clf.head.weight
+    assert abs(w.std().item() / 0.01 - 1) < 0.01 and abs(w.mean().item()) < 1e-4   # 1M samples: +-0.1 % std
+    assert torch.equal(clf.head.bias, torch.zeros_like(clf.head.bias))
+    qkv = clf.encoder.layers[3].blocks[0].attn.qkv.weight     # 1536 x 512
+    assert abs(qkv.std().item() / 0.02 - 1) < 0.01

@@ -1,0 +1,205 @@
+"""Checkpoint conversion: pure functions from one state dict (a dict of tensors) to another. torchvision's
+swin3d_{t,s,b} in both directions, the official BEVT releases (pretraining and finetuning formats), the inflation
+of an image-stream checkpoint into the joint model (official inflate_weights), and the resize of relative
+position bias tables to another window (SSv2). Nothing here builds or runs a model except to read key names.
+
+Official key layout (xyzforever/BEVT, mmcv checkpoints {'meta', 'state_dict', ...}):
+  pretraining: backbone.* (SwinTransformerBEVT) + cls_head.lm_head.* + cls_head.vae_encoder.* (the DALL-E
+  tokenizer, dropped); finetuning: backbone.* (SwinTransformer3D) + cls_head.fc_cls.*.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from model import ModelConfig, VideoClassifier, relative_position_index
+
+# official decoders wrapped in a one-layer nn.Sequential, so their keys read "<name>.0.*"
+# (official: mmaction/models/backbones/swin_transformer_bevt.py:680-700); lm_down (:678) is a plain Linear
+SEQUENTIAL_DECODERS = ("fpn", "lm_down_st", "fpn_s", "fpn_t")
+DECODERS = ("fpn.", "lm_down.", "fpn_s.", "lm_down_st.", "fpn_t.")
+PRETRAIN_ONLY = ("encoder.patch_embed_2d.", "encoder.mask_token", "lm_head.") + DECODERS
+
+
+# --- torchvision -------------------------------------------------------------------------------------------------
+
+def _tv_block_key(rest):
+    return rest.replace("mlp.0.", "mlp.fc1.").replace("mlp.3.", "mlp.fc2.")
+
+
+def from_torchvision(sd):
+    """torchvision.models.video.swin3d_{t,s,b} state dict -> VideoClassifier state dict (exact; drops only the
+    relative_position_index buffers, which we compute)."""
+    out = {}
+    for k, v in sd.items():
+        if k.endswith("relative_position_index"):
+            continue
+        if k.startswith("features."):
+            _, idx, rest = k.split(".", 2)
+            idx = int(idx)
+            if idx % 2 == 0:                                    # features.{2i}.{j}.* = stage i, block j
+                j, rest = rest.split(".", 1)
+                k = f"encoder.layers.{idx // 2}.blocks.{j}.{_tv_block_key(rest)}"
+            else:                                               # features.{2i+1} = patch merging after stage i
+                k = f"encoder.layers.{idx // 2}.downsample.{rest}"
+        elif k.startswith(("patch_embed.", "norm.")):
+            k = "encoder." + k
+        elif not k.startswith("head."):
+            raise ValueError(f"from_torchvision: unexpected key {k!r}")
+        out[k] = v
+    return out
+
+
+def to_torchvision(sd, window_size=(8, 7, 7)):
+    """VideoClassifier state dict -> torchvision swin3d state dict (load_state_dict(strict=True) works);
+    re-creates the relative_position_index buffers for the full window."""
+    out = {}
+    index = relative_position_index(window_size, window_size)   # (N, N)
+    for k, v in sd.items():
+        if k.startswith("encoder.layers."):
+            _, _, stage, kind, rest = k.split(".", 4)
+            stage = int(stage)
+            if kind == "blocks":
+                j, rest = rest.split(".", 1)
+                rest = rest.replace("mlp.fc1.", "mlp.0.").replace("mlp.fc2.", "mlp.3.")
+                out[f"features.{2 * stage}.{j}.{rest}"] = v
+                if rest == "attn.relative_position_bias_table":
+                    out[f"features.{2 * stage}.{j}.attn.relative_position_index"] = index.clone()
+            else:
+                out[f"features.{2 * stage + 1}.{rest}"] = v
+        elif k.startswith("encoder."):
+            out[k.removeprefix("encoder.")] = v
+        else:
+            out[k] = v
+    return out
+
+
+# --- relative position bias tables --------------------------------------------------------------------------------
+
+def interpolate_relative_bias(table, src_window, dst_window):
+    """Resize a ((2Wd-1)(2Wh-1)(2Ww-1), nH) bias table to another window, trilinear (official SSv2 finetune:
+    8 -> 16 frames, (15,13,13) -> (31,13,13)). With align_corners=False the centre (dt = 0) of the source lands
+    exactly on the centre of the target: dst index i samples src at (i + 0.5) * (2Wd-1)/(2Wd'-1) - 0.5, which for
+    i = Wd'-1 is Wd-1. So the dt = 0 slice (the image-stream bias) is unchanged up to float rounding (~1e-7
+    relative); we do not re-copy it, to keep the official interpolated values everywhere."""
+    src = [2 * w - 1 for w in src_window]
+    dst = [2 * w - 1 for w in dst_window]
+    if src == dst:
+        return table
+    nH = table.shape[1]
+    x = table.float().t().reshape(1, nH, *src)                  # (1, nH, 2Wd-1, 2Wh-1, 2Ww-1)
+    x = F.interpolate(x, size=dst, mode="trilinear")            # (1, nH, 2Wd'-1, 2Wh'-1, 2Ww'-1)
+    return x.reshape(nH, -1).t().contiguous().to(table.dtype)   # (rows', nH)
+
+
+def _window_of(rows, window):
+    """Temporal window of a table with `rows` rows, given the target's spatial window (only Wd may differ)."""
+    _, wh, ww = window
+    wd2 = rows // ((2 * wh - 1) * (2 * ww - 1))
+    if wd2 * (2 * wh - 1) * (2 * ww - 1) != rows:
+        raise ValueError(f"bias table with {rows} rows does not fit a (?, {wh}, {ww}) window")
+    return ((wd2 + 1) // 2, wh, ww)
+
+
+# --- official BEVT checkpoints -----------------------------------------------------------------------------------
+
+def _unwrap(ckpt):
+    """mmcv / timm / DDP wrappers -> flat state dict without "module." prefixes."""
+    for key in ("state_dict", "model", "module"):
+        if isinstance(ckpt, dict) and key in ckpt and isinstance(ckpt[key], dict):
+            ckpt = ckpt[key]
+            break
+    return {k.removeprefix("module."): v for k, v in ckpt.items()}
+
+
+def _from_official_backbone(k):
+    """A key inside the official backbone -> ours: "fpn.0.weight" -> "fpn.weight" (the Sequential wrappers),
+    "lm_down.*" unchanged, the rest is the encoder. A decoder key without the official ".0." is returned as it
+    came, so that the caller reports it instead of loading a key of another layout."""
+    name, _, rest = k.partition(".")
+    if name in SEQUENTIAL_DECODERS:
+        return f"{name}.{rest[2:]}" if rest.startswith("0.") else "backbone." + k
+    return k if name == "lm_down" else "encoder." + k
+
+
+def load_official(ckpt, target):
+    """Official BEVT checkpoint -> state dict for `target` (BEVT or VideoClassifier), for load_state_dict(strict=True)
+    (a classifier head may be missing). Takes exactly the official module's key names: the pretraining format
+    (backbone.* of SwinTransformerBEVT with its decoders fpn.0, fpn_s.0, fpn_t.0, lm_down_st.0, lm_down;
+    cls_head.lm_head.*; cls_head.vae_encoder.*) and the finetuning format (backbone.* of SwinTransformer3D,
+    cls_head.fc_cls.*). Returns (state_dict, dropped keys). Dropped BY NAME: relative_position_index (we compute
+    it), the DALL-E encoder, and for a classifier the pretraining-only keys (2D patch embed, mask token,
+    decoders, lm_head) and a classifier head of another shape. Bias tables of another temporal window are
+    interpolated (official SSv2 finetune). Any other unexpected key, or a missing one, raises listing them.
+    The dropped list names buffers and the tokenizer by their checkpoint key, the rest by our key."""
+    own = target.state_dict()
+    window = tuple(target.encoder.cfg.window_size)
+    classifier = isinstance(target, VideoClassifier)
+    sd, dropped, source = {}, [], {}
+    for key, v in _unwrap(ckpt).items():
+        if key.endswith("relative_position_index") or key.startswith("cls_head.vae_encoder."):
+            dropped.append(key)
+            continue
+        k = key
+        if k.startswith("backbone."):
+            k = _from_official_backbone(k.removeprefix("backbone."))
+        elif k.startswith("cls_head.lm_head."):
+            k = k.removeprefix("cls_head.")
+        elif k.startswith("cls_head.fc_cls."):
+            k = "head." + k.removeprefix("cls_head.fc_cls.")
+        if classifier and (k.startswith(PRETRAIN_ONLY) or k.startswith("head.") and k in own
+                           and v.shape != own[k].shape):
+            dropped.append(k)
+            continue
+        if k.endswith("relative_position_bias_table") and k in own and v.shape != own[k].shape:
+            v = interpolate_relative_bias(v, _window_of(v.shape[0], window), window)
+        sd[k], source[k] = v, key
+    unexpected = sorted(source[k] for k in set(sd) - set(own))    # by their checkpoint names
+    missing = sorted(k for k in set(own) - set(sd) if not (classifier and k.startswith("head.")))
+    if unexpected or missing:
+        raise ValueError(f"load_official: unexpected keys {unexpected}; missing keys {missing}")
+    return sd, dropped
+
+
+def inflate_image_checkpoint(ckpt, cfg: ModelConfig):
+    """Image-stream checkpoint -> BEVT state dict for joint pretraining (official inflate_weights,
+    mmaction/models/backbones/swin_transformer_bevt.py:718-793). Accepts an official checkpoint (2D Swin keys:
+    patch_embed.proj a Conv2d, 2D bias tables; the official decoders fpn.0.* / lm_down.*, if present) or our own
+    image-stage BEVT checkpoint (patch_embed_2d trained, 3D tables of which image mode used only dt = 0).
+    Returns the keys it can fill; the rest (lm_down_st, fpn_s, fpn_t, lm_head, ...) keep their fresh init: load
+    with strict=False."""
+    sd = {}
+    for k, v in _unwrap(ckpt).items():                          # 1. unwrap, strip prefixes (official :739-740)
+        for p in ("backbone.", "encoder."):
+            k = k.removeprefix(p)
+        if k.endswith(("relative_position_index", "attn_mask")):  # 2. drop buffers, fc_norm -> norm
+            continue
+        name, _, rest = k.partition(".")
+        if name in SEQUENTIAL_DECODERS and rest.startswith("0."):  # official Sequential decoders -> ours
+            k = f"{name}.{rest[2:]}"
+        sd[k.replace("fc_norm.", "norm.", 1) if k.startswith("fc_norm.") else k] = v
+    pt, (wd, wh, ww) = cfg.patch_size[0], cfg.window_size
+    # 3. the 2D patch embedding: ours is patch_embed_2d; an official 2D Swin calls its Conv2d patch_embed
+    src2d = "patch_embed_2d." if "patch_embed_2d.proj.weight" in sd else "patch_embed."
+    if src2d + "proj.weight" not in sd or sd[src2d + "proj.weight"].dim() != 4:
+        raise ValueError("inflate_image_checkpoint: no 2D patch embedding (Conv2d weight) in the checkpoint")
+    out = {}
+    for name in ("proj.weight", "proj.bias", "norm.weight", "norm.bias"):
+        out["encoder.patch_embed_2d." + name] = sd[src2d + name]
+        out["encoder.patch_embed." + name] = sd[src2d + name]
+    # 4. 3D patch embed = the 2D kernel repeated over the patch_t frames / patch_t: same response on static input
+    out["encoder.patch_embed.proj.weight"] = sd[src2d + "proj.weight"].unsqueeze(2).repeat(1, 1, pt, 1, 1) / pt
+    rows2d = (2 * wh - 1) * (2 * ww - 1)
+    for k, v in sd.items():
+        if k.startswith(("patch_embed.", "patch_embed_2d.", "lm_head.", "cls_head.", "head.")):
+            continue                                            # official: lm_head lives in cls_head, stays fresh
+        if k.endswith("relative_position_bias_table"):          # 5. 2D table -> tiled over all 2Wd-1 offsets
+            if v.shape[0] == rows2d * (2 * wd - 1):             # our own 3D table: take its dt = 0 slice
+                v = v.view(2 * wd - 1, rows2d, -1)[wd - 1]      # (rows2d, nH)
+            elif v.shape[0] != rows2d:                          # official: bicubic resize if the 2D size differs
+                s = math.isqrt(v.shape[0])
+                v = F.interpolate(v.t().reshape(1, -1, s, s), size=(2 * wh - 1, 2 * ww - 1),
+                                  mode="bicubic").reshape(v.shape[1], -1).t()   # (rows2d, nH)
+            v = v.repeat(2 * wd - 1, 1)                         # ((2Wd-1) rows2d, nH)
+        out[k if k.startswith(DECODERS) else "encoder." + k] = v
+    return out                                                  # 6. caller: load_state_dict(strict=False)
