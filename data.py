@@ -1,13 +1,13 @@
-"""Video and image data for BEVT: decoding, annotation readers, frame sampling, the official pipelines, loaders,
-and the `check` command (the synthetic dataset that needs no download is synthetic.py).
+"""Video and image data for BEVT: decoding, annotation readers, frame sampling, the official pipelines, loaders and
+the `check` command. (The synthetic set that needs no download is synthetic.py.)
 
-Paper: BEVT §4.1 "Experimental setup" (K400, SSv2, Diving-48, ImageNet-1K). Pipelines follow the official configs
-(spec/official_bevt.md §5 and §7): swin_base_patch244_window877_bevt_in1k_k400.py (pretraining),
-..._bevt_finetune_k400.py and ..._window1677_bevt_finetune_ssv2.py (finetuning). Decoding uses PyAV, frame-exactly.
+Paper: BEVT §4.1 (K400, SSv2, Diving-48, ImageNet-1K). The pipelines follow the official configs under
+configs/recognition/swin/: swin_base_patch244_window877_bevt_in1k_k400.py (pretraining), ..._bevt_finetune_k400.py
+and ..._window1677_bevt_finetune_ssv2.py (finetuning). Frame i of a video is its i-th frame in display order, as
+decord (the official decoder) numbers frames. Pretraining samples are uint8; `normalize_batch` runs on the device.
 """
 import csv
 import functools
-import itertools
 import json
 import math
 import multiprocessing
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -30,9 +31,12 @@ from torchvision.transforms.v2 import functional as TF
 from cli import parse_flags
 from masking import blockwise_mask, video_mask
 
+cv2.setNumThreads(1)  # DataLoader workers are the parallelism; OpenCV would start a thread per core in every worker
+
 VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
-MEAN = torch.tensor([123.675, 116.28, 103.53])  # official: ImageNet mean/std on 0..255 pixels (Normalize in every cfg)
+# official: img_norm_cfg, swin_base_patch244_window877_bevt_in1k_k400.py:38-39 (the same in the finetune cfgs)
+MEAN = torch.tensor([123.675, 116.28, 103.53])
 STD = torch.tensor([58.395, 57.12, 57.375])
 MAX_RETRIES = 10  # a bad sample is replaced at most this many times in a row before we give up loudly
 
@@ -55,74 +59,59 @@ def _video_stream(container, path):
     return container.streams.video[0]
 
 
+def _frame_pts(container, stream, path) -> list:
+    """pts of every frame in display order, read from the packets (demuxing only, no decoding): frame i is the packet
+    with the i-th smallest pts, as decord (the official decoder) numbers frames (dmlc/decord
+    src/video/video_reader.cc IndexKeyframes), whatever the frame rate. Discarded packets (before an edit list's
+    start) are not displayed, so they are no frames."""
+    pts = [packet.pts for packet in container.demux(stream) if packet.size > 0 and not packet.is_discard]
+    if not pts or None in pts or len(set(pts)) < len(pts):
+        raise MediaError(f"{path}: no frames, or packets without distinct timestamps; frames cannot be numbered "
+                         "(remux it: ffmpeg -i IN -c copy OUT.mp4)")
+    return sorted(pts)
+
+
 @functools.cache  # counted once per process
 def video_frame_count(path) -> int:
     with av.open(str(path)) as container:
-        stream = _video_stream(container, path)
-        n = stream.frames  # from the container index (mp4); 0 where the container does not store it (webm)
-        if n <= 0:  # count packets once (demux only, no decoding)
-            n = sum(1 for packet in container.demux(stream) if packet.size > 0)
-    if n <= 0:
-        raise MediaError(f"{path}: no video frames")
-    return n
+        return len(_frame_pts(container, _video_stream(container, path), path))
 
 
-def _decode(container, stream, wanted: set) -> dict:
-    """Frames {index: (H, W, 3) uint8} for the wanted indices, identified by pts; None if pts cannot place them."""
-    start = stream.start_time or 0
-    frame_dt = 1 / (stream.average_rate * stream.time_base)  # pts ticks per frame (constant frame rate)
-    first, last = min(wanted), max(wanted)
-    if first > 0:  # land on the keyframe at or before the first wanted frame, then decode forward
-        container.seek(start + int(first * frame_dt), stream=stream, backward=True, any_frame=False)
-    found = {}
-    for n, frame in enumerate(container.decode(stream)):
-        if frame.pts is None:
+def _decode(container, stream, path, pts, start, wanted) -> dict | None:
+    """{index: (H, W, 3) uint8} of the wanted frames: seek to the keyframe at or before frame `start`, decode forward
+    to the last wanted frame, name each frame by its pts. None if the seek landed past the first wanted frame."""
+    index_of, found = {p: i for i, p in enumerate(pts)}, {}
+    container.seek(pts[start], stream=stream, backward=True, any_frame=False)
+    for frame in container.decode(stream):
+        i = index_of.get(frame.pts)
+        if i is None:
+            raise MediaError(f"{path}: a decoded frame has pts {frame.pts}, which no packet has")
+        if not found and i > min(wanted):
             return None
-        i = round((frame.pts - start) / frame_dt)
-        if n == 0 and i > first:
-            return None  # the seek overshot: caller falls back to a sequential decode
         if i in wanted:
             found[i] = frame.to_ndarray(format="rgb24")
-        if i >= last:
+        if i >= max(wanted):
             break
-    return found if len(found) == len(wanted) else None
+    return found
 
 
 def read_video(path, indices) -> torch.Tensor:
     """uint8 (T, H, W, 3) holding frames `indices` (0-based, in display order; repeats allowed) of `path`."""
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
     wanted = set(indices.tolist())
-    if indices.size == 0 or indices.min() < 0:
-        raise MediaError(f"{path}: bad frame indices {indices.tolist()}")
     with av.open(str(path)) as container:
         stream = _video_stream(container, path)
+        pts = _frame_pts(container, stream, path)
+        if indices.size == 0 or indices.min() < 0 or indices.max() >= len(pts):
+            raise MediaError(f"{path}: frame indices {indices.tolist()} are not all in [0, {len(pts)})")
         if indices.max() - indices.min() >= 16:
             stream.thread_type = "AUTO"  # frame threads pay off for long spans, they only add latency for a few frames
-        found = _decode(container, stream, wanted) if stream.average_rate else None
-        if found is None:  # variable frame rate or odd timestamps: count frames from the start, exact by definition
-            container.seek(0, stream=stream, backward=True, any_frame=False)
-            frames = itertools.islice(container.decode(stream), max(wanted) + 1)
-            found = {i: frame.to_ndarray(format="rgb24") for i, frame in enumerate(frames) if i in wanted}
+        found = _decode(container, stream, path, pts, min(wanted), wanted)
+        if found is None:  # the container's seek index overshot: decode from the first frame instead
+            found = _decode(container, stream, path, pts, 0, wanted)
     if len(found) < len(wanted):
         raise MediaError(f"{path}: frames {sorted(wanted - set(found))} are past the decodable end of the video")
     return torch.from_numpy(np.stack([found[i] for i in indices.tolist()]))  # (T, H, W, 3)
-
-
-def write_video(path, frames: np.ndarray, fps: int = 25, gop: int = 12) -> None:
-    """Encode uint8 (T, H, W, 3) frames: H.264 for .mp4, VP9 for .webm (even H and W)."""
-    h264 = str(path).endswith(".mp4")
-    # Same frames, same bytes, so the synthetic set and every result on it are reproducible: x264's macroblock-tree
-    # rate control (its assembly) made some files differ from run to run here, even on one thread (decoded pixels up
-    # to 22 levels apart), so it is off and x264 runs on one thread; bitexact muxing (Matroska writes random UIDs).
-    options = {"crf": "18", "preset": "veryfast", "threads": "1", "x264-params": "no-mbtree=1"} if h264 else \
-        {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "0"}
-    with av.open(str(path), "w", options={"fflags": "+bitexact"}) as container:
-        stream = container.add_stream("libx264" if h264 else "libvpx-vp9", rate=fps, options=options)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.codec_context.gop_size = gop  # keyframes every `gop` frames, so seeks land mid-file
-        for array in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")))
-        container.mux(stream.encode())
 
 
 def read_image(path) -> torch.Tensor:
@@ -323,41 +312,71 @@ def random_resized_crop(x, crop, rng, area=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
 def fixed_crop(x, crop, position, num_crops):
     """Centre crop (num_crops == 1) or crop `position` of three along the long side (official: ThreeCrop)."""
     h, w = x.shape[-2:]
-    t, l = (h - crop) // 2, (w - crop) // 2
+    top, left = (h - crop) // 2, (w - crop) // 2
     if num_crops == 3:
-        t, l = (position * (h - crop) // 2, l) if h > w else (t, position * (w - crop) // 2)
-    return x[..., t:t + crop, l:l + crop]
+        top, left = (position * (h - crop) // 2, left) if h > w else (top, position * (w - crop) // 2)
+    return x[..., top:top + crop, left:left + crop]
 
 
-def color_jitter(x, strength, order, rng):
-    """BEVT image stream: brightness/contrast/saturation factors ~ U(1-s, 1+s), hue 0; official ColorJitter
-    permutes the op order once at construction, and so do we (order is fixed per dataset)."""
-    ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)
-    factors = rng.uniform(1 - strength, 1 + strength, size=3)
-    for k in order:
-        x = ops[k](x, float(factors[k]))
-    return x
+def _grey(x):  # official: ColorJitter.rgb_to_grayscale, augmentations.py:1589-1591, on float32 (H, W, 3)
+    return np.float32(0.2989) * x[..., 0] + np.float32(0.587) * x[..., 1] + np.float32(0.114) * x[..., 2]
 
 
-def random_erase(x, rng, area=(0.02, 1 / 3), aspect=0.3):
-    """official: RandomErasing(p) in the SSv2 cfg (timm, mode 'pixel'): one box of N(0,1) noise, same on all frames
-    of x (3, T, H, W)."""
+def color_jitter(image, strength, order, rng):
+    """official: ColorJitter(0.4, 0.4, 0.4, hue=0) of the image pipeline (augmentations.py:1561-1670): brightness,
+    contrast, saturation factors ~ U(1-s, 1+s) applied in `order` to the float32 image, clipped and truncated to
+    uint8 once at the end. uint8 (3, H, W) -> uint8 (3, H, W). Scalars are cast as NumPy 1.x did for the official
+    code (NumPy 2 would compute the contrast offset in float32), so the result is the official one bit for bit."""
+    factors = rng.uniform(1 - strength, 1 + strength, size=3).tolist()
+    x = image.permute(1, 2, 0).numpy().astype(np.float32)  # (H, W, 3), as the official HWC frames
+    for op in order:
+        factor = factors[op]
+        if op == 0:  # brightness: img *= b
+            x = x * np.float32(factor)
+        elif op == 1:  # contrast: blend with the mean grey level of the image
+            x = np.float32(factor) * x + np.float32((1 - factor) * np.float64(np.mean(_grey(x))))
+        else:  # saturation: blend with the image's own grey
+            x = np.float32(factor) * x + np.float32(1 - factor) * _grey(x)[..., None]
+    return torch.from_numpy(np.clip(x, 0, 255).astype(np.uint8)).permute(2, 0, 1)  # (3, H, W)
+
+
+def random_erase(x, rng, area=(0.02, 1 / 3), min_aspect=0.3):
+    """official: RandomErasing(probability=0.25) after Normalize in the SSv2 finetune cfg (..._ssv2.py:23-24), which
+    is timm's RandomErasing with its defaults (timm/data/random_erasing.py: mode 'const', one box): a box of zeros,
+    the mean colour after normalisation; augmentations.py:476-484 replays the RNG per frame, so every frame gets the
+    same box. x (3, T, H, W) float, erased in place; the caller draws the probability."""
     h, w = x.shape[-2:]
     for _ in range(10):
-        target, r = rng.uniform(*area) * h * w, math.exp(rng.uniform(math.log(aspect), math.log(1 / aspect)))
-        eh, ew = round(math.sqrt(target * r)), round(math.sqrt(target / r))
-        if eh < h and ew < w:
-            top, left = rng.integers(0, h - eh + 1), rng.integers(0, w - ew + 1)
-            noise = torch.from_numpy(rng.standard_normal((3, 1, eh, ew), dtype=np.float32))  # (3, 1, h, w)
-            x[..., top:top + eh, left:left + ew] = noise  # broadcast over T
+        target = rng.uniform(*area) * h * w
+        aspect = math.exp(rng.uniform(math.log(min_aspect), math.log(1 / min_aspect)))
+        box_h, box_w = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if box_h < h and box_w < w:
+            top, left = rng.integers(0, h - box_h + 1), rng.integers(0, w - box_w + 1)
+            x[..., top:top + box_h, left:left + box_w] = 0
             break
     return x
 
 
-def normalize(x):
-    """uint8 (N, 3, H, W) -> float (3, N, H, W) normalised with the ImageNet mean/std."""
-    x = (x.float() - MEAN[:, None, None]) / STD[:, None, None]  # (N, 3, H, W)
-    return x.permute(1, 0, 2, 3).contiguous()  # (3, N, H, W)
+def tokenizer_view(crops):
+    """uint8 (..., 3, H, W) student crops (CPU) -> uint8 (..., 3, H/2, W/2) tokenizer views. BEVT §3 "Tokenizer":
+    frames are downsampled by 1/2; official: CopyResize(scale=(112, 112), 'lanczos'), augmentations.py:1430-1456,
+    is mmcv.imresize = cv2.resize(INTER_LANCZOS4) on the uint8 crop. We call OpenCV itself: its uint8 Lanczos sums
+    11-bit fixed-point weights in integers, which a float resize misses by a grey level on ~20 % of pixels."""
+    *lead, C, H, W = crops.shape
+    if crops.dtype != torch.uint8 or C != 3 or H % 2 or W % 2:
+        raise ValueError(f"tokenizer_view expects uint8 (..., 3, H, W) with even H, W, got {crops.dtype} "
+                         f"{tuple(crops.shape)}")
+    frames = crops.reshape(-1, C, H, W).permute(0, 2, 3, 1).numpy()  # (N, H, W, 3)
+    views = np.stack([cv2.resize(np.ascontiguousarray(f), (W // 2, H // 2), interpolation=cv2.INTER_LANCZOS4)
+                      for f in frames])  # (N, H/2, W/2, 3)
+    return torch.from_numpy(views).permute(0, 3, 1, 2).reshape(*lead, C, H // 2, W // 2)  # (..., 3, H/2, W/2)
+
+
+def normalize_batch(x):
+    """uint8 (B, 3, ...) on any device -> float32 (x - mean) / std, the official Normalize (mmcv.imnormalize_,
+    augmentations.py:1517), bit for bit on every uint8 level."""
+    shape = (1, 3) + (1,) * (x.dim() - 2)
+    return (x.float() - MEAN.to(x.device).view(shape)) / STD.to(x.device).view(shape)
 
 
 # --------------------------------------------------------------------------- datasets
@@ -409,9 +428,17 @@ class _Base(Dataset):
         return read_video(record.path, indices).permute(0, 3, 1, 2)  # (T, 3, H, W)
 
 
+def pretrain_crop(x, crop, rescale, rng, jitter=lambda x: x):
+    """The pretraining augmentation (official cfg in1k_k400.py:44-46, :60-63): short side ~ U{rescale} bicubic,
+    (images: ColorJitter), random crop, flip with p = 0.5. uint8 (..., 3, H, W) -> uint8 (..., 3, crop, crop)."""
+    x = jitter(resize_short(x, int(rng.integers(rescale[0], rescale[1] + 1)), InterpolationMode.BICUBIC))
+    x = random_crop(x, crop, rng)
+    return x.flip(-1) if rng.random() < 0.5 else x
+
+
 class PretrainVideoDataset(_Base):
-    """BEVT §4.1 video stream; official pipeline (spec §7a): SampleFrames 16x8 -> RandomRescale short side U{256..320}
-    bicubic -> RandomCrop 224 -> Flip 0.5; the tokenizer sees the same crop/flip; tube mask on T/patch_t tokens."""
+    """BEVT §4.1 video stream (official cfg in1k_k400.py:40-57): SampleFrames 16x8, the pretraining crop, and a tube
+    mask on the T/patch_t temporal tokens. Returns uint8 clips; the engine normalises them on the device."""
 
     def __init__(self, records, clip_len=16, frame_interval=8, crop=224, rescale=(256, 320), mask_strategy="tube",
                  tube_range=(0.5, 1.0), mask_ratio=0.5, patch_t=2, seed=0):
@@ -422,40 +449,40 @@ class PretrainVideoDataset(_Base):
     def _load(self, index, rng):
         x = self._clip(self.records[index],
                        lambda n: dense_indices(n, self.clip_len, self.frame_interval, 1, True, rng)[0])  # (T, 3, H, W)
-        x = resize_short(x, int(rng.integers(self.rescale[0], self.rescale[1] + 1)), InterpolationMode.BICUBIC)
-        x = random_crop(x, self.crop, rng)
-        x = x.flip(-1) if rng.random() < 0.5 else x
-        g = self.crop // 16  # BEVT §3 "Mask strategy": masks live on the 14x14 (224/16) token grid
-        t = self.clip_len // self.patch_t
-        mask = video_mask(self.mask_strategy, t, g, g, self.mask_ratio, self.tube_range, rng=rng)
-        return {"video": normalize(x), "video_tok": x.permute(1, 0, 2, 3).contiguous(),  # (3, T, H, W) both
+        x = pretrain_crop(x, self.crop, self.rescale, rng)  # (T, 3, crop, crop)
+        grid = self.crop // 16  # BEVT §3 "Mask strategy": masks live on the 14x14 (224/16) token grid
+        mask = video_mask(self.mask_strategy, self.clip_len // self.patch_t, grid, grid, self.mask_ratio,
+                          self.tube_range, rng=rng)
+        return {"video": x.transpose(0, 1).contiguous(),  # (3, T, H, W) uint8
+                "video_tok": tokenizer_view(x).transpose(0, 1).contiguous(),  # (3, T, H/2, W/2) uint8
                 "video_mask": torch.from_numpy(mask)}  # (T/patch_t, H/16, W/16), True = masked
 
 
 class PretrainImageDataset(_Base):
-    """Image stream (spec §7a): RandomRescale 256-320 bicubic -> ColorJitter 0.4/0.4/0.4 -> RandomCrop 224 -> Flip;
-    blockwise mask with int(mask_ratio * 14 * 14) = 98 cells; the tokenizer sees the same jitter/crop/flip."""
+    """Image stream (official cfg in1k_k400.py:58-73): rescale, ColorJitter 0.4/0.4/0.4 on the whole rescaled image,
+    crop, flip; a blockwise mask of int(mask_ratio * 14 * 14) = 98 cells. Returns uint8 images."""
 
     def __init__(self, records, crop=224, rescale=(256, 320), jitter=0.4, mask_ratio=0.5, seed=0):
         super().__init__(records, seed, crop, rescale[0])
         self.rescale, self.jitter, self.mask_ratio = rescale, jitter, mask_ratio
-        self.order = np.random.default_rng([seed]).permutation(3)  # official: jitter op order fixed at construction
+        # official: the op order is permuted once at construction (augmentations.py:1616, hue is a 4th op that
+        # hue=0 skips, so the three others come in a uniformly random order, as here)
+        self.order = np.random.default_rng([seed]).permutation(3)
 
     def _load(self, index, rng):
-        x = read_image(self.records[index].path)[None]  # (1, 3, H, W)
-        x = resize_short(x, int(rng.integers(self.rescale[0], self.rescale[1] + 1)), InterpolationMode.BICUBIC)
-        x = random_crop(color_jitter(x, self.jitter, self.order, rng), self.crop, rng)
-        x = x.flip(-1) if rng.random() < 0.5 else x
-        g = self.crop // 16
-        mask = blockwise_mask(g, g, int(self.mask_ratio * g * g), rng=rng)
-        return {"image": normalize(x)[:, 0], "image_tok": x[0].contiguous(),  # (3, H, W) both
+        x = pretrain_crop(read_image(self.records[index].path), self.crop, self.rescale, rng,
+                          lambda x: color_jitter(x, self.jitter, self.order, rng))  # (3, crop, crop)
+        grid = self.crop // 16
+        mask = blockwise_mask(grid, grid, int(self.mask_ratio * grid * grid), rng=rng)
+        return {"image": x.contiguous(), "image_tok": tokenizer_view(x),  # (3, H, W), (3, H/2, W/2) uint8
                 "image_mask": torch.from_numpy(mask)}  # (H/16, W/16), True = masked
 
 
 class FinetuneVideoDataset(_Base):
-    """Finetuning/testing (spec §7c, §7d). Train: resize short side 256 -> RandomResizedCrop -> crop x crop
-    -> flip (K400; none for SSv2) -> RandAugment(n, m) on all frames alike -> normalise -> random erasing.
-    Test: short side 224 -> centre or three crops, num_clips clips; indexed by (video, clip, crop) views."""
+    """Finetuning/testing, float32 normalised clips (3, T, H, W). Train (official finetune cfgs, k400.py:15-27,
+    ssv2.py:14-28): short side 256 -> RandomResizedCrop -> crop x crop -> flip (K400; none for SSv2) ->
+    RandAugment(n, m) on all frames alike -> Normalize -> random erasing. Test: short side 224, centre or three crops,
+    num_clips clips; indexed by (video, clip, crop) views."""
 
     def __init__(self, records, train, sampling="dense", clip_len=32, frame_interval=2, num_clips=1, num_crops=1,
                  crop=224, short_side=None, flip=True, randaugment=None, erase_prob=0.0, area=(0.08, 1.0), seed=0):
@@ -477,26 +504,23 @@ class FinetuneVideoDataset(_Base):
             item = {"video": blank, "label": self.records[video].label, "video_index": video}
         return item
 
-    def _pick(self, n, clip, rng):
-        if self.sampling == "uniform":
-            return uniform_indices(n, self.clip_len, self.train, rng)
-        return dense_indices(n, self.clip_len, self.frame_interval, self.num_clips, self.train, rng)[clip]
-
     def _load(self, index, rng):
         video, view = divmod(index, self.views)
         clip, position = divmod(view, self.num_crops)
         record = self.records[video]
-        x = resize_short(self._clip(record, lambda n: self._pick(n, clip, rng)), self.short_side)
+        pick = (lambda n: uniform_indices(n, self.clip_len, self.train, rng)) if self.sampling == "uniform" else \
+            (lambda n: dense_indices(n, self.clip_len, self.frame_interval, self.num_clips, self.train, rng)[clip])
+        x = resize_short(self._clip(record, pick), self.short_side)  # (T, 3, H, W)
         if not self.train:
-            return {"video": normalize(fixed_crop(x, self.crop, position, self.num_crops)), "label": record.label,
-                    "video_index": video}
+            x = fixed_crop(x, self.crop, position, self.num_crops).transpose(0, 1).contiguous()  # (3, T, H, W)
+            return {"video": normalize_batch(x[None])[0], "label": record.label, "video_index": video}
         x = random_resized_crop(x, self.crop, rng, self.area)
         x = x.flip(-1) if self.flip and rng.random() < 0.5 else x
         if self.randaugment is not None:  # torchvision draws from torch's RNG: seed it from ours, then restore it
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(rng.integers(2**62)))
                 x = self.randaugment(x)  # (T, 3, H, W) uint8: one draw of ops, applied to every frame
-        x = normalize(x)  # (3, T, H, W)
+        x = normalize_batch(x.transpose(0, 1).contiguous()[None])[0]  # (3, T, H, W) float32
         if rng.random() < self.erase_prob:
             x = random_erase(x, rng)
         return {"video": x, "label": record.label, "index": video}
@@ -523,7 +547,7 @@ def make_loader(dataset, batch_size, train, num_workers, seed, distributed, epoc
 
 
 def cycled_batches(dataset, batch_size, num_workers, seed, distributed, position):
-    """Spec §5: the joint stage's image stream, cycled beside the video epochs (official: RepeatDataset + cycle),
+    """The joint stage's image stream, cycled beside the video epochs (official: RepeatDataset, in1k_k400.py:86-95),
     a new shuffle each time it runs out. `position` {"epoch", "batch"} is advanced in place as batches are handed
     out, so a checkpoint can store it and a resumed run continues with the same images."""
     while True:
@@ -535,12 +559,13 @@ def cycled_batches(dataset, batch_size, num_workers, seed, distributed, position
 
 
 def load_frames(root, num_frames, size, seed) -> torch.Tensor:
-    """uint8 (N, 3, size, size) random frames (videos) / images under root, rescaled like the tokenizer view
-    (short side x U(256/224, 320/224) of size, random crop): training data for the small VQ tokenizer."""
+    """uint8 (N, 3, size, size) tokenizer views of random frames (videos) and images under root, made as in
+    pretraining: short side rescaled bicubic to U{256..320}/224 of the 2*size crop, random crop, tokenizer_view.
+    Training data for the small VQ tokenizer."""
     files = sorted(str(p) for p in _need_root(root).rglob("*") if p.suffix.lower() in VIDEO_EXTS + IMAGE_EXTS)
     if not files:
         raise ValueError(f"{root}: no videos or images found")
-    rng, out = np.random.default_rng(seed), []
+    crop, rng, out = 2 * size, np.random.default_rng(seed), []
     per_file = max(1, math.ceil(num_frames / len(files)))
     while len(out) < num_frames:
         path = files[rng.integers(len(files))]
@@ -550,8 +575,8 @@ def load_frames(root, num_frames, size, seed) -> torch.Tensor:
             n = video_frame_count(path)
             x = read_video(path, np.sort(rng.integers(0, n, size=min(per_file, n)))).permute(0, 3, 1, 2)
         for frame in x:
-            short = int(size * rng.uniform(256 / 224, 320 / 224))
-            out.append(random_crop(resize_short(frame[None], short, InterpolationMode.BICUBIC), size, rng)[0])
+            short = int(rng.integers(round(crop * 256 / 224), round(crop * 320 / 224) + 1))
+            out.append(tokenizer_view(random_crop(resize_short(frame, short, InterpolationMode.BICUBIC), crop, rng)))
     return torch.stack(out[:num_frames])  # (N, 3, size, size)
 
 
@@ -585,17 +610,10 @@ def check(cfg: CheckConfig) -> int:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["make-synthetic"]:
-        import synthetic  # lazy: synthetic.py writes its videos with this file's write_video
-        cfg = synthetic.SyntheticConfig(**parse_flags(synthetic.SyntheticConfig, argv[1:], "write the synthetic set"))
-        if not cfg.out:
-            sys.exit("make-synthetic: --out DIR is required")
-        print(f"wrote {synthetic.make_synthetic(cfg.out, cfg)}")
-    elif argv[:1] == ["check"]:
-        cfg = CheckConfig(**parse_flags(CheckConfig, argv[1:], "validate a dataset", ("annotation", "root")))
-        sys.exit(1 if check(cfg) else 0)
-    else:
-        sys.exit("usage: python data.py make-synthetic --out DIR [...] | python data.py check ANNOTATION ROOT [...]")
+    if argv[:1] != ["check"]:
+        sys.exit("usage: python data.py check ANNOTATION ROOT [--min-frames 16]")
+    cfg = CheckConfig(**parse_flags(CheckConfig, argv[1:], "validate a dataset", ("annotation", "root")))
+    sys.exit(1 if check(cfg) else 0)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ on a CPU). Its classes combine appearance (solvable from one frame, like K400) a
 sense, speed, forward vs reversed playback of the same frames: not solvable from one frame, like SSv2 and
 Diving-48), so the paper's temporal-dependency test (Table 2) has something to measure.
 
-Synthetic layout written by `python data.py make-synthetic --out DIR` (and by synthetic_root(); see synthetic_paths):
+Layout written by `python synthetic.py --out DIR` (and by synthetic_root(); see synthetic_paths):
     DIR/classes.json                     [{"label", "name", "kind": "appearance"|"motion", "template"}] by label
     DIR/mp4/{youtube_id}_{start:06d}_{end:06d}.mp4   H.264 clips (Kinetics naming, flat)
     DIR/webm/{id}.webm                   VP9 copies of the same clips (Something-Something naming)
@@ -19,17 +19,19 @@ import csv
 import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.io import write_jpeg, write_png
 
-from data import write_video
+from cli import parse_flags
 
 # the version in the name changes whenever the generator changes, so a stale cached copy is never used
 CACHE = Path(os.environ.get("BEVT_CACHE", Path.home() / ".cache" / "bevt"))  # also holds train.py's default tokenizer
@@ -46,7 +48,6 @@ class SyntheticConfig:
     height: int = 128
     images_per_class: int = 48  # training images per appearance class (+ 1/6 as many for val)
     seed: int = 0
-
 
 
 # (name, kind, SSv2-style template). Appearance classes are solvable from one frame; motion classes share one
@@ -131,6 +132,23 @@ def render_clip(name, seed, t, h, w) -> np.ndarray:
     return frames
 
 
+def write_video(path, frames: np.ndarray, fps: int = 25, gop: int = 12) -> None:
+    """Encode uint8 (T, H, W, 3) frames: H.264 for .mp4, VP9 for .webm (even H and W)."""
+    h264 = str(path).endswith(".mp4")
+    # Same frames, same bytes, so the synthetic set and every result on it are reproducible: x264's macroblock-tree
+    # rate control (its assembly) made some files differ from run to run here, even on one thread (decoded pixels up
+    # to 22 levels apart), so it is off and x264 runs on one thread; bitexact muxing (Matroska writes random UIDs).
+    options = {"crf": "18", "preset": "veryfast", "threads": "1", "x264-params": "no-mbtree=1"} if h264 else \
+        {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "0"}
+    with av.open(str(path), "w", options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream("libx264" if h264 else "libvpx-vp9", rate=fps, options=options)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.codec_context.gop_size = gop  # keyframes every `gop` frames, so seeks land mid-file
+        for array in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")))
+        container.mux(stream.encode())
+
+
 def make_synthetic(out_dir, cfg: SyntheticConfig = SyntheticConfig()) -> Path:
     """Write the synthetic dataset (layout in the module docstring) into out_dir; deterministic in cfg.seed."""
     out = Path(out_dir)
@@ -147,7 +165,8 @@ def make_synthetic(out_dir, cfg: SyntheticConfig = SyntheticConfig()) -> Path:
         rows, lines, ssv2, diving = [], [], [], []
         for label, (name, _, template) in enumerate(classes):
             for i in range(count):
-                frames = render_clip(name, [cfg.seed, group[name], split == "val", i], cfg.frames, cfg.height, cfg.width)
+                seed = [cfg.seed, group[name], split == "val", i]
+                frames = render_clip(name, seed, cfg.frames, cfg.height, cfg.width)
                 yid, t0 = f"syn{label:02d}{split[0]}{i:05d}", 10 * i
                 stem, vid = f"{yid}_{t0:06d}_{t0 + 10:06d}", str(100000 * (split == "val") + 1000 * label + i)
                 write_video(out / "mp4" / f"{stem}.mp4", frames)
@@ -160,7 +179,8 @@ def make_synthetic(out_dir, cfg: SyntheticConfig = SyntheticConfig()) -> Path:
             csv.writer(fh).writerows([["label", "youtube_id", "time_start", "time_end", "split"]] + rows)
         (out / "k400" / f"{split}_list.txt").write_text("".join(lines))
         (out / "ssv2" / ("train.json" if split == "train" else "validation.json")).write_text(json.dumps(ssv2))
-        (out / "diving48" / f"Diving48_V2_{'train' if split == 'train' else 'test'}.json").write_text(json.dumps(diving))
+        diving_json = f"Diving48_V2_{'train' if split == 'train' else 'test'}.json"
+        (out / "diving48" / diving_json).write_text(json.dumps(diving))
     image_classes = [n for n, k, _ in classes if k == "appearance"]
     lines = []
     for split, count in (("train", cfg.images_per_class), ("val", max(1, cfg.images_per_class // 6))):
@@ -188,7 +208,8 @@ def synthetic_paths(root) -> dict:
             "k400_train_list": root / "k400/train_list.txt", "k400_val_list": root / "k400/val_list.txt",
             "ssv2_train": root / "ssv2/train.json", "ssv2_val": root / "ssv2/validation.json",
             "ssv2_labels": root / "ssv2/labels.json",
-            "diving48_train": root / "diving48/Diving48_V2_train.json", "diving48_test": root / "diving48/Diving48_V2_test.json",
+            "diving48_train": root / "diving48/Diving48_V2_train.json",
+            "diving48_test": root / "diving48/Diving48_V2_test.json",
             "images_train": root / "images/train", "images_val": root / "images/val",
             "images_train_list": root / "images/train_list.txt", "images_root": root / "images/train"}
 
@@ -210,3 +231,14 @@ def synthetic_root(root=SYNTHETIC_ROOT, cfg: SyntheticConfig = SyntheticConfig()
         except OSError:  # another process finished first: keep its copy
             shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def main(argv=None):
+    cfg = SyntheticConfig(**parse_flags(SyntheticConfig, argv, "write the synthetic video and image set"))
+    if not cfg.out:
+        sys.exit("synthetic.py: --out DIR is required")
+    print(f"wrote {make_synthetic(cfg.out, cfg)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Tests for synthetic.py: deterministic video files, the temporal-order class pairs, the `--out` command."""
+import json
+
+import av
+import numpy as np
+import pytest
+
+import data
+import synthetic
+
+SMALL = synthetic.SyntheticConfig(train_per_class=2, val_per_class=1, frames=24, width=64, height=48,
+                                  images_per_class=3)
+
+
+@pytest.fixture(scope="module")
+def syn(tmp_path_factory):
+    root = synthetic.synthetic_root(tmp_path_factory.mktemp("cache") / "synthetic", SMALL)
+    return synthetic.synthetic_paths(root)
+
+
+def sequential(path):
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])  # (T, H, W, 3)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm"])
+def test_write_video_is_deterministic(tmp_path, suffix):
+    """The same frames encode to the same bytes, so the synthetic set and every result on it are reproducible. This
+    clip of the set came out of x264 (one thread, macroblock-tree on) as 2 different files in 10 encodes."""
+    frames = synthetic.render_clip("fall reversed", [0, 2, False, 9], 64, 128, 160)   # (T, H, W, 3) uint8
+    blobs = set()
+    for i in range(8):
+        synthetic.write_video(tmp_path / f"v{i}{suffix}", frames)
+        blobs.add((tmp_path / f"v{i}{suffix}").read_bytes())
+    assert len(blobs) == 1
+    assert len(sequential(tmp_path / f"v0{suffix}")) == 64
+
+
+def test_class_pair_separable_only_by_temporal_order(syn):
+    np.testing.assert_array_equal(synthetic.render_clip("fall reversed", 7, 16, 48, 64),
+                                  synthetic.render_clip("fall", 7, 16, 48, 64)[::-1])
+    records, classes = data.read_k400_csv(syn["k400_train_csv"], syn["mp4_root"])
+    for forward, backward in [("fall", "fall reversed"), ("slide right", "slide left")]:
+        a = [r.path for r in records if classes[r.label] == forward]
+        b = [r.path for r in records if classes[r.label] == backward]
+        assert len(a) == len(b) == 2
+        for pa, pb in zip(a, b):  # the i-th videos hold the same frames, in opposite order
+            fa, fb = sequential(pa).astype(float), sequential(pb).astype(float)  # (T, H, W, 3)
+            dist = np.abs(fa[:, None] - fb[None]).mean(axis=(2, 3, 4))  # (T, T) frame-to-frame distances
+            t = len(fa)
+            np.testing.assert_allclose(dist.argmin(1), t - 1 - np.arange(t), atol=1)  # frame i of a = frame T-1-i of b
+            assert np.diag(dist[:, ::-1]).max() < 3.0  # equal up to compression
+            assert dist[0, 0] > 1.5 * dist[0, -1]  # and the order differs: first frames far apart
+    kinds = dict(zip(classes, synthetic.class_kinds(syn["classes"].parent)))
+    assert kinds["fall"] == kinds["slide left"] == "motion" and kinds["red disk"] == "appearance"
+
+
+def test_command_writes_the_set(tmp_path, capsys):
+    out = tmp_path / "set"
+    synthetic.main(["--out", str(out), "--train-per-class", "1", "--val-per-class", "1", "--frames", "8",
+                    "--width", "32", "--height", "32", "--images-per-class", "1"])
+    assert str(out) in capsys.readouterr().out
+    classes = json.loads((out / "classes.json").read_text())
+    assert len(classes) == len(synthetic.SYNTHETIC_CLASSES)
+    assert len(list((out / "mp4").glob("*.mp4"))) == len(list((out / "webm").glob("*.webm"))) == 2 * len(classes)
+    assert data.video_frame_count(next((out / "webm").glob("*.webm"))) == 8
+    with pytest.raises(SystemExit, match="--out"):
+        synthetic.main([])
