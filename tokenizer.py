@@ -2,19 +2,19 @@
 
 BEVT §3 "Tokenizer": every frame (and image) is downsampled by 1/2 and mapped to discrete ids by the frozen DALL-E
 dVAE encoder (V = 8192, one id per 16x16 patch of the 224 view). Mirrors openai/DALL-E dall_e/encoder.py and
-dall_e/utils.py, loaded as in official mmaction/models/heads/bevt_multisource_head.py:32,59; the preprocessing is
-official configs/.../swin_base_patch244_window877_bevt_in1k_k400.py:40-73 (CopyResize 112 lanczos, MapPixels).
+dall_e/utils.py, which the official repo vendors as mmaction/models/dall_e/, loaded as in official
+mmaction/models/heads/bevt_multisource_head.py:32,59; the pixel mapping is MapPixels (official cfg
+swin_base_patch244_window877_bevt_in1k_k400.py:56, mmaction/datasets/pipelines/augmentations.py:1459-1472).
 
-Both tokenizers share one interface, `encode(frames) -> LongTensor`:
-    (N, 3, H, W) uint8 0..255 or float 0..1   -> (N, H/16, W/16)      the student's augmented view, e.g. 224
-    (B, 3, T, H, W)                            -> (B, T, H/16, W/16)   all T frames in one batched call
-`encode` makes the H/2 tokenizer view itself (Lanczos-4, see `lanczos4_resize`), applies its own pixel mapping
-and runs frozen under torch.no_grad() with autocast off. Neither tokenizer belongs to the student's state_dict.
+Both tokenizers share one interface, `encode(views) -> LongTensor`, on uint8 tokenizer views, which data.py makes
+(data.tokenizer_view: OpenCV's Lanczos resize of the student's crop to H/2, as the official CopyResize):
+    (N, 3, h, w) uint8, h = H/2    -> (N, h/8, w/8)      e.g. 112 -> 14
+    (B, 3, T, h, w)                -> (B, T, h/8, w/8)   all T frames in one batched call
+`encode` applies its own pixel mapping and runs frozen under torch.no_grad() with autocast off. Neither tokenizer
+belongs to the student's state_dict.
 
     python tokenizer.py convert encoder.pkl dalle_encoder.pt    # official weights -> safe .pt (the only unpickler)
-    python tokenizer.py train --data DIR --out tok.pt            # the small VQ tokenizer of the embedded default
 """
-import dataclasses
 import hashlib
 import math
 import os
@@ -24,7 +24,8 @@ import time
 import warnings
 import zipfile
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -33,29 +34,27 @@ import torch.nn.functional as F
 
 from cli import parse_flags
 
-LOGIT_LAPLACE_EPS = 0.1  # official: dall_e/utils.py:8
+LOGIT_LAPLACE_EPS = 0.1  # official: mmaction/models/dall_e/utils.py:8
+PRECISIONS = ("official", "fp32")  # DalleConfig.precision; see conv_dtype
 
 
 # --- configs ---------------------------------------------------------------------------------------------------
 
 @dataclass
 class DalleConfig:
-    n_hid: int = 256  # official: dall_e/encoder.py Encoder.n_hid (reduced n_hid=64 runs the same code path in tests)
+    n_hid: int = 256  # official: mmaction/models/dall_e/encoder.py:48 (n_hid=64 runs the same code path in tests)
     n_blk_per_group: int = 2  # official: Encoder.n_blk_per_group
     vocab_size: int = 8192  # BEVT §3 "Tokenizer": 8192 visual tokens
-    # "fp32": every conv in fp32 (the official CPU path, bit-identical; STYLE rule 22). "official": on CUDA all convs
-    # but the output conv in fp16, as dall_e.utils.Conv2d (use_float16=True): the targets of BEiT/BEVT GPU runs.
-    # "bf16": the same casts in bfloat16 (speed only, not parity). On CPU all three are fp32, as in the official code.
-    precision: str = "fp32"
+    precision: str = "official"  # "official" | "fp32", see conv_dtype
 
 
 @dataclass
-class VQConfig:  # spec tokenizer_and_data.md §4.3, measured on the 2-core CPU: 52 s, 21.9 dB, 452/512 codes
+class VQConfig:  # the defaults train in 52 s on a 2-core CPU: 21.9 dB validation PSNR, 452 of 512 codes used
     hid: int = 32  # encoder width; the bottleneck has 2*hid channels
     code_dim: int = 32
-    vocab_size: int = 512  # more codes stay dead with ~1e5 training vectors (spec §4.3)
+    vocab_size: int = 512  # more codes stay dead with ~1e5 training vectors
     size: int = 112  # tokenizer-view size of the training frames (224 crop / 2)
-    num_frames: int = 3256  # frames read by `train`/default_tokenizer: 3000 train + 256 validation
+    num_frames: int = 3256  # training frames (data.load_frames): 3000 train + 256 validation
     val_frames: int = 256
     steps: int = 300
     batch_size: int = 32
@@ -69,51 +68,32 @@ class VQConfig:  # spec tokenizer_and_data.md §4.3, measured on the 2-core CPU:
     log_every: int = 50
 
 
-# --- the tokenizer view: Lanczos-4 downsampling ----------------------------------------------------------------
+# --- precision and the shared interface ------------------------------------------------------------------------
 
-def lanczos4_matrix(n_in, n_out, device=None):
-    """(n_out, n_in) float64 matrix M with out = M @ in along one axis: the cv2 INTER_LANCZOS4 weights.
-    No antialiasing, as cv2: the kernel is not widened on downscale."""
-    src = (torch.arange(n_out, dtype=torch.float64, device=device) + 0.5) * (n_in / n_out) - 0.5  # (n_out,) as cv2
-    left = src.floor()
-    taps = torch.arange(-3, 5, dtype=torch.float64, device=device)  # 8 taps, floor(src)-3 .. floor(src)+4
-    t = (src - left)[:, None] - taps[None, :]  # (n_out, 8) distance from the sample point to each tap
-    w = torch.sinc(t) * torch.sinc(t / 4)  # L(t) = sinc(t) sinc(t / 4)
-    w = w / w.sum(1, keepdim=True)  # sum 1 per output
-    idx = (left[:, None] + taps[None, :]).clamp(0, n_in - 1).long()  # (n_out, 8) replicate border, as cv2
-    return torch.zeros(n_out, n_in, dtype=torch.float64, device=device).scatter_add_(1, idx, w)
+def conv_dtype(precision, device_type) -> torch.dtype:
+    """The dtype every DALL-E conv computes in. "official": fp16 on CUDA, the output conv included, which is what BEVT
+    trained with: it runs the encoder inside apex amp O1 (official: mmaction/apis/train.py:98-99), and O1 casts every
+    F.conv2d to fp16, so the output conv's use_float16=False (mmaction/models/dall_e/encoder.py:85) has no effect.
+    On CPU fp32, as the official code runs there (nobody trained with CPU fp16 convs). "fp32": IEEE fp32 everywhere
+    (encode turns TF32 off, which cuDNN would otherwise use for fp32 convs)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"tokenizer precision must be one of {PRECISIONS}, got {precision!r}")
+    return torch.float16 if precision == "official" and device_type == "cuda" else torch.float32
 
 
-def lanczos4_resize(x, out_h, out_w):
-    """(N, C, H, W) in 0..255 levels -> (N, C, out_h, out_w) float32 rounded to integer levels 0..255.
-
-    BEVT resizes the uint8 224 crop with mmcv.imresize(..., 'lanczos') = cv2.INTER_LANCZOS4 (official:
-    mmaction/datasets/pipelines/augmentations.py:1430-1456 CopyResize). Same kernel, geometry, border and rounding as
-    cv2, but cv2 sums 11-bit fixed-point weights (INTER_RESIZE_COEF_BITS) in integers and we use float64, so an output
-    can differ from cv2 by one grey level. BEiT instead resizes the original-resolution box with PIL LANCZOS (a=3,
-    antialiased); on a real crop PIL and cv2 differ by 2.97 levels on average (spec §2.3).
-    """
-    N, C, H, W = x.shape
-    mh = lanczos4_matrix(H, out_h, x.device)  # (out_h, H)
-    mw = lanczos4_matrix(W, out_w, x.device)  # (out_w, W)
-    y = mh @ x.double() @ mw.T  # (N, C, out_h, out_w), separable: rows then columns
-    return torch.floor(y + 0.5).clamp_(0, 255).float()  # cv2 saturate_cast<uchar>: round half up, clip
-
-
-def tokenizer_view(frames):
-    """Student view (N, 3, H, W) uint8 or float 0..1 -> tokenizer view (N, 3, H/2, W/2) float 0..1 on uint8 levels."""
-    N, C, H, W = frames.shape
-    if C != 3 or H % 16 or W % 16:
-        raise ValueError(f"tokenizer input must be (N, 3, H, W) with H, W divisible by 16, got {tuple(frames.shape)}")
-    if frames.dtype != torch.uint8 and not frames.is_floating_point():
-        raise ValueError(f"tokenizer input must be uint8 or float, got {frames.dtype}")
-    # BEVT always resizes a uint8 image, so a float view is put on the same 256 levels first
-    levels = frames.float() if frames.dtype == torch.uint8 else torch.floor(frames.float() * 255 + 0.5).clamp_(0, 255)
-    return lanczos4_resize(levels, H // 2, W // 2) / 255  # BEVT §3 "Tokenizer": downsampled by 1/2
+@contextmanager
+def _ieee_fp32():
+    """fp32 convs and matmuls in IEEE fp32 on CUDA (not TF32, whose 10-bit mantissa cuDNN uses by default)."""
+    saved = torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cudnn.conv.fp32_precision = torch.backends.cuda.matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved
 
 
 def map_pixels(x):
-    """Logit-Laplace input mapping [0, 1] -> [0.1, 0.9] (official: dall_e/utils.py:45-51, BEVT MapPixels)."""
+    """Logit-Laplace input mapping [0, 1] -> [0.1, 0.9] (official: mmaction/models/dall_e/utils.py:45-49, MapPixels)."""
     return (1 - 2 * LOGIT_LAPLACE_EPS) * x + LOGIT_LAPLACE_EPS
 
 
@@ -121,81 +101,83 @@ class Tokenizer(nn.Module):
     """Shared `encode`; a subclass implements `ids_from_view(view (N, 3, h, w) float 0..1) -> (N, h/8, w/8)`."""
 
     @torch.no_grad()
-    def encode(self, frames):
-        # STYLE rule 22: targets under no_grad, outside autocast; the result does not depend on train/eval mode.
-        frames = frames.to(next(self.parameters()).device)
-        with torch.autocast(device_type=frames.device.type, enabled=False):
-            if frames.dim() == 5:
-                B, C, T, H, W = frames.shape
-                flat = frames.permute(0, 2, 1, 3, 4).reshape(B * T, C, H, W)  # (B*T, 3, H, W)
-                return self.ids_from_view(tokenizer_view(flat)).reshape(B, T, H // 16, W // 16)  # (B, T, H/16, W/16)
-            if frames.dim() == 4:
-                return self.ids_from_view(tokenizer_view(frames))  # (N, H/16, W/16)
-            raise ValueError(f"tokenizer input must be (N, 3, H, W) or (B, 3, T, H, W), got {tuple(frames.shape)}")
+    def encode(self, views):
+        """uint8 tokenizer views (N, 3, h, w) or (B, 3, T, h, w) -> ids (N, h/8, w/8) or (B, T, h/8, w/8). Targets
+        under no_grad, outside autocast; the result does not depend on train/eval mode."""
+        if views.dtype != torch.uint8 or views.dim() not in (4, 5) or views.shape[1] != 3 or \
+                views.shape[-2] % 8 or views.shape[-1] % 8:
+            raise ValueError(f"tokenizer input must be uint8 tokenizer views (N, 3, h, w) or (B, 3, T, h, w) with h, "
+                             f"w divisible by 8, got {views.dtype} {tuple(views.shape)}")
+        device = next(self.parameters()).device
+        flat = views if views.dim() == 4 else views.transpose(1, 2).flatten(0, 1)  # (N or B*T, 3, h, w)
+        with torch.autocast(device_type=device.type, enabled=False), _ieee_fp32():
+            ids = self.ids_from_view(flat.to(device).float() / 255)  # (N, h/8, w/8), 0..1 as MapPixels divides
+        return ids if views.dim() == 4 else ids.unflatten(0, (views.shape[0], views.shape[2]))  # (B, T, h/8, w/8)
 
 
 # --- DALL-E dVAE encoder (state_dict keys identical to the official encoder.pkl) -------------------------------
 
 class DalleConv2d(nn.Module):
-    """official: dall_e/utils.py Conv2d: parameters `w` (n_out, n_in, kw, kw) and `b`, stride 1, 'same' padding."""
+    """official: mmaction/models/dall_e/utils.py:10-43 Conv2d: parameters `w` (n_out, n_in, kw, kw) and `b`, stride 1,
+    'same' padding; computes in conv_dtype(precision, device of w)."""
 
-    def __init__(self, n_in, n_out, kw, low_dtype=None):
+    def __init__(self, n_in, n_out, kw, precision):
         super().__init__()
-        self.kw, self.low_dtype = kw, low_dtype  # low_dtype: fp16/bf16 on CUDA ("official"/"bf16"), None = fp32
+        self.kw, self.precision = kw, precision
         self.w = nn.Parameter(torch.randn(n_out, n_in, kw, kw) / math.sqrt(n_in * kw ** 2))  # official init
         self.b = nn.Parameter(torch.zeros(n_out))
 
     def forward(self, x):
-        dtype = self.low_dtype if self.low_dtype is not None and self.w.is_cuda else torch.float32
+        dtype = conv_dtype(self.precision, self.w.device.type)
         return F.conv2d(x.to(dtype), self.w.to(dtype), self.b.to(dtype), padding=(self.kw - 1) // 2)
 
 
 class DalleEncoderBlock(nn.Module):
-    """official: dall_e/encoder.py EncoderBlock: pre-activation residual block, out = id + post_gain * res."""
+    """official: mmaction/models/dall_e/encoder.py:15-42 EncoderBlock: pre-activation residual block,
+    out = id + post_gain * res."""
 
-    def __init__(self, n_in, n_out, n_layers, low_dtype):
+    def __init__(self, n_in, n_out, n_layers, precision):
         super().__init__()
         n_hid = n_out // 4
         self.post_gain = 1 / n_layers ** 2  # 1/64 for 4 groups x 2 blocks
-        self.id_path = DalleConv2d(n_in, n_out, 1, low_dtype) if n_in != n_out else nn.Identity()
+        self.id_path = DalleConv2d(n_in, n_out, 1, precision) if n_in != n_out else nn.Identity()
         self.res_path = nn.Sequential(OrderedDict([
-            ("relu_1", nn.ReLU()), ("conv_1", DalleConv2d(n_in, n_hid, 3, low_dtype)),
-            ("relu_2", nn.ReLU()), ("conv_2", DalleConv2d(n_hid, n_hid, 3, low_dtype)),
-            ("relu_3", nn.ReLU()), ("conv_3", DalleConv2d(n_hid, n_hid, 3, low_dtype)),
-            ("relu_4", nn.ReLU()), ("conv_4", DalleConv2d(n_hid, n_out, 1, low_dtype))]))
+            ("relu_1", nn.ReLU()), ("conv_1", DalleConv2d(n_in, n_hid, 3, precision)),
+            ("relu_2", nn.ReLU()), ("conv_2", DalleConv2d(n_hid, n_hid, 3, precision)),
+            ("relu_3", nn.ReLU()), ("conv_3", DalleConv2d(n_hid, n_hid, 3, precision)),
+            ("relu_4", nn.ReLU()), ("conv_4", DalleConv2d(n_hid, n_out, 1, precision))]))
 
     def forward(self, x):
         return self.id_path(x) + self.post_gain * self.res_path(x)  # official order of operations (bit-exact)
 
 
 class DalleEncoder(Tokenizer):
-    """official: dall_e/encoder.py Encoder: 7x7 conv, 4 groups x n_blk blocks (max-pool after groups 1-3), ReLU,
-    1x1 conv to V logits. (B, 3, H, W) float32 -> (B, V, H/8, W/8); 53,786,240 parameters at the defaults."""
+    """official: mmaction/models/dall_e/encoder.py:45-97 Encoder: 7x7 conv, 4 groups x n_blk blocks (max-pool after
+    groups 1-3), ReLU, 1x1 conv to V logits. (B, 3, H, W) float32 -> (B, V, H/8, W/8); 53,786,240 parameters at the
+    defaults."""
 
     def __init__(self, cfg):
         super().__init__()
-        if cfg.precision not in ("fp32", "official", "bf16"):
-            raise ValueError(f"DalleConfig.precision must be fp32|official|bf16, got {cfg.precision!r}")
-        self.cfg, self.vocab_size = cfg, cfg.vocab_size
-        low = {"fp32": None, "official": torch.float16, "bf16": torch.bfloat16}[cfg.precision]
+        conv_dtype(cfg.precision, "cpu")  # a bad precision fails here, at construction
+        self.cfg, self.vocab_size, precision = cfg, cfg.vocab_size, cfg.precision
         n, nb = cfg.n_hid, cfg.n_blk_per_group
         n_layers = 4 * nb  # official: group_count * n_blk_per_group
 
         def group(n_in, n_out, pool):
-            blocks = [(f"block_{i + 1}", DalleEncoderBlock(n_in if i == 0 else n_out, n_out, n_layers, low))
+            blocks = [(f"block_{i + 1}", DalleEncoderBlock(n_in if i == 0 else n_out, n_out, n_layers, precision))
                       for i in range(nb)]
             return nn.Sequential(OrderedDict(blocks + ([("pool", nn.MaxPool2d(kernel_size=2))] if pool else [])))
 
         self.blocks = nn.Sequential(OrderedDict([
-            ("input", DalleConv2d(3, n, 7, low)),
+            ("input", DalleConv2d(3, n, 7, precision)),
             ("group_1", group(n, n, True)), ("group_2", group(n, 2 * n, True)),
             ("group_3", group(2 * n, 4 * n, True)), ("group_4", group(4 * n, 8 * n, False)),
             ("output", nn.Sequential(OrderedDict([
-                ("relu", nn.ReLU()), ("conv", DalleConv2d(8 * n, cfg.vocab_size, 1, None))])))]))  # output conv: fp32
+                ("relu", nn.ReLU()), ("conv", DalleConv2d(8 * n, cfg.vocab_size, 1, precision))])))]))  # see conv_dtype
 
     def forward(self, x):
         B, C, H, W = x.shape
-        if C != 3 or x.dtype != torch.float32:  # official Encoder.forward checks
+        if C != 3 or x.dtype != torch.float32:  # official: mmaction/models/dall_e/encoder.py:90-95
             raise ValueError(f"DalleEncoder expects float32 (B, 3, H, W), got {x.dtype} {tuple(x.shape)}")
         return self.blocks(x)  # (B, V, H/8, W/8)
 
@@ -203,7 +185,7 @@ class DalleEncoder(Tokenizer):
         x = map_pixels(view)  # the one place map_pixels is applied (BEiT applies it in data, BEVT in MapPixels)
         if x.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)  # NHWC convs for cuDNN tensor cores
-        return self(x).argmax(1)  # (N, h/8, w/8) official: bevt_multisource_head.py:59 argmax over V
+        return self(x).argmax(1)  # (N, h/8, w/8) official: mmaction/models/heads/bevt_multisource_head.py:59
 
 
 # --- small VQ-VAE tokenizer (the offline default) --------------------------------------------------------------
@@ -359,8 +341,11 @@ def save_tokenizer(tok, path):
 
 
 def load_tokenizer(path, device, precision=None):
-    """Our .pt ({'kind': 'dalle'|'vq', 'config', 'state_dict'}) -> frozen eval tokenizer on `device`.
-    `precision` overrides a DALL-E file's DalleConfig.precision ("fp32" | "official" | "bf16")."""
+    """Our .pt ({'kind': 'dalle'|'vq', 'config', 'state_dict'}) -> frozen eval tokenizer on `device`. `precision`
+    ("official" | "fp32", see conv_dtype) overrides a DALL-E file's DalleConfig.precision; the small VQ tokenizer is
+    our own model, trained in fp32, and always runs in IEEE fp32."""
+    if precision is not None:
+        conv_dtype(precision, "cpu")  # a bad value fails before the file is read
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -370,7 +355,9 @@ def load_tokenizer(path, device, precision=None):
         raise ValueError(f"{path}: expected a dict with kind 'dalle' or 'vq'")
     if ckpt["kind"] == "dalle":
         cfg = DalleConfig(**ckpt["config"])
-        tok = DalleEncoder(dataclasses.replace(cfg, precision=precision or cfg.precision))
+        if cfg.precision not in PRECISIONS and precision is None:
+            raise ValueError(f"{path}: precision {cfg.precision!r} is not one of {PRECISIONS}; pass precision=")
+        tok = DalleEncoder(replace(cfg, precision=precision or cfg.precision))
     else:
         tok = VQTokenizer(VQConfig(**ckpt["config"]))
     tok.load_state_dict(ckpt["state_dict"], strict=True)
@@ -378,21 +365,6 @@ def load_tokenizer(path, device, precision=None):
     if torch.device(device).type == "cuda":
         tok = tok.to(memory_format=torch.channels_last)  # weights in NHWC beside the NHWC input of ids_from_view
     return tok
-
-
-def _train_and_save(cfg, data_root, path):
-    """Train a VQTokenizer(cfg) on frames from `data_root` (data.load_frames) and save it atomically to `path`."""
-    import data  # lazy: only training needs the dataset readers
-    frames = data.load_frames(data_root, cfg.num_frames, cfg.size, cfg.seed)  # (N, 3, size, size) uint8
-    save_tokenizer(train_vq_tokenizer(frames, cfg), path)
-
-
-def default_tokenizer(path, data_root, size):
-    """The embedded default: load `path`, or first train the default VQ for tokenizer-view size `size` on `data_root`
-    and save it there. Deterministic, so concurrent ranks agree."""
-    if not Path(path).exists():
-        _train_and_save(VQConfig(size=size), data_root, path)
-    return load_tokenizer(path, "cpu")
 
 
 # --- the official encoder.pkl: the only function that unpickles ------------------------------------------------
@@ -403,7 +375,7 @@ class _PickledDalleModule(nn.Module):
 
 
 _DALLE_CLASSES = ("dall_e.encoder.Encoder", "dall_e.encoder.EncoderBlock", "dall_e.utils.Conv2d")
-_ALLOWED = {  # path B allow-list: the globals a pickled dall_e.Encoder references (spec §1.5, pickletools)
+_ALLOWED = {  # path B allow-list: the globals a pickled dall_e.Encoder references (listed with pickletools)
     ("collections", "OrderedDict"): OrderedDict, ("builtins", "set"): set, ("__builtin__", "set"): set,
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter, ("torch", "device"): torch.device,
@@ -452,7 +424,7 @@ def convert_dalle(src, dst):
     # attrs fields are pickled as plain instance attributes
     if getattr(obj, "input_channels", 3) != 3:
         raise ValueError(f"{src}: input_channels={obj.input_channels}, only RGB encoders are supported")
-    cfg = DalleConfig(n_hid=obj.n_hid, n_blk_per_group=obj.n_blk_per_group, vocab_size=obj.vocab_size)
+    cfg = DalleConfig(n_hid=obj.n_hid, n_blk_per_group=obj.n_blk_per_group, vocab_size=obj.vocab_size)  # "official"
     sd = {k: v.detach().float().contiguous().clone() for k, v in obj.state_dict().items()}
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in DalleEncoder(cfg).state_dict().items()}
@@ -472,29 +444,15 @@ class ConvertConfig:
     dst: str = "dalle_encoder.pt"  # our plain state-dict file
 
 
-@dataclass
-class TrainTokenizerConfig(VQConfig):
-    data: str = ""  # folder of images and/or videos (data.load_frames)
-    out: str = "vq_tokenizer.pt"
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["convert"]:
-        cfg = ConvertConfig(**parse_flags(ConvertConfig, argv[1:], "official encoder.pkl -> safe .pt", ("src", "dst")))
-        if not Path(cfg.src).is_file():
-            sys.exit(f"convert: {cfg.src}: no such file")
-        print(f"wrote {cfg.dst}: DALL-E encoder {convert_dalle(cfg.src, cfg.dst)}")
-    elif argv[:1] == ["train"]:
-        cfg = TrainTokenizerConfig(**parse_flags(TrainTokenizerConfig, argv[1:], "train the small VQ tokenizer"))
-        if not cfg.data:
-            sys.exit("train: --data DIR is required (a folder of images and/or videos)")
-        vq = VQConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(VQConfig)})
-        _train_and_save(vq, cfg.data, cfg.out)
-        print(f"wrote {cfg.out}")
-    else:
-        sys.exit("usage: python tokenizer.py convert encoder.pkl dalle_encoder.pt | "
-                 "python tokenizer.py train --data DIR --out tok.pt [--vocab-size 512 --steps 300 ...]")
+    if argv[:1] != ["convert"]:
+        sys.exit("usage: python tokenizer.py convert encoder.pkl dalle_encoder.pt  (the small VQ tokenizer is trained "
+                 "by python train.py --stage tokenizer)")
+    cfg = ConvertConfig(**parse_flags(ConvertConfig, argv[1:], "official encoder.pkl -> safe .pt", ("src", "dst")))
+    if not Path(cfg.src).is_file():
+        sys.exit(f"convert: {cfg.src}: no such file")
+    print(f"wrote {cfg.dst}: DALL-E encoder {convert_dalle(cfg.src, cfg.dst)}")
 
 
 if __name__ == "__main__":

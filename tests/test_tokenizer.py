@@ -1,4 +1,4 @@
-"""tokenizer.py: DALL-E encoder exactness, safe conversion of encoder.pkl, the Lanczos tokenizer view, encode, VQ."""
+"""tokenizer.py: DALL-E encoder exactness and precision, safe conversion of encoder.pkl, encode, the VQ tokenizer."""
 import importlib
 import importlib.util
 import math
@@ -6,8 +6,8 @@ import os
 import sys
 import types
 from collections import OrderedDict
+from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import tokenizer as tk  # noqa: E402
 
-SMALL = tk.DalleConfig(n_hid=64, vocab_size=512)  # spec §1.3: the reduced encoder, same code path
+SMALL = tk.DalleConfig(n_hid=64, vocab_size=512)  # the reduced encoder, same code path
 
 
 def random_dalle_state(cfg, seed=0):
@@ -28,9 +28,11 @@ def random_dalle_state(cfg, seed=0):
                 else 0.1 * torch.randn(s, generator=g)) for k, s in shapes.items()}
 
 
-def reference_logits(sd, x, n_blk=2):
-    """Independent reference from the spec's description (spec §1.1-1.3), plain F.conv2d."""
-    conv = lambda x, p: F.conv2d(x, sd[p + ".w"], sd[p + ".b"], padding=(sd[p + ".w"].shape[-1] - 1) // 2)
+def reference_logits(sd, x, n_blk=2, dtype=torch.float32):
+    """Independent reference from mmaction/models/dall_e/encoder.py with plain F.conv2d, every conv in `dtype` (fp16:
+    what apex amp O1 does to every F.conv2d; the other ops run in the dtype the convs produce)."""
+    conv = lambda x, p: F.conv2d(x.to(dtype), sd[p + ".w"].to(dtype), sd[p + ".b"].to(dtype),
+                                 padding=(sd[p + ".w"].shape[-1] - 1) // 2)
     x = conv(x, "blocks.input")
     for g in range(1, 5):
         for i in range(1, n_blk + 1):
@@ -43,28 +45,6 @@ def reference_logits(sd, x, n_blk=2):
         if g < 4:
             x = F.max_pool2d(x, 2)
     return conv(F.relu(x), "blocks.output.conv")
-
-
-def numpy_lanczos4(img, out_h, out_w):
-    """Per-pixel cv2 INTER_LANCZOS4 formula on a (C, H, W) array: 8x8 taps, clamped border, round and clip."""
-    def weights(s):
-        base = math.floor(s)
-        taps = [base - 3 + i for i in range(8)]
-        w = []
-        for p in taps:
-            t = s - p
-            w.append(1.0 if t == 0 else 4 * math.sin(math.pi * t) * math.sin(math.pi * t / 4) / (math.pi * t) ** 2)
-        return taps, np.array(w) / sum(w)
-    C, H, W = img.shape
-    out = np.zeros((C, out_h, out_w))
-    for y in range(out_h):
-        ty, wy = weights((y + 0.5) * H / out_h - 0.5)
-        for x in range(out_w):
-            tx, wx = weights((x + 0.5) * W / out_w - 0.5)
-            for i, py in enumerate(ty):
-                for j, px in enumerate(tx):
-                    out[:, y, x] += wy[i] * wx[j] * img[:, min(max(py, 0), H - 1), min(max(px, 0), W - 1)]
-    return np.clip(np.floor(out + 0.5), 0, 255)
 
 
 def structured_frames(n, size, seed):
@@ -115,7 +95,7 @@ def tiny_vq():
 def test_full_dalle_keys_and_shapes_match_official():
     with torch.device("meta"):
         sd = tk.DalleEncoder(tk.DalleConfig()).state_dict()
-    expected = {"blocks.input.w": (256, 3, 7, 7), "blocks.input.b": (256,)}  # spec Appendix A
+    expected = {"blocks.input.w": (256, 3, 7, 7), "blocks.input.b": (256,)}  # the official encoder.pkl's keys
     c_in = 256
     for g, c in zip(range(1, 5), (256, 512, 1024, 2048)):
         for i in (1, 2):
@@ -139,11 +119,66 @@ def test_reduced_dalle_logits_match_reference(small_dalle):
     assert small_dalle(x).shape == (2, 512, 4, 6)
 
 
-def test_encode_is_lanczos_view_map_pixels_argmax(small_dalle):
-    frames = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
-    view = torch.from_numpy(np.stack([numpy_lanczos4(f.double().numpy(), 16, 16) for f in frames])).float() / 255
-    ref = reference_logits(random_dalle_state(SMALL), 0.8 * view + 0.1).argmax(1)  # map_pixels applied once
-    assert torch.equal(small_dalle.encode(frames), ref)
+def test_encode_is_map_pixels_argmax(small_dalle):
+    """encode(uint8 view) = argmax of the logits of MapPixels(view / 255) (official: augmentations.py:1459-1472,
+    bevt_multisource_head.py:59); the view is already at tokenizer resolution, encode does not resize."""
+    views = torch.randint(0, 256, (2, 3, 16, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    ref = reference_logits(random_dalle_state(SMALL), 0.8 * (views.float() / 255) + 0.1).argmax(1)  # once
+    assert torch.equal(small_dalle.encode(views), ref) and ref.shape == (2, 2, 3)
+
+
+def test_precision_values_and_conv_dtypes():
+    """"official": every conv in fp16 on CUDA, the output conv too (apex O1, mmaction/apis/train.py:98-99), fp32 on
+    CPU; "fp32": fp32 everywhere. Bad values fail at once, naming the choices."""
+    for precision, cuda_dtype in (("official", torch.float16), ("fp32", torch.float32)):
+        assert tk.conv_dtype(precision, "cuda") == cuda_dtype and tk.conv_dtype(precision, "cpu") == torch.float32
+        with torch.device("meta"):
+            enc = tk.DalleEncoder(tk.DalleConfig(precision=precision))
+        convs = [m for m in enc.modules() if isinstance(m, tk.DalleConv2d)]
+        assert len(convs) == 1 + 4 * 2 * 4 + 3 + 1  # input, 4 convs per block, 3 id paths, output
+        assert {tk.conv_dtype(m.precision, "cuda") for m in convs} == {cuda_dtype}
+        assert convs[-1] is enc.blocks.output.conv
+    for bad in ("bf16", "fp16", ""):
+        with pytest.raises(ValueError, match="official"):
+            tk.DalleEncoder(tk.DalleConfig(precision=bad))
+    with pytest.raises(ValueError, match="official"):
+        tk.load_tokenizer("/nonexistent.pt", "cpu", precision="half")
+
+
+def test_official_precision_runs_every_conv_in_fp16(small_dalle, monkeypatch):
+    """With the CUDA dtype plumbing forced onto the CPU, "official" computes what O1 computed: every conv, the output
+    conv included, in fp16 (the reference casts every F.conv2d to fp16); fp32 mode stays bit-identical to fp32."""
+    views = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    x = 0.8 * (views.float() / 255) + 0.1
+    sd = random_dalle_state(SMALL)
+    fp32 = small_dalle.encode(views)
+    assert torch.equal(fp32, reference_logits(sd, x).argmax(1))
+    conv_dtype = tk.conv_dtype
+    monkeypatch.setattr(tk, "conv_dtype", lambda precision, device_type: conv_dtype(precision, "cuda"))
+    official = tk.DalleEncoder(SMALL).eval()
+    official.load_state_dict(sd)
+    logits = official(x)
+    assert logits.dtype == torch.float16
+    assert torch.equal(logits, reference_logits(sd, x, dtype=torch.float16))
+    fp16_output_conv = reference_logits(sd, x, dtype=torch.float16)
+    half_then_fp32_output = F.conv2d(F.relu(official.blocks[:-1](x)).float(), sd["blocks.output.conv.w"],
+                                     sd["blocks.output.conv.b"])  # the output conv in fp32: what we computed before
+    assert not torch.equal(half_then_fp32_output.half(), fp16_output_conv)
+    exact = tk.DalleEncoder(replace(SMALL, precision="fp32")).eval()
+    exact.load_state_dict(sd)
+    assert torch.equal(exact.encode(views), fp32)
+
+
+def test_encode_turns_tf32_off_and_restores_it(small_dalle, monkeypatch):
+    seen = []
+    ids_from_view = tk.DalleEncoder.ids_from_view
+    flags = lambda: (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+    monkeypatch.setattr(tk.DalleEncoder, "ids_from_view",
+                        lambda self, view: seen.append(flags()) or ids_from_view(self, view))
+    before = flags()
+    small_dalle.encode(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
+    assert seen == [("ieee", "ieee")]
+    assert flags() == before
 
 
 def test_bit_identical_to_official_dall_e(monkeypatch):
@@ -243,9 +278,11 @@ def test_convert_round_trip(tmp_path, monkeypatch, legacy):
     tk.main(["convert", str(tmp_path / "encoder.pkl"), str(tmp_path / "dalle.pt")])
     ckpt = torch.load(tmp_path / "dalle.pt", map_location="cpu", weights_only=True)
     assert ckpt["kind"] == "dalle" and ckpt["config"]["n_hid"] == 64 and ckpt["config"]["vocab_size"] == 512
-    assert len(ckpt["source_sha256"]) == 64
+    assert len(ckpt["source_sha256"]) == 64 and ckpt["config"]["precision"] == "official"
     enc = tk.load_tokenizer(tmp_path / "dalle.pt", "cpu")
     assert enc.vocab_size == 512 and not any(p.requires_grad for p in enc.parameters())
+    assert enc.cfg.precision == "official" and tk.load_tokenizer(tmp_path / "dalle.pt", "cpu", "fp32").cfg.precision \
+        == "fp32"  # the file's precision is honoured, the argument overrides it
     x = torch.rand(2, 3, 32, 32)
     assert torch.equal(enc(x), reference_logits(sd, x))
 
@@ -269,35 +306,24 @@ def test_convert_rejects_wrong_shapes(tmp_path, monkeypatch):
     assert not (tmp_path / "out.pt").exists()
 
 
-# --- the tokenizer view and encode ------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("shape", [(32, 48, 16, 24), (37, 29, 16, 10), (12, 12, 12, 12)])
-def test_lanczos4_resize_matches_per_pixel_formula(shape):
-    H, W, h, w = shape
-    img = torch.randint(0, 256, (2, 3, H, W), generator=torch.Generator().manual_seed(H)).float()
-    out = tk.lanczos4_resize(img, h, w)
-    ref = np.stack([numpy_lanczos4(i.double().numpy(), h, w) for i in img])
-    np.testing.assert_array_equal(out.numpy(), ref)
-    assert out.dtype == torch.float32 and out.min() >= 0 and out.max() <= 255
-    if (H, W) == (h, w):  # identity geometry: every output pixel is its input pixel
-        assert torch.equal(out, img)
-
+# --- encode ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["dalle", "vq"])
 def test_encode_shapes_clips_and_batch_independence(kind, small_dalle, tiny_vq):
     tok = small_dalle if kind == "dalle" else tiny_vq[0]
     clips = structured_frames(2 * 3, 32, seed=7).reshape(2, 3, 3, 32, 32).transpose(1, 2)  # (B=2, 3, T=3, 32, 32)
     ids = tok.encode(clips)
-    assert ids.shape == (2, 3, 2, 2) and ids.dtype == torch.int64
+    assert ids.shape == (2, 3, 4, 4) and ids.dtype == torch.int64
     assert 0 <= ids.min() and ids.max() < tok.vocab_size
-    frames = clips.transpose(1, 2).reshape(6, 3, 32, 32)  # (B*T, 3, H, W)
-    per_frame = torch.stack([tok.encode(f[None])[0] for f in frames])  # (6, 2, 2) one frame at a time
-    assert torch.equal(ids.reshape(6, 2, 2), per_frame)
+    frames = clips.transpose(1, 2).reshape(6, 3, 32, 32)  # (B*T, 3, h, w)
+    per_frame = torch.stack([tok.encode(f[None])[0] for f in frames])  # (6, 4, 4) one frame at a time
+    assert torch.equal(ids.reshape(6, 4, 4), per_frame)
     assert torch.equal(tok.encode(frames[[5, 0, 3]]), per_frame[[5, 0, 3]])
-    assert torch.equal(tok.encode(frames.float() / 255), per_frame)  # uint8 and [0, 1] float agree
-    assert tok.encode(frames).shape == (6, 2, 2)
-    with pytest.raises(ValueError, match="divisible by 16"):
-        tok.encode(frames[..., :24])
+    assert torch.equal(tok.ids_from_view(frames.float() / 255), per_frame)
+    with pytest.raises(ValueError, match="divisible by 8"):
+        tok.encode(frames[..., :28])
+    with pytest.raises(ValueError, match="uint8"):
+        tok.encode(frames.float() / 255)
 
 
 # --- VQ tokenizer -----------------------------------------------------------------------------------------------
@@ -327,7 +353,7 @@ def test_vq_checkpoint_round_trip(tiny_vq, tmp_path):
     tk.save_tokenizer(tok, tmp_path / "tok.pt")
     ckpt = torch.load(tmp_path / "tok.pt", map_location="cpu", weights_only=True)
     assert ckpt["kind"] == "vq" and ckpt["config"]["vocab_size"] == 64
-    loaded = tk.default_tokenizer(tmp_path / "tok.pt", data_root="/nonexistent", size=32)  # exists: no training
+    loaded = tk.load_tokenizer(tmp_path / "tok.pt", "cpu")
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
     assert torch.equal(loaded.encode(val), tok.encode(val))
     assert all(torch.equal(v, tok.state_dict()[k]) for k, v in loaded.state_dict().items())
