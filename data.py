@@ -318,25 +318,22 @@ def fixed_crop(x, crop, position, num_crops):
     return x[..., top:top + crop, left:left + crop]
 
 
-def _grey(x):  # official: ColorJitter.rgb_to_grayscale, augmentations.py:1589-1591, on float32 (H, W, 3)
-    return np.float32(0.2989) * x[..., 0] + np.float32(0.587) * x[..., 1] + np.float32(0.114) * x[..., 2]
-
-
 def color_jitter(image, strength, order, rng):
     """official: ColorJitter(0.4, 0.4, 0.4, hue=0) of the image pipeline (augmentations.py:1561-1670): brightness,
     contrast, saturation factors ~ U(1-s, 1+s) applied in `order` to the float32 image, clipped and truncated to
-    uint8 once at the end. uint8 (3, H, W) -> uint8 (3, H, W). Scalars are cast as NumPy 1.x did for the official
-    code (NumPy 2 would compute the contrast offset in float32), so the result is the official one bit for bit."""
+    uint8 once at the end. uint8 (3, H, W) -> uint8 (3, H, W). Scalars are cast as NumPy 1.x cast them for the
+    official code (NumPy 2 would compute the contrast offset in float32): the official result bit for bit."""
+    grey = lambda x: np.float32(0.2989) * x[..., 0] + np.float32(0.587) * x[..., 1] + np.float32(0.114) * x[..., 2]
     factors = rng.uniform(1 - strength, 1 + strength, size=3).tolist()
     x = image.permute(1, 2, 0).numpy().astype(np.float32)  # (H, W, 3), as the official HWC frames
-    for op in order:
+    for op in order:  # grey: rgb_to_grayscale, augmentations.py:1589-1591
         factor = factors[op]
         if op == 0:  # brightness: img *= b
             x = x * np.float32(factor)
         elif op == 1:  # contrast: blend with the mean grey level of the image
-            x = np.float32(factor) * x + np.float32((1 - factor) * np.float64(np.mean(_grey(x))))
+            x = np.float32(factor) * x + np.float32((1 - factor) * np.float64(np.mean(grey(x))))
         else:  # saturation: blend with the image's own grey
-            x = np.float32(factor) * x + np.float32(1 - factor) * _grey(x)[..., None]
+            x = np.float32(factor) * x + np.float32(1 - factor) * grey(x)[..., None]
     return torch.from_numpy(np.clip(x, 0, 255).astype(np.uint8)).permute(2, 0, 1)  # (3, H, W)
 
 
@@ -364,8 +361,7 @@ def tokenizer_view(crops):
     11-bit fixed-point weights in integers, which a float resize misses by a grey level on ~20 % of pixels."""
     *lead, C, H, W = crops.shape
     if crops.dtype != torch.uint8 or C != 3 or H % 2 or W % 2:
-        raise ValueError(f"tokenizer_view expects uint8 (..., 3, H, W) with even H, W, got {crops.dtype} "
-                         f"{tuple(crops.shape)}")
+        raise ValueError(f"tokenizer_view needs uint8 (..., 3, H, W), H and W even; got {crops.dtype} {crops.shape}")
     frames = crops.reshape(-1, C, H, W).permute(0, 2, 3, 1).numpy()  # (N, H, W, 3)
     views = np.stack([cv2.resize(np.ascontiguousarray(f), (W // 2, H // 2), interpolation=cv2.INTER_LANCZOS4)
                       for f in frames])  # (N, H/2, W/2, 3)
@@ -400,10 +396,7 @@ class _Base(Dataset):
         """Samples replaced (train) or blanked (test) because their file could not be read, over all workers."""
         return self._bad.value
 
-    def __getitem__(self, index):
-        return self._get(index)
-
-    def _get(self, index, replace=True):
+    def __getitem__(self, index, replace=True):
         """self._load(index, rng); an unreadable sample is replaced by a random other one, or if not `replace`, None."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
         for _ in range(MAX_RETRIES + 1):
@@ -498,7 +491,7 @@ class FinetuneVideoDataset(_Base):
 
     def __getitem__(self, index):
         video = index // self.views
-        item = self._get(index, replace=self.train)
+        item = super().__getitem__(index, replace=self.train)
         if item is None:  # test view of an unreadable video: a blank clip keeps every video's views in place
             blank = torch.zeros(3, self.clip_len, self.crop, self.crop)
             item = {"video": blank, "label": self.records[video].label, "video_index": video}
