@@ -3,11 +3,11 @@
 BEVT §5 names the cost of pretraining as its limitation, so the speed of every hot path is measured here, on the
 machine at hand, never claimed. One run prints one table and writes it as JSON to --out:
   1. encoder forward+backward, ours (model.VideoClassifier's encoder) against torchvision's SwinTransformer3d (what
-     swin3d_t/s/b build) with IDENTICAL weights (model.to_torchvision) and input: interleaved A/B, median of --n,
+     swin3d_t/s/b build) with IDENTICAL weights (convert.to_torchvision) and input: interleaved A/B, median of --n,
      the speed-up, max |diff| of the final normed features (fp32), and each side's peak memory;
   2. FLOPs of that step (torch.utils.flop_counter) and the achieved FLOP/s as a fraction of a measured peak: a square
      matmul in the same dtype on the same device, with the threads torch uses;
-  3. one joint pretraining step through train.train_step on synthetic tensors (no data loading) in clips/s and
+  3. one joint pretraining step (the work of train.train_step) on synthetic tensors (no data loading) in clips/s and
      images/s, and where its time goes (synchronised timers around each phase of a loop that mirrors train_step);
   4. tokenizer throughput (frames/s) of the full-size DALL-E encoder and the default small VQ tokenizer;
   5. data pipeline throughput (clips/s per worker, in-process) on the synthetic videos.
@@ -39,8 +39,10 @@ import data
 import masking
 import model as bevt_model
 import synthetic as synthetic_set
+import convert
+import engine
 import tokenizer as tok
-import train
+from cli import parse_flags
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config
@@ -82,7 +84,7 @@ def resolve(cfg):
     preset = cfg.preset if cfg.preset != "auto" else ("base" if gpu else "tiny")
     cfg = dataclasses.replace(
         cfg, device=device, preset=preset, batch=cfg.batch or (8 if gpu else 1),
-        dtype=train.resolve_dtype(device, "bfloat16" if cfg.dtype == "auto" else cfg.dtype),
+        dtype=engine.resolve_dtype(device, "bfloat16" if cfg.dtype == "auto" else cfg.dtype),
         tokenizer_frames=cfg.tokenizer_frames or (64 if gpu else 4),
         matmul_size=cfg.matmul_size or (8192 if gpu else 2048))
     pt = bevt_model.PRESETS[preset].patch_size[0]
@@ -202,7 +204,7 @@ def features_fn(net):
 def step_fn(net, x, cfg, compiled=None):
     """One training-mode forward+backward of the encoder (loss: mean square of the features, a stand-in objective)."""
     feats = compiled or features_fn(net)
-    ctx = train.autocast_context(cfg.device, cfg.dtype)
+    ctx = engine.autocast_context(cfg.device, cfg.dtype)
 
     def step():
         net.zero_grad(set_to_none=True)
@@ -220,7 +222,6 @@ def clip_input(cfg):
 def _memory_child(cfg, side, queue):
     """Fresh process: build ONE side, then report its peak RSS increase over one forward+backward: the high-water
     mark after the step minus the one once the model and the input exist (reset there)."""
-    train.keep_freed_memory()  # as in the parent
     torch.manual_seed(cfg.seed)
     mcfg = encoder_config(cfg)
     net = (build_ours if side == "ours" else build_torchvision)(mcfg).train()
@@ -255,7 +256,7 @@ def bench_encoder(cfg):
     mcfg = encoder_config(cfg)
     ours = build_ours(mcfg)
     tv = build_torchvision(mcfg)
-    tv.load_state_dict(bevt_model.to_torchvision(ours.state_dict(), mcfg.window_size), strict=True)
+    tv.load_state_dict(convert.to_torchvision(ours.state_dict(), mcfg.window_size), strict=True)
     ours, tv = ours.to(cfg.device).train(), tv.to(cfg.device).train()
     x = clip_input(cfg)
     with torch.no_grad():  # parity in fp32, whatever the timed dtype
@@ -295,13 +296,16 @@ def joint_batch(cfg, patch_t):
     rng = np.random.default_rng(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     B, I, T, S, h = cfg.batch, cfg.batch * cfg.images_per_clip, cfg.frames, cfg.size, cfg.size // 16
-    video_tok = torch.randint(0, 256, (B, 3, T, S, S), dtype=torch.uint8, generator=g)  # (B, 3, T, H, W)
-    image_tok = torch.randint(0, 256, (I, 3, S, S), dtype=torch.uint8, generator=g)  # (I, 3, H, W)
+    video = torch.randint(0, 256, (B, 3, T, S, S), dtype=torch.uint8, generator=g)  # (B, 3, T, H, W)
+    image = torch.randint(0, 256, (I, 3, S, S), dtype=torch.uint8, generator=g)  # (I, 3, H, W)
+    # the tokenizer views (data.tokenizer_view: half size); random pixels, as the cost does not depend on them
+    video_tok = torch.randint(0, 256, (B, 3, T, S // 2, S // 2), dtype=torch.uint8, generator=g)  # (B, 3, T, H/2, W/2)
+    image_tok = torch.randint(0, 256, (I, 3, S // 2, S // 2), dtype=torch.uint8, generator=g)  # (I, 3, H/2, W/2)
     video_mask = np.stack([masking.video_mask("tube", T // patch_t, h, h, rng=rng) for _ in range(B)])  # (B, T', h, w)
     image_mask = np.stack([masking.blockwise_mask(h, h, h * h // 2, rng=rng) for _ in range(I)])  # (I, h, w)
-    return {"video": (video_tok.float() - 127.5) / 64, "video_tok": video_tok,
+    return {"video": data.normalize_batch(video), "video_tok": video_tok,
             "video_mask": torch.from_numpy(video_mask),
-            "image": (image_tok.float() - 127.5) / 64, "image_tok": image_tok,
+            "image": data.normalize_batch(image), "image_tok": image_tok,
             "image_mask": torch.from_numpy(image_mask)}
 
 
@@ -319,26 +323,46 @@ class PhaseClock:
         self.times[name], self.last = now - self.last, now
 
 
-def phase_step(model, tokenizer, batch, optimizer, cfg, tcfg):
-    """The work of train.train_step for one micro-batch, split into timed phases (same calls, same order)."""
+# official cfg swin_base_patch244_window877_bevt_in1k_k400.py: AdamW lr 5e-4, wd 0.05, betas (0.9, 0.999), clip 3, λ 1
+OFFICIAL = dict(lr=5e-4, weight_decay=0.05, betas=(0.9, 0.999), clip_grad=3.0, lam=1.0)
+
+
+def joint_step(model, tokenizer, batch, optimizer, scaler, cfg, env):
+    """train.train_step for one micro-batch on one process (train.py is a script, not imported): targets, the two
+    streams, Eq. (5) normalised by the batch's masked positions, backward, engine.optimizer_step."""
+    b = {k: v.to(cfg.device, non_blocking=True) for k, v in batch.items()}
+    counts = bevt_model.target_counts(b["video_mask"], b["image_mask"], model.cfg.patch_size[0])
+    with engine.autocast_context(cfg.device, cfg.dtype):
+        out = model(video=b["video"], video_mask=b["video_mask"], video_ids=tokenizer.encode(b["video_tok"]),
+                    image=b["image"], image_mask=b["image_mask"], image_ids=tokenizer.encode(b["image_tok"]))
+    loss = bevt_model.objective({k: v[0] for k, v in out.items()}, counts, OFFICIAL["lam"])
+    scaler.scale(loss).backward()
+    return engine.optimizer_step(optimizer, scaler, torch.isfinite(loss.detach()), OFFICIAL["clip_grad"], env,
+                                 OFFICIAL["lr"])
+
+
+def phase_step(model, tokenizer, batch, optimizer, cfg):
+    """The work of joint_step, split into timed phases (same calls, same order)."""
     clock = PhaseClock(cfg.device)
     b = {k: v.to(cfg.device, non_blocking=True) for k, v in batch.items()}
     clock.lap("input_copy")
     video_ids, image_ids = tokenizer.encode(b["video_tok"]), tokenizer.encode(b["image_tok"])  # (B, T, h, w), (I, h, w)
     clock.lap("tokenizer")
-    with train.autocast_context(cfg.device, cfg.dtype):
+    with engine.autocast_context(cfg.device, cfg.dtype):
         f_img = model.forward_encoder(b["image"], b["image_mask"])  # image stream first, as BEVT.forward
         f_vid = model.forward_encoder(b["video"], b["video_mask"])
         clock.lap("encoder")
-        loss_mim, _ = model.forward_loss(model.forward_decoder(*f_img, video=False), image_ids.unsqueeze(1),
+        loss_mim, _, _ = model.forward_loss(model.forward_decoder(*f_img, video=False), image_ids.unsqueeze(1),
                                          b["image_mask"].unsqueeze(1))  # BEVT Eq. (3)
         target_mask = masking.mask_to_target_grid(b["video_mask"], model.cfg.patch_size[0])  # (B, T, h, w)
-        loss_mvm, _ = model.forward_loss(model.forward_decoder(*f_vid, video=True), video_ids, target_mask)  # Eq. (4)
-        loss = loss_mim + tcfg.lam * loss_mvm  # BEVT Eq. (5)
+        loss_mvm, _, _ = model.forward_loss(model.forward_decoder(*f_vid, video=True), video_ids,
+                                            target_mask)  # BEVT Eq. (4)
+        counts = bevt_model.target_counts(b["video_mask"], b["image_mask"], model.cfg.patch_size[0])
+        loss = bevt_model.objective({"mim": loss_mim, "mvm": loss_mvm}, counts, OFFICIAL["lam"])  # BEVT Eq. (5)
     clock.lap("decoder_loss")
     loss.backward()
     clock.lap("backward")
-    torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip_grad)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), OFFICIAL["clip_grad"])
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     clock.lap("optimizer")
@@ -350,19 +374,19 @@ def bench_joint(cfg):
     tokenizer = build_tokenizer(cfg.joint_tokenizer, cfg)
     mcfg = dataclasses.replace(bevt_model.PRESETS[cfg.preset], vocab_size=tokenizer.vocab_size)
     model = bevt_model.BEVT(mcfg).to(cfg.device).train()
-    tcfg = train.TrainConfig(model=cfg.preset, dtype=cfg.dtype, compile=cfg.compile)  # lam, clip_grad, AdamW: official
-    optimizer = torch.optim.AdamW(train.param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tcfg.betas)
-    scaler = torch.amp.GradScaler("cuda", enabled=(cfg.dtype == "float16"))
-    env = train.Dist(False, 0, 0, 1, cfg.device)
+    groups = engine.param_groups(model, OFFICIAL["weight_decay"], engine.NO_DECAY_KEYS)
+    optimizer = torch.optim.AdamW(groups, lr=OFFICIAL["lr"], betas=OFFICIAL["betas"])
+    env = engine.Dist(False, 0, 0, 1, cfg.device)
+    scaler = engine.make_scaler(env, cfg.dtype)
     batch = joint_batch(cfg, mcfg.patch_size[0])
-    full = lambda: train.train_step(model, tokenizer, [batch], optimizer, scaler, tcfg, env, tcfg.lr)  # noqa: E731
+    full = lambda: joint_step(model, tokenizer, batch, optimizer, scaler, cfg, env)  # noqa: E731
     flops = count_flops(full)  # eager: the counter does not see inside compiled graphs
     one = batch["image_tok"][:1]  # (1, 3, H, W): tokenizer FLOPs do not depend on content, so count one frame
     tok_flops = count_flops(lambda: tokenizer.encode(one)) * (cfg.batch * cfg.frames + cfg.batch * cfg.images_per_clip)
     if cfg.compile:
-        model.encoder.compile()  # in place: keys unchanged, train_step and phase_step both use it
+        model.encoder.compile()  # in place: keys unchanged, joint_step and phase_step both use it
     phases = []
-    timed_phases = lambda: phases.append(phase_step(model, tokenizer, batch, optimizer, cfg, tcfg))  # noqa: E731
+    timed_phases = lambda: phases.append(phase_step(model, tokenizer, batch, optimizer, cfg))  # noqa: E731
     t_full, _ = median_times([full, timed_phases], cfg)
     phases = {k: statistics.median(p[k] for p in phases[cfg.warmup:]) for k in phases[0]}
     peak = matmul_peak(cfg)
@@ -459,9 +483,8 @@ def table(res):
 
 
 def main(argv=None):
-    given = train.parse_flags(BenchConfig, sys.argv[1:] if argv is None else argv, __doc__.split("\n")[0])
+    given = parse_flags(BenchConfig, sys.argv[1:] if argv is None else argv, __doc__.split("\n")[0])
     cfg = resolve(BenchConfig(**given))
-    train.keep_freed_memory()  # what train.py and finetune.py do; both sides of every A/B run under it
     patch_t = bevt_model.PRESETS[cfg.preset].patch_size[0]
     res = {"config": asdict(cfg), "machine": machine(cfg)}
     inp = f"{cfg.batch}x3x{cfg.frames}x{cfg.size}x{cfg.size}"

@@ -3,8 +3,8 @@
 BEVT §3 "Finetuning and inference": the 3D patch embedding and the video encoder are kept, a classification head is
 appended, and the whole model is finetuned; §4.1 "Implementation details": 60 epochs, batch 64, 32-frame clips, AdamW,
 linear warmup + cosine. Table 2: the Single-frame / Random-Shuffling temporal test. The recipes are the official configs
-configs/recognition/swin/swin_base_patch244_window877_bevt_finetune_k400.py and ..._window1677_bevt_finetune_ssv2.py
-(spec official_bevt.md §7c-§7e); Diving-48 has no official config (see PRESETS).
+configs/recognition/swin/swin_base_patch244_window877_bevt_finetune_k400.py and ..._window1677_bevt_finetune_ssv2.py;
+Diving-48 has no official config (see PRESETS).
 
     python finetune.py                 # embedded default: synthetic set, nano model, from runs/synthetic_joint
     python finetune.py --init none     # the same from scratch
@@ -12,7 +12,7 @@ configs/recognition/swin/swin_base_patch244_window877_bevt_finetune_k400.py and 
         --train-ann k400/train.csv --train-root k400/train --test-ann k400/val.csv --test-root k400/val
     python finetune.py --eval true --init runs/finetune/ckpt_00010000.pt --temporal-test single-frame ...
 
-DDP, AMP, the lr schedule, optimizer groups and checkpoints are train.py's (imported, not copied).
+DDP, AMP, the lr schedule, optimizer groups, checkpoints and the step loop are engine.py's.
 """
 import dataclasses
 import json
@@ -28,16 +28,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import convert
 import data
+import engine
 import model as bevt_model
 import synthetic as synthetic_set
 from cli import parse_flags
-from train import (all_sum, append_log, autocast_context, latest_checkpoint, load_checkpoint, load_model_state, lr_at,
-                   optimizer_step, param_groups, read_dataset, restore_rng, save_checkpoint, start_run, step_batches,
-                   step_counts)
 
 # ----------------------------------------------------------------------------------------------------------------------
-# config: the dataclass defaults are the official K400 recipe (§7c); PRESETS overrides per dataset
+# config: the dataclass defaults are the official K400 recipe; PRESETS overrides per dataset
 
 
 @dataclass
@@ -73,6 +72,7 @@ class FinetuneConfig:
     window_size: tuple = (0, 0, 0)  # (0, 0, 0): the model preset's, (8, 7, 7) for Swin-B; ssv2: (16, 7, 7)
     drop_path: float = 0.3  # official k400 cfg: drop_path_rate=0.3
     head_dropout: float = 0.5  # official k400 cfg: I3DHead dropout_ratio=0.5
+    grad_checkpoint: bool = False  # official cfg: use_checkpoint=False (recompute each block in backward)
     # optimisation: official AdamW, cosine (mmcv by_epoch=True) with a 2.5-epoch linear warmup from 0.1 x lr
     epochs: int = 60  # BEVT §4.1: 60 epochs
     warmup_epochs: float = 2.5
@@ -82,7 +82,7 @@ class FinetuneConfig:
     weight_decay: float = 0.001
     betas: tuple = (0.9, 0.999)
     layer_decay: float = 0.9  # official k400 cfg: custom_keys lr_mult 0.9^k; 1.0: off
-    backbone_lr_scale: float = 1.0  # official ssv2 cfg: backbone lr_mult 0.1 (used when layer_decay == 1)
+    backbone_lr_scale: float = 1.0  # official ssv2 cfg: custom key 'backbone' lr_mult 0.1; 1.0: off
     clip_grad: float = 40.0  # official k400 cfg: grad_clip max_norm=40; 0 disables
     videos_per_gpu: int = 2  # official k400 cfg: 2 per GPU x update_interval 4 x 8 GPUs = 64 (BEVT §4.1)
     accum: int = 4
@@ -99,40 +99,47 @@ class FinetuneConfig:
     keep_last: int = 2
 
 
-# spec §7d: window (16, 7, 7) (bias tables interpolated from the pretrained (8, 7, 7)), 32 uniform segments, no flip
-# (left/right is part of SSv2 labels), RandAugment 4/7, erasing 0.25, label smoothing 0.1, EMA, backbone lr x 0.1
-# without layer decay, no clipping, 1 per GPU x update_interval 8 x 8 GPUs = 64, test 1 clip x 3 crops
+OFFICIAL_BATCH = {"clips": 64}  # BEVT §4.1: batch 64 (official: 8 GPUs x 8 clips per step)
+# official ssv2 cfg: window (16, 7, 7) (bias tables interpolated from the pretrained (8, 7, 7)), 32 uniform segments,
+# no flip (left/right is part of SSv2 labels), RandAugment 4/7, erasing 0.25, label smoothing 0.1, EMA, backbone lr
+# x 0.1 without layer decay, no clipping, 1 per GPU x update_interval 8 x 8 GPUs = 64, test 1 clip x 3 crops
 SSV2 = dict(sampling="uniform", flip=False, randaugment=(4, 7), erase_prob=0.25, label_smoothing=0.1, test_clips=1,
             window_size=(16, 7, 7), drop_path=0.4, lr=5e-4, weight_decay=0.05, layer_decay=1.0, backbone_lr_scale=0.1,
             clip_grad=0.0, videos_per_gpu=1, accum=8, ema=True)
 PRESETS = {
-    "k400": {},  # the dataclass defaults (spec §7c)
+    "k400": {},  # the dataclass defaults
     "ssv2": SSV2,
-    # Diving-48: NO official config (spec §7e). Our choice: the SSv2 recipe, because BEVT §4.1 and Table 2 group
-    # Diving-48 with SSv2 as the temporal datasets, with the §4.1 facts shared by all three (60 epochs, batch 64,
-    # 32 frames, 224 px). One change: horizontal flip stays on, since a dive's class (take-off, somersaults, twists,
-    # flight position) does not change under mirroring, unlike SSv2's "left to right" classes.
+    # Diving-48: NO official config. Our choice: the SSv2 recipe, because BEVT §4.1 and Table 2 group Diving-48 with
+    # SSv2 as the temporal datasets, with the §4.1 facts shared by all three (60 epochs, batch 64, 32 frames, 224 px).
+    # One change: horizontal flip stays on, since a dive's class (take-off, somersaults, twists, flight position)
+    # does not change under mirroring, unlike SSv2's "left to right" classes.
     "diving48": {**SSV2, "flip": True},
 }
 
 # `python finetune.py` with no data flags: the synthetic set, the nano model, CPU-sized, initialised from the embedded
-# default pretraining (`python train.py` -> runs/synthetic_joint) when it exists. Flags still override.
+# default pretraining (`python train.py` -> runs/synthetic_joint) when it exists. Sizes, plus two augmentation
+# changes; the preset's recipe (layer decay or backbone multiplier, wd) stays. Uniform sampling of 8 frames covers each
+# 64-frame synthetic clip; the window is nano's own; a faster EMA (with --preset ssv2 or diving48) because the run is
+# ~300 steps; lr 1e-3 for 8 clips per step. No flip, as for SSv2: mirroring turns "slide right" into "slide left".
+# A milder RandomResizedCrop (area 0.5-1): a 0.08 crop often misses the object.
 SYNTHETIC_PRETRAIN_DIR = "runs/synthetic_joint"
-# Sizes, plus two augmentation changes; the preset's recipe (layer decay or backbone multiplier, wd) stays. Uniform
-# sampling of 8 frames covers each 64-frame synthetic clip; the window is nano's own; a faster EMA (used with --preset
-# ssv2 or diving48) because the run is ~300 steps; lr 1e-3 for 8 clips per step. No flip, as for SSv2: mirroring turns
-# "slide right" into "slide left" and "rotate clockwise" into "counterclockwise". A milder RandomResizedCrop
-# (area 0.5-1): a 0.08 crop often misses the object.
 SYNTHETIC_DEFAULTS = dict(
     model="nano", out_dir="runs/synthetic_finetune", img_size=128, train_short_side=146, test_short_side=128,
     clip_len=8, sampling="uniform", window_size=(0, 0, 0), flip=False, crop_area=(0.5, 1.0), drop_path=0.1,
     head_dropout=0.0, epochs=16, warmup_epochs=1.0, lr=1e-3, videos_per_gpu=8, accum=1, ema_momentum=0.01,
     test_clips=1, test_crops=3, test_batch=8, num_workers=2, log_every=10, save_every=500, dtype="float32",
 )
+DESCRIPTION = __doc__.split("\n")[0] + f"""
+
+--preset picks the official recipe of a dataset (k400: the defaults; the values marked ssv2 / diving48 replace them).
+Without --train-ann / --test-ann this is the embedded default: the synthetic set, the nano model, minutes on a CPU,
+from the output of `python train.py` ({SYNTHETIC_PRETRAIN_DIR}) when there is one: the values marked "no-data run"
+replace the preset's. Flags given always win."""
 
 
 def build_config(argv):
-    given = parse_flags(FinetuneConfig, argv, __doc__.split("\n")[0])
+    variants = {"ssv2": SSV2, "diving48": PRESETS["diving48"], "no-data run": SYNTHETIC_DEFAULTS}
+    given = parse_flags(FinetuneConfig, argv, DESCRIPTION, variants=variants)
     synthetic = not (given.get("train_ann") or given.get("test_ann"))
     preset = PRESETS[given.get("preset", "k400")]
     base = {**preset, **SYNTHETIC_DEFAULTS} if synthetic else dict(preset)
@@ -140,30 +147,18 @@ def build_config(argv):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# optimizer groups: layer-wise lr decay (k400) or a backbone lr multiplier (ssv2)
+# optimizer groups and EMA
 
 
-def lr_scale_fn(cfg, mcfg):
-    """name -> lr multiplier. Layer decay (k400): decay ** (max_layer_id - layer_id) with model.layer_id's numbering,
-    i.e. the official custom_keys table: head 1.0, encoder.norm 0.9, layers.3.blocks.1 0.9, layers.3.blocks.0 0.9^2,
-    layers.2.downsample 0.9^3, ..., layers.0.blocks.0 0.9^27, patch_embed 0.9^28 for Swin-B (spec §7c). Relative-
-    position bias tables take their block's multiplier (official longest-key quirk: 1.0; README 'Differences').
-    Without layer decay (ssv2): the head 1.0, every encoder parameter backbone_lr_scale (official lr_mult 0.1)."""
-    top = bevt_model.max_layer_id(mcfg.depths)
+def custom_keys(cfg, mcfg):
+    """The official paramwise_cfg custom keys of the recipe (engine.paramwise matches them as mmcv does): no decay
+    for norms and bias tables, plus layer-wise lr decay (k400 cfg:97-124) or the backbone lr_mult (ssv2 cfg:99)."""
+    keys = dict(engine.NO_DECAY_KEYS)
     if cfg.layer_decay != 1.0:
-        return lambda name: cfg.layer_decay ** (top - bevt_model.layer_id(name, mcfg.depths))
-    return lambda name: cfg.backbone_lr_scale if name.startswith("encoder.") else 1.0
-
-
-def finetune_lr(cfg, step, steps_per_epoch, total_steps):
-    """official: mmcv CosineAnnealing with by_epoch=True (the cosine value changes once per epoch) and a per-iteration
-    linear warmup from warmup_ratio x the epoch's lr over warmup_epochs."""
-    return lr_at(step, total_steps, round(cfg.warmup_epochs * steps_per_epoch), cfg.lr, cfg.warmup_ratio, cfg.min_lr,
-                 cosine_every=steps_per_epoch)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# EMA of weights (official ssv2: mmcv EMAHook, momentum 2e-4, interval 1, in after_train_iter)
+        keys.update(engine.layer_decay_keys(mcfg.depths, cfg.layer_decay))
+    if cfg.backbone_lr_scale != 1.0:
+        keys["backbone"] = {"lr_mult": cfg.backbone_lr_scale}
+    return keys
 
 
 @torch.no_grad()
@@ -217,14 +212,14 @@ def evaluate(model, batches, num_videos, num_classes, env, dtype="float32", temp
     label_sum = torch.zeros(num_videos, dtype=torch.float64, device=env.device)
     for b in batches:
         video = temporal_transform(b["video"].to(env.device, non_blocking=True), b["video_index"], temporal, seed)
-        with autocast_context(env.device, dtype):
+        with engine.autocast_context(env.device, dtype):
             logits = model(video)  # (B, C)
-        index = b["video_index"].to(env.device)
+        index = b["video_index"].to(env.device, non_blocking=True)
         prob_sum.index_add_(0, index, logits.float().softmax(-1).double())  # official: average_clips='prob'
         views.index_add_(0, index, torch.ones_like(index, dtype=torch.float64))
         label_sum.index_add_(0, index, b["label"].to(env.device, torch.float64))
     for t in (prob_sum, views, label_sum):
-        all_sum(t, env)
+        engine.all_sum(t, env)
     labels = (label_sum / views.clamp(min=1)).round().long()
     return prob_sum.cpu(), views.cpu(), labels.cpu()
 
@@ -258,19 +253,19 @@ def metrics(prob_sum, views, labels, expected_views, groups=None, topk=(1, 5)):
 def init_state(path, classifier):
     """(the classifier's full state dict, the dropped keys, a description) from the checkpoint at `path`. Formats:
     ours (pretraining {'model': BEVT} of any stage, or a finetune checkpoint, with its EMA weights if any), the official
-    release (mmcv {'state_dict': backbone.*, cls_head.*}), a torchvision swin3d_* state dict. model.load_official
+    release (mmcv {'state_dict': backbone.*, cls_head.*}), a torchvision swin3d_* state dict. convert.load_official
     does the surgery: decoder, 2D patch embed, mask token, lm_head and DALL-E keys dropped by name, bias tables
     interpolated to our window (ssv2), anything else unexpected or missing an error naming the keys."""
-    state = load_checkpoint(path)
+    state = engine.load_checkpoint(path)
     kind = "official BEVT"
     if isinstance(state, dict) and "features.0.0.norm1.weight" in state:
-        kind, state = "torchvision swin3d", bevt_model.from_torchvision(state)
+        kind, state = "torchvision swin3d", convert.from_torchvision(state)
     elif isinstance(state, dict) and "config" in state and isinstance(state.get("model"), dict):
         kind = "our finetune" if "head.weight" in state["model"] else "our pretraining"
         if state.get("ema"):
             kind, state = kind + " (EMA weights)", {**state["model"], **state["ema"]}
     try:
-        sd, dropped = bevt_model.load_official(state, classifier)
+        sd, dropped = convert.load_official(state, classifier)
     except ValueError as e:
         raise SystemExit(f"cannot initialise from {path} ({kind} checkpoint): {e}") from e
     head = "head from the checkpoint" if "head.weight" in sd else "new head"
@@ -280,7 +275,7 @@ def init_state(path, classifier):
 
 def export_torchvision(model, path):
     """Our classifier -> a state dict that torchvision.models.video.swin3d_t/s/b(num_classes=...) loads strictly."""
-    torch.save(bevt_model.to_torchvision(model.state_dict(), tuple(model.encoder.cfg.window_size)), path)
+    torch.save(convert.to_torchvision(model.state_dict(), tuple(model.encoder.cfg.window_size)), path)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -289,23 +284,23 @@ def export_torchvision(model, path):
 
 def train_step(model, micro_batches, optimizer, scaler, cfg, env, lr):
     """Forward/backward over `accum` equal micro-batches (mean cross-entropy / accum = the step's mean, as the official
-    DistOptimizerHook), clip, step. Returns (grad norm or None if a loss was not finite, stats [sum CE, correct, n])."""
+    DistOptimizerHook), clip, step. Returns (optimizer_step's result, stats [sum CE, correct, n])."""
     stats = torch.zeros(3, dtype=torch.float64, device=env.device)
     finite = torch.ones((), dtype=torch.bool, device=env.device)
     for i, b in enumerate(micro_batches):
         video, label = b["video"].to(env.device, non_blocking=True), b["label"].to(env.device, non_blocking=True)
         # DDP all-reduces the gradients on the last micro-batch only
         with model.no_sync() if env.ddp and i < len(micro_batches) - 1 else nullcontext():
-            with autocast_context(env.device, cfg.dtype):
+            with engine.autocast_context(env.device, cfg.dtype):
                 logits = model(video)  # (B, num_classes)
             # official ssv2 cfg: LabelSmoothing(0.1) blends the one-hot with 0.1/num_classes, = torch's label_smoothing
             loss = F.cross_entropy(logits.float(), label, label_smoothing=cfg.label_smoothing)
             finite &= torch.isfinite(loss.detach())
             scaler.scale(loss / len(micro_batches)).backward()
-        stats += torch.stack([loss.detach().double() * len(label), (logits.argmax(-1) == label).sum().double(),
-                              torch.tensor(float(len(label)), dtype=torch.float64, device=env.device)])
-    result = optimizer_step(optimizer, scaler, finite, cfg.clip_grad, env, lr)
-    return (None if result is None else result[0]), stats
+        stats[0] += loss.detach().double() * len(label)
+        stats[1] += (logits.argmax(-1) == label).sum()
+        stats[2] += len(label)  # a Python number: no host-to-device copy
+    return engine.optimizer_step(optimizer, scaler, finite, cfg.clip_grad, env, lr), stats
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -326,12 +321,12 @@ def datasets(cfg, synthetic):
         groups = None
     if not (test_ann and test_root):
         raise SystemExit("evaluation needs --test-ann and --test-root")
-    test_records, classes = read_dataset(test_ann, test_root, "--test-ann/--test-root")
+    test_records, classes = engine.read_dataset(test_ann, test_root, "--test-ann/--test-root")
     train_records = None
     if not cfg.eval:
         if not (train_ann and train_root):
             raise SystemExit("training needs --train-ann and --train-root (or --eval true)")
-        train_records, classes = read_dataset(train_ann, train_root, "--train-ann/--train-root")
+        train_records, classes = engine.read_dataset(train_ann, train_root, "--train-ann/--train-root")
         if str(test_ann).endswith(".csv"):  # Kinetics labels are names: index the test set with the training classes
             test_records, _ = data.read_k400_csv(test_ann, test_root, classes)
     bad = [r.path for r in test_records if r.label >= len(classes)]
@@ -371,112 +366,130 @@ def report(results, classes, env, out_dir):
     print(f"all numbers (the per-class table included) in {path}")
 
 
-def main(argv=None):
-    cfg, synthetic = build_config(sys.argv[1:] if argv is None else argv)
-    cfg, env = start_run(cfg, synthetic, "--train-ann/--test-ann")
-    out_dir = Path(cfg.out_dir)
-
-    # --- weights to start from: resume > --init > the embedded default's pretraining output
-    resume_path = latest_checkpoint(out_dir) if (cfg.resume or cfg.eval) and not (cfg.eval and cfg.init) else None
+def start_weights(cfg, synthetic, env):
+    """(checkpoint of out_dir to resume or evaluate, or None; the --init to load otherwise). Resume > --init > the
+    embedded default's pretraining output. Both choices are checked to be the same on every rank."""
+    resume = engine.resume_checkpoint(cfg.out_dir, env) if (cfg.resume or cfg.eval) and not (cfg.eval and cfg.init) \
+        else None
     init = cfg.init
-    if not init and synthetic and resume_path is None:
-        found = latest_checkpoint(SYNTHETIC_PRETRAIN_DIR)
-        init = str(found) if found else "none"
+    if not init and synthetic and resume is None:
+        found = engine.latest_checkpoint(SYNTHETIC_PRETRAIN_DIR)
+        init = engine.same_on_all_ranks(str(found) if found else "none", env, f"the newest in {SYNTHETIC_PRETRAIN_DIR}")
         env.log(f"no pretraining checkpoint in {SYNTHETIC_PRETRAIN_DIR} (run `python train.py` first): from scratch"
                 if not found else f"the embedded default starts from the pretraining output {found}")
-    if cfg.eval and resume_path is None and init in ("", "none"):
-        raise SystemExit(f"--eval true needs --init CHECKPOINT or a checkpoint in {out_dir}")
-    ckpt = load_checkpoint(resume_path) if resume_path else None
+    if cfg.eval and resume is None and init in ("", "none"):
+        raise SystemExit(f"--eval true needs --init CHECKPOINT or a checkpoint in {cfg.out_dir}")
+    return resume, init
 
-    # --- data and model
-    train_records, test_records, classes, groups = datasets(cfg, synthetic)
-    mcfg = dataclasses.replace(bevt_model.PRESETS[cfg.model], drop_path_rate=cfg.drop_path)
+
+def build_model(cfg, env, num_classes, init):
+    mcfg = dataclasses.replace(bevt_model.PRESETS[cfg.model], drop_path_rate=cfg.drop_path,
+                               grad_checkpoint=cfg.grad_checkpoint)
     if cfg.window_size != (0, 0, 0):
         mcfg = dataclasses.replace(mcfg, window_size=cfg.window_size)
-    raw_model = bevt_model.VideoClassifier(mcfg, len(classes), head_dropout=cfg.head_dropout).to(env.device)
-    if ckpt is None and init not in ("", "none"):
+    raw_model = bevt_model.VideoClassifier(mcfg, num_classes, head_dropout=cfg.head_dropout).to(env.device)
+    if init not in (None, "", "none"):
         sd, dropped, what = init_state(init, raw_model)
-        load_model_state(raw_model, sd, init)
+        engine.load_model_state(raw_model, sd, init)
         env.log(f"initialised from {what}: " + ", ".join(sorted({".".join(k.split(".")[:2]) for k in dropped})))
-    elif ckpt is None and (cfg.init == "none" or not synthetic):
+    elif init is not None:  # None: the resume checkpoint's weights follow
         env.log("initialised from scratch" + (" (--init none)" if cfg.init == "none" else " (no --init given)"))
-    ema = {n: p.detach().clone() for n, p in raw_model.named_parameters()} if cfg.ema else None
+    return raw_model, mcfg
 
-    step = 0
-    if not cfg.eval:
-        optimizer = torch.optim.AdamW(param_groups(raw_model, cfg.weight_decay, lr_scale_fn(cfg, mcfg)), lr=cfg.lr,
-                                      betas=cfg.betas)
-        scaler = torch.amp.GradScaler("cuda", enabled=(cfg.dtype == "float16"))
-    if ckpt is not None:
-        load_model_state(raw_model, ckpt["model"], resume_path)
-        if ema is not None and ckpt.get("ema") is not None:
-            ema = {n: t.to(env.device) for n, t in ckpt["ema"].items()}
-        changed = {k: (v, getattr(cfg, k)) for k, v in ckpt["config"].items()
-                   if k not in ("init", "resume", "eval", "max_steps", "temporal_test", "export_torchvision")
-                   and (tuple(v) if isinstance(v, list) else v) != getattr(cfg, k)}
-        if changed:
-            env.log(f"note: flags differ from the checkpoint's (saved, now): {changed}")
-        if not cfg.eval:
-            try:
-                optimizer.load_state_dict(ckpt["optimizer"])
-            except ValueError as e:
-                raise SystemExit(f"cannot resume from {resume_path}: {e} (the optimizer groups follow the "
-                                 f"lr/decay flags; differing flags: {changed})") from e
-            scaler.load_state_dict(ckpt["scaler"])
-            restore_rng(ckpt["rng"], env)
-        step = ckpt["step"]
-        env.log(f"{'evaluating' if cfg.eval else 'resumed from'} {resume_path} (step {step})")
 
-    # --- training
-    if not cfg.eval:
-        train_ds = data.FinetuneVideoDataset(
-            train_records, train=True, sampling=cfg.sampling, clip_len=cfg.clip_len, frame_interval=cfg.frame_interval,
-            crop=cfg.img_size, short_side=cfg.train_short_side, flip=cfg.flip,
-            randaugment=cfg.randaugment if cfg.randaugment[0] > 0 else None, erase_prob=cfg.erase_prob,
-            area=cfg.crop_area, seed=cfg.seed)
-        steps_per_epoch, total_steps, stop_at = step_counts(train_ds, cfg.videos_per_gpu, cfg, env)
-        model = torch.compile(raw_model) if cfg.compile else raw_model
-        if env.ddp:  # every parameter is used in every step: no find_unused_parameters
-            model = DDP(model, device_ids=[env.local_rank] if env.device.startswith("cuda") else None)
-        clips_per_step = cfg.videos_per_gpu * cfg.accum * env.world
-        env.log(f"finetune {cfg.preset} | model {cfg.model} | {len(classes)} classes | {len(train_records)} train / "
-                f"{len(test_records)} test videos | {env.world} process(es) on {env.device} {cfg.dtype} | "
-                f"{steps_per_epoch} steps/epoch x {cfg.epochs} = {total_steps} steps of {clips_per_step} clips")
-        t0, start, window = time.time(), step, torch.zeros(3, dtype=torch.float64, device=env.device)
-        for micro in step_batches(train_ds, cfg.videos_per_gpu, cfg, env, step, steps_per_epoch, stop_at):
-            lr = finetune_lr(cfg, step, steps_per_epoch, total_steps)
-            grad_norm, stats = train_step(model, micro, optimizer, scaler, cfg, env, lr)
-            if grad_norm is None:
-                raise SystemExit(f"non-finite loss at step {step + 1}; last good checkpoint: "
-                                 f"{latest_checkpoint(out_dir) or 'none written yet'}")
-            if ema is not None:
-                ema_update(ema, raw_model, cfg.ema_momentum, cfg.accum)
-            step, window = step + 1, window + stats
-            if step % cfg.log_every == 0 or step == stop_at:  # means over the steps since the last line
-                loss, correct, n = all_sum(window, env).tolist()
-                window.zero_()
-                row = {"step": step, "epoch": step / steps_per_epoch, "loss": loss / n, "acc": correct / n,
-                       "lr": lr, "grad_norm": grad_norm}
-                rate = (step - start) / max(time.time() - t0, 1e-9)
-                append_log(row, f"step {step}/{total_steps} | epoch {row['epoch']:.2f} | loss {row['loss']:.4f} | "
-                           f"acc {row['acc']:.3f} | lr {lr:.2e} | grad {grad_norm:.3f} | "
-                           f"{rate * clips_per_step:.1f} clips/s", env, out_dir)
-            if step % cfg.save_every == 0 or step == stop_at:
-                save_checkpoint({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                                 "scaler": scaler.state_dict(), "ema": ema, "config": asdict(cfg),
-                                 "model_config": asdict(mcfg), "classes": classes, "step": step},
-                                env, out_dir, step, cfg.keep_last)
-        env.log(f"trained {step - start} steps in {(time.time() - t0) / 60:.1f} min")
+def load_resume(path, cfg, raw_model, optimizer, scaler, env):
+    """Loads the checkpoint into the model (and, when training, the optimizer, scaler and RNG states). Returns (step,
+    its EMA weights or None). The checkpoint is not kept: the model and optimizer hold their own copies."""
+    ckpt = engine.load_checkpoint(path)
+    engine.load_model_state(raw_model, ckpt["model"], path)
+    changed = {k: (v, getattr(cfg, k)) for k, v in ckpt["config"].items()
+               if k not in ("init", "resume", "eval", "max_steps", "temporal_test", "export_torchvision")
+               and (tuple(v) if isinstance(v, list) else v) != getattr(cfg, k)}
+    if changed:
+        env.log(f"note: flags differ from the checkpoint's (saved, now): {changed}")
+    if optimizer is not None:
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except ValueError as e:
+            raise SystemExit(f"cannot resume from {path}: {e} (the optimizer groups follow the lr/decay flags; "
+                             f"differing flags: {changed})") from e
+        scaler.load_state_dict(ckpt["scaler"])
+        engine.restore_rng(ckpt["rng"], env)
+    env.log(f"{'evaluating' if optimizer is None else 'resumed from'} {path} (step {ckpt['step']})")
+    ema = {n: t.to(env.device) for n, t in ckpt["ema"].items()} if ckpt.get("ema") else None
+    return ckpt["step"], ema
 
-    # --- evaluation with the EMA weights when kept (official: EMAHook swaps them in for testing)
-    if ema is not None:
+
+def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
+    """The finetuning loop; returns the EMA weights (or None). EMA starts from the weights every rank holds after DDP
+    broadcast rank 0's (or from the checkpoint's EMA): one EMA on all ranks, the one rank 0 saves."""
+    groups = engine.param_groups(raw_model, cfg.weight_decay, custom_keys(cfg, mcfg))
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    scaler = engine.make_scaler(env, cfg.dtype)
+    step, ema = load_resume(resume, cfg, raw_model, optimizer, scaler, env) if resume else (0, None)
+    train_ds = data.FinetuneVideoDataset(
+        records, train=True, sampling=cfg.sampling, clip_len=cfg.clip_len, frame_interval=cfg.frame_interval,
+        crop=cfg.img_size, short_side=cfg.train_short_side, flip=cfg.flip,
+        randaugment=cfg.randaugment if cfg.randaugment[0] > 0 else None, erase_prob=cfg.erase_prob,
+        area=cfg.crop_area, seed=cfg.seed)
+    steps_per_epoch, total_steps, stop_at = engine.step_counts(train_ds, cfg.videos_per_gpu, cfg, env)
+    model = torch.compile(raw_model) if cfg.compile else raw_model
+    if env.ddp:  # every parameter is used in every step: no find_unused_parameters
+        model = DDP(model, device_ids=[env.local_rank] if env.device.startswith("cuda") else None)
+    if cfg.ema and ema is None:
+        ema = {n: p.detach().clone() for n, p in raw_model.named_parameters()}
+    env.log(f"finetune {cfg.preset} | model {cfg.model} | {len(classes)} classes | {len(records)} train videos | "
+            f"{env.world} process(es) on {env.device} {cfg.dtype} | {steps_per_epoch} steps/epoch x {cfg.epochs} = "
+            f"{total_steps} steps")
+    env.log("\n".join(engine.batch_report({"clips": cfg.videos_per_gpu}, OFFICIAL_BATCH, cfg, env, synthetic)))
+    progress, clips_per_step = engine.Progress(step, 3, env), cfg.videos_per_gpu * cfg.accum * env.world
+    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+    for micro in engine.step_batches(train_ds, cfg.videos_per_gpu, cfg, env, step, steps_per_epoch, stop_at):
+        # official: mmcv CosineAnnealing by_epoch=True (the cosine value changes once per epoch), warmup per iteration
+        lr = engine.lr_at(progress.step, total_steps, warmup_steps, cfg.lr, cfg.warmup_ratio, cfg.min_lr,
+                          cosine_every=steps_per_epoch)
+        result, stats = train_step(model, micro, optimizer, scaler, cfg, env, lr)
+        if result is None:
+            raise SystemExit(f"non-finite loss at step {progress.step + 1}; last good checkpoint: "
+                             f"{engine.latest_checkpoint(cfg.out_dir) or 'none written yet'}")
+        progress.record(result, stats)
+        if ema is not None:
+            ema_update(ema, raw_model, cfg.ema_momentum, cfg.accum)
+        step = progress.step
+        if step % cfg.log_every == 0 or step == stop_at:  # means over the steps since the last line
+            loss, correct, n = progress.take_window()
+            row = {"step": step, "epoch": step / steps_per_epoch, "loss": loss / n, "acc": correct / n, "lr": lr,
+                   "grad_norm": progress.grad_norm, "skipped_steps": progress.skipped}
+            engine.append_log(row, f"step {step}/{total_steps} | epoch {row['epoch']:.2f} | loss {row['loss']:.4f} | "
+                              f"acc {row['acc']:.3f} | lr {lr:.2e} | grad {row['grad_norm']:.3f} | "
+                              f"{progress.steps_per_s() * clips_per_step:.1f} clips/s", env, cfg.out_dir)
+        if step % cfg.save_every == 0 or step == stop_at:
+            engine.save_checkpoint({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                                    "scaler": scaler.state_dict(), "ema": ema, "config": asdict(cfg),
+                                    "model_config": asdict(mcfg), "classes": classes, "step": step},
+                                   env, cfg.out_dir, step, cfg.keep_last)
+    env.log(f"trained {step - progress.first_step} steps in {(time.time() - progress.t0) / 60:.1f} min")
+    return ema
+
+
+def main(argv=None):
+    cfg, synthetic = build_config(sys.argv[1:] if argv is None else argv)
+    cfg, env = engine.start_run(cfg, synthetic, "--train-ann/--test-ann")
+    resume, init = start_weights(cfg, synthetic, env)
+    train_records, test_records, classes, groups = datasets(cfg, synthetic)
+    raw_model, mcfg = build_model(cfg, env, len(classes), init if resume is None else None)
+    if cfg.eval:
+        ema = load_resume(resume, cfg, raw_model, None, None, env)[1] if resume else None
+    else:
+        ema = train(cfg, synthetic, env, raw_model, mcfg, train_records, classes, resume)
+    if ema is not None and cfg.ema:  # official: EMAHook swaps the EMA weights in for testing
         raw_model.load_state_dict({**raw_model.state_dict(), **ema})
         env.log("evaluating the EMA weights")
     results = {"normal": run_eval(raw_model, test_records, len(classes), cfg, env, "none", groups)}
     if cfg.temporal_test != "none":  # BEVT Table 2
         results[cfg.temporal_test] = run_eval(raw_model, test_records, len(classes), cfg, env, cfg.temporal_test,
                                               groups)
-    report(results, classes, env, out_dir)
+    report(results, classes, env, cfg.out_dir)
     if cfg.export_torchvision and env.master:
         export_torchvision(raw_model, cfg.export_torchvision)
         print(f"wrote {cfg.export_torchvision}: loads into torchvision.models.video.swin3d_* "

@@ -1,9 +1,12 @@
-"""finetune.py: layer-wise lr decay per parameter (official K400 table) and the SSv2 backbone multiplier, multi-view
-probability averaging and top-k across 2 gloo ranks with an uneven last batch, the Table 2 frame transforms, the EMA
-rule, torchvision export parity, and initialisation from the official / our / torchvision checkpoint formats."""
+"""finetune.py: the official optimizer groups of each preset on Swin-B (K400 layer decay, SSv2 backbone multiplier,
+both with mmcv's longest-key rule), multi-view probability averaging and top-k across 2 gloo ranks with an uneven last
+batch, the Table 2 frame transforms, the EMA rule and one EMA on every rank, bf16 autocast through a step, torchvision
+export parity, and initialisation from the official / our / torchvision checkpoint formats."""
 import dataclasses
 import math
+import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,17 +20,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cli  # noqa: E402
 import data  # noqa: E402
+import engine  # noqa: E402
 import finetune  # noqa: E402
 import model as bevt_model  # noqa: E402
-from train import Dist, param_groups  # noqa: E402
+from engine import Dist  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 CPU = Dist(False, 0, 0, 1, "cpu")
 TINY = dataclasses.replace(bevt_model.PRESETS["nano"], embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 1, 2, 2),
                            window_size=(2, 2, 2), drop_path_rate=0.0)
-
-# Swin-B's block structure (the only thing the lr multipliers depend on) at a width that builds in milliseconds
-SWIN_B_DEPTHS = dataclasses.replace(bevt_model.PRESETS["base"], embed_dim=8, num_heads=(1, 1, 1, 1))
 
 
 def cfg_for(preset, **kw):
@@ -39,7 +42,7 @@ def cfg_for(preset, **kw):
 
 
 def official_k400_multipliers(depths, decay=0.9):
-    """The official custom_keys table written out from spec §7c (independently of model.layer_id): walking down from
+    """The official custom_keys table (k400 cfg:97-124) written out independently of engine.layer_id: walking down from
     the head, backbone.norm and the last block share 0.9, then every block and every downsample one more factor."""
     table, k = {"head": 1.0, "norm": decay}, 1
     for i in reversed(range(len(depths))):
@@ -61,36 +64,63 @@ def test_official_table_numbers_for_swin_b():
 
 
 def groups_by_name(cfg, mcfg, num_classes=400):
-    m = bevt_model.VideoClassifier(mcfg, num_classes)
-    groups = param_groups(m, cfg.weight_decay, finetune.lr_scale_fn(cfg, mcfg))
+    with torch.device("meta"):  # names and shapes only
+        m = bevt_model.VideoClassifier(mcfg, num_classes)
+    groups = engine.param_groups(m, cfg.weight_decay, finetune.custom_keys(cfg, mcfg))
     return {n: (g["lr_scale"], g["weight_decay"]) for g in groups for n in g["names"]}, m
 
 
-def test_k400_layer_decay_per_parameter_swin_b():
-    cfg, mcfg = cfg_for("k400"), SWIN_B_DEPTHS
+def counts(by_name):
+    out = {}
+    for group in by_name.values():
+        out[group] = out.get(group, 0) + 1
+    return out
+
+
+def test_k400_groups_per_parameter_swin_b():
+    """official: configs/recognition/swin/swin_base_patch244_window877_bevt_finetune_k400.py:93-124 with mmcv's
+    longest-key rule: every block / downsample / patch_embed parameter (norms and biases included) takes its key's
+    layer decay and wd 0.001, because the block key is longer than 'norm'; the 24 relative_position_bias_tables match
+    'relative_position_bias_table' (28 chars, longer than any block key): lr x 1, no decay; backbone.norm 0.9, no
+    decay; the head (no key) lr x 1, wd 0.001, bias too."""
+    cfg, mcfg = cfg_for("k400"), bevt_model.PRESETS["base"]
     got, m = groups_by_name(cfg, mcfg)
     table = official_k400_multipliers(mcfg.depths)
-    assert set(got) == {n for n, _ in m.named_parameters()}  # every parameter in exactly one group
-    for name, p in m.named_parameters():
+    assert set(got) == {n for n, _ in m.named_parameters()} and len(got) == 329  # each parameter in one group
+    for name, _ in m.named_parameters():
         key = name.removeprefix("encoder.")
         unit = next(u for u in sorted(table, key=len, reverse=True) if key.startswith(u + "."))
         lr, wd = got[name]
-        assert math.isclose(lr, table[unit], rel_tol=1e-12), name  # bias tables too: their block's multiplier
-        no_decay = p.ndim <= 1 or name.endswith("relative_position_bias_table")  # norms, biases, bias tables
-        assert wd == (0.0 if no_decay else 0.001), name
-    assert got["encoder.patch_embed.proj.weight"][0] == pytest.approx(0.9 ** 28)
-    assert got["encoder.layers.0.blocks.0.attn.qkv.weight"][0] == pytest.approx(0.9 ** 27)
-    assert got["encoder.layers.2.blocks.5.attn.relative_position_bias_table"][0] == pytest.approx(
-        got["encoder.layers.2.blocks.5.attn.qkv.weight"][0])
-    assert got["encoder.norm.weight"] == (pytest.approx(0.9), 0.0) and got["head.weight"] == (1.0, 0.001)
+        if name.endswith("relative_position_bias_table"):
+            assert (lr, wd) == (1.0, 0.0), name
+        else:
+            assert math.isclose(lr, table[unit], rel_tol=1e-12), name
+            assert wd == (0.0 if unit == "norm" else 0.001), name
+    c = counts(got)
+    assert c[(1.0, 0.0)] == 24 and c[(0.9, 0.0)] == 2 and c[(1.0, 0.001)] == 2
+    assert len(c) == 31  # 28 layer-decay groups + bias tables + final norm + head
+    assert got["encoder.patch_embed.norm.weight"] == (pytest.approx(0.9 ** 28), 0.001)
+    assert got["encoder.layers.1.downsample.norm.bias"] == (pytest.approx(0.9 ** 22), 0.001)
+    assert got["encoder.layers.0.blocks.0.norm1.weight"] == (pytest.approx(0.9 ** 27), 0.001)
+    assert got["encoder.layers.2.blocks.5.attn.proj.bias"] == (pytest.approx(0.9 ** 16), 0.001)
+    assert got["encoder.norm.weight"] == (pytest.approx(0.9), 0.0) and got["head.bias"] == (1.0, 0.001)
 
 
-def test_ssv2_backbone_multiplier():
-    cfg, mcfg = cfg_for("ssv2"), dataclasses.replace(SWIN_B_DEPTHS, window_size=(16, 7, 7))
+@pytest.mark.parametrize("preset", ["ssv2", "diving48"])
+def test_ssv2_groups_per_parameter_swin_b(preset):
+    """official: configs/recognition/swin/swin_base_patch244_window1677_bevt_finetune_ssv2.py:95-99 with mmcv's
+    longest-key rule: 'backbone' (8 chars) beats 'norm' (4), so the 106 backbone norm tensors and 97 backbone biases
+    get lr x 0.1 AND wd 0.05; the 24 bias tables keep lr x 1 without decay; the head (no key) lr x 1, wd 0.05."""
+    cfg = cfg_for(preset)
+    mcfg = dataclasses.replace(bevt_model.PRESETS["base"], window_size=(16, 7, 7))
     got, _ = groups_by_name(cfg, mcfg, 174)
-    assert {lr for n, (lr, _) in got.items() if n.startswith("encoder.")} == {0.1}
-    assert got["head.weight"] == (1.0, 0.05) and got["head.bias"] == (1.0, 0.0)
-    assert got["encoder.layers.0.blocks.0.attn.qkv.weight"] == (0.1, 0.05)
+    assert counts(got) == {(1.0, 0.0): 24, (0.1, 0.05): 329 - 24 - 2, (1.0, 0.05): 2}
+    norms = [n for n in got if ".norm" in n]
+    biases = [n for n in got if n.endswith(".bias") and ".norm" not in n and n.startswith("encoder.")]
+    assert len(norms) == 106 and {got[n] for n in norms} == {(0.1, 0.05)}
+    assert len(biases) == 97 and {got[n] for n in biases} == {(0.1, 0.05)}
+    assert got["encoder.layers.2.blocks.9.attn.relative_position_bias_table"] == (1.0, 0.0)
+    assert got["head.bias"] == (1.0, 0.05) and got["encoder.layers.0.blocks.0.attn.qkv.weight"] == (0.1, 0.05)
 
 
 def test_presets_are_the_official_recipes():
@@ -112,8 +142,7 @@ def test_presets_are_the_official_recipes():
 
 
 def test_lr_schedule_cosine_by_epoch_with_iteration_warmup():
-    cfg = cfg_for("k400", lr=1.0, epochs=4, warmup_epochs=1.0)
-    lrs = [finetune.finetune_lr(cfg, s, 10, 40) for s in range(40)]
+    lrs = [engine.lr_at(s, 40, 10, 1.0, cosine_every=10) for s in range(40)]  # as finetune.train: 10 steps/epoch
     assert lrs[0] == pytest.approx(0.1) and lrs[5] == pytest.approx(0.55)  # linear warmup from 0.1 x lr
     assert lrs[10:20] == [pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))] * 10  # constant within an epoch
     assert lrs[39] == pytest.approx(0.5 * (1 + math.cos(3 * math.pi / 4)))
@@ -320,11 +349,14 @@ def test_export_same_logits_as_torchvision(tmp_path):
 
 
 def official_layout(bevt_sd):
-    """Our BEVT state dict -> the official mmcv joint checkpoint layout (spec §8)."""
+    """Our BEVT state dict -> the official mmcv joint checkpoint layout."""
     sd = {}
     for k, v in bevt_sd.items():
-        if k.startswith("lm_head."):
+        name, _, rest = k.partition(".")
+        if name == "lm_head":
             sd["cls_head." + k] = v
+        elif name in ("fpn", "lm_down_st", "fpn_s", "fpn_t"):  # official: nn.Sequential wrappers, fpn.0.weight
+            sd[f"backbone.{name}.0.{rest}"] = v
         else:
             sd["backbone." + k.removeprefix("encoder.")] = v
     for i, d in enumerate(TINY.depths):
@@ -377,3 +409,74 @@ def test_our_pretraining_and_torchvision_checkpoints_load(tmp_path):
     clf.load_state_dict(sd, strict=True)
     assert "torchvision" in msg and "head from the checkpoint" in msg
     torch.testing.assert_close(sd["head.weight"], tv.state_dict()["head.weight"])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# runs: one EMA on every rank, EMA from resumed weights, bf16 through a step, --help
+
+
+def run_flags(out_dir, **overrides):
+    """A tiny finetuning run on the synthetic set: nano, 64 px, 4 frames, 1 view per test video, from scratch."""
+    base = dict(model="nano", init="none", out_dir=str(out_dir), img_size=64, train_short_side=73,
+                test_short_side=64, clip_len=4, videos_per_gpu=2, accum=1, max_steps=1, num_workers=0, log_every=1,
+                save_every=1, test_clips=1, test_crops=1, test_batch=16, dtype="float32")
+    base.update(overrides)
+    argv = []
+    for k, v in base.items():
+        argv.append("--" + k.replace("_", "-"))
+        argv.extend(str(x) for x in v) if isinstance(v, tuple) else argv.append(str(v))
+    return argv
+
+
+def test_two_gloo_ranks_hold_one_ema(tmp_path):
+    """From scratch every rank builds different weights (per-rank seed) until DDP broadcasts rank 0's: the EMA must
+    start after that, or each rank evaluates (and rank 0 saves) an EMA of other weights."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(30500 + os.getpid() % 1000), str(ROOT / "tests" / "ddp_worker.py"), "finetune.py", str(tmp_path)]
+    subprocess.run(cmd + run_flags(tmp_path, ema=True, max_steps=2), check=True, cwd=ROOT, env=env, timeout=300)
+    for step in (1, 2):
+        e0, e1 = (torch.load(tmp_path / f"ema_rank{r}_step{step}.pt", weights_only=True) for r in (0, 1))
+        assert e0.keys() == e1.keys() and all(torch.equal(e0[k], e1[k]) for k in e0), f"EMA differs at step {step}"
+    p0 = torch.load(tmp_path / "params_rank0_step2.pt", weights_only=True)
+    assert torch.equal(p0, torch.load(tmp_path / "params_rank1_step2.pt", weights_only=True))
+
+
+def test_resume_without_ema_starts_ema_from_the_resumed_weights(tmp_path):
+    finetune.main(run_flags(tmp_path, max_steps=1))  # checkpoint without EMA
+    resumed = torch.load(engine.latest_checkpoint(tmp_path), weights_only=True)["model"]
+    finetune.main(run_flags(tmp_path, max_steps=2, resume=True, ema=True, ema_momentum=0.0))  # EMA frozen at start
+    ema = torch.load(engine.latest_checkpoint(tmp_path), weights_only=True)["ema"]
+    assert ema.keys() <= resumed.keys() and all(torch.equal(ema[k], resumed[k]) for k in ema)
+
+
+def test_bf16_autocast_through_a_finetuning_step():
+    torch.manual_seed(0)
+    net = bevt_model.VideoClassifier(TINY, num_classes=5, head_dropout=0.0)
+    reference = bevt_model.VideoClassifier(TINY, num_classes=5, head_dropout=0.0)
+    reference.load_state_dict(net.state_dict())
+    batch = {"video": torch.randn(2, 3, 4, 32, 32), "label": torch.tensor([1, 3])}
+    seen = []
+    net.head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    losses = {}
+    for dtype, m in (("bfloat16", net), ("float32", reference)):
+        cfg = cfg_for("k400", dtype=dtype, clip_grad=40.0)
+        optimizer = torch.optim.AdamW(engine.param_groups(m, cfg.weight_decay, finetune.custom_keys(cfg, TINY)))
+        result, stats = finetune.train_step(m, [batch], optimizer, engine.make_scaler(CPU, dtype), cfg, CPU, 1e-3)
+        assert math.isfinite(result[0]) and result[1] == 0 and stats[2] == 2
+        losses[dtype] = stats[0].item() / 2
+    assert seen == [torch.bfloat16]
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=2e-2) and losses["bfloat16"] != losses["float32"]
+    assert not torch.equal(net.head.weight, reference.head.weight)  # both stepped, in different precisions
+
+
+def test_help_shows_each_preset_and_the_no_data_run(capsys):
+    with pytest.raises(SystemExit):
+        finetune.build_config(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--lr LR default: 0.0003; ssv2/diving48: 0.0005; no-data run: 0.001" in out
+    assert "--flip {true,false} default: True; ssv2/no-data run: False" in out  # equal values share an entry
+    assert "--layer-decay LAYER_DECAY default: 0.9; ssv2/diving48: 1.0 " in out
+    for name, value in finetune.SYNTHETIC_DEFAULTS.items():
+        if value != getattr(finetune.FinetuneConfig, name):
+            assert f"no-data run: {cli._show(value)}" in out, name

@@ -1,8 +1,10 @@
-"""train.py: the three stages, DDP equivalence, exact resume, accumulation, the lr schedule, failure messages.
+"""train.py: the three stages, DDP equivalence, exact resume, accumulation, the log window, failure messages, the
+tokenizer stage, and the CPU-runnable versions of the CUDA paths (bf16 autocast, torch.compile) through the joint step.
 
 All runs use the synthetic set (generated once into BEVT_CACHE), the nano model at 96 px with 4 frames, and a tiny
 VQ tokenizer trained by the fixture, so each run takes seconds on a CPU.
 """
+import dataclasses
 import json
 import math
 import os
@@ -15,12 +17,14 @@ import torch
 
 import cli
 import data
+import engine
 import model as bevt_model
 import synthetic
 import tokenizer as tok
 import train
 
 ROOT = Path(__file__).resolve().parents[1]
+CPU = engine.Dist(False, 0, 0, 1, "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +57,24 @@ def read_log(out_dir):
 
 
 def final_params(out_dir):
-    ckpt = train.latest_checkpoint(out_dir)
+    ckpt = engine.latest_checkpoint(out_dir)
     return torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
+
+
+def torchrun(script, out_dir, argv, env_extra=None, check=True):
+    """tests/ddp_worker.py SCRIPT under torchrun with 2 gloo ranks."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(29500 + os.getpid() % 1000), str(ROOT / "tests" / "ddp_worker.py"), script, str(out_dir)] + argv
+    return subprocess.run(cmd, check=check, cwd=ROOT, env=env, timeout=300, capture_output=not check, text=True)
 
 
 @pytest.mark.parametrize("stage", ["image", "video", "joint"])
 def test_each_stage_runs_and_checkpoint_loads_weights_only(stage, tiny_tokenizer, tmp_path):
-    train.main(flags(tiny_tokenizer, tmp_path, stage=stage, max_steps=2))
-    ckpt = torch.load(train.latest_checkpoint(tmp_path), map_location="cpu", weights_only=True)
+    train.main(flags(tiny_tokenizer, tmp_path, stage=stage, max_steps=2, grad_checkpoint=stage == "joint"))
+    ckpt = torch.load(engine.latest_checkpoint(tmp_path), map_location="cpu", weights_only=True)
     assert ckpt["step"] == 2 and ckpt["config"]["stage"] == stage
+    assert ckpt["model_config"]["grad_checkpoint"] == (stage == "joint")  # --grad-checkpoint reaches the model
     rows = read_log(tmp_path)
     assert [r["step"] for r in rows] == [1, 2]
     expect = {"image": {"loss_mim"}, "video": {"loss_mvm"}, "joint": {"loss_mim", "loss_mvm"}}[stage]
@@ -69,7 +82,7 @@ def test_each_stage_runs_and_checkpoint_loads_weights_only(stage, tiny_tokenizer
     assert all(math.isfinite(r[k]) for r in rows for k in expect)
     # the checkpoint restores into a fresh model with the same key set
     m = bevt_model.BEVT(bevt_model.ModelConfig(**ckpt["model_config"]))
-    train.load_model_state(m, ckpt["model"], "ckpt")
+    engine.load_model_state(m, ckpt["model"], "ckpt")
 
 
 def test_exact_resume_is_bitwise(tiny_tokenizer, tmp_path):
@@ -98,15 +111,25 @@ def test_accumulation_equals_larger_batch(tiny_tokenizer, tmp_path):
         assert ra["loss_mim"] == pytest.approx(rb["loss_mim"], rel=1e-5)
 
 
+def test_log_line_is_the_mean_over_its_window(tiny_tokenizer, tmp_path):
+    """log_every 2 logs the mean over the two steps' masked positions, not the last step's mean."""
+    train.main(flags(tiny_tokenizer, tmp_path / "every", max_steps=4, drop_path=0.0))
+    train.main(flags(tiny_tokenizer, tmp_path / "window", max_steps=4, drop_path=0.0, log_every=2))
+    every, window = read_log(tmp_path / "every"), read_log(tmp_path / "window")
+    assert [r["step"] for r in window] == [2, 4]
+    for row, (a, b) in zip(window, [every[0:2], every[2:4]]):
+        for k in ("mim", "mvm"):
+            n = a["masked_" + k] + b["masked_" + k]
+            assert row["masked_" + k] == n
+            mean = (a["loss_" + k] * a["masked_" + k] + b["loss_" + k] * b["masked_" + k]) / n
+            assert row["loss_" + k] == pytest.approx(mean, rel=1e-9) and row["loss_" + k] != b["loss_" + k]
+
+
 def test_ddp_two_ranks_equal_single_process(tiny_tokenizer, tmp_path):
     """torchrun, 2 gloo ranks x 2 clips; parameters identical across ranks after every step, and equal to one
     process with 4 clips (the same samples: DistributedSampler splits one permutation)."""
     ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(29500 + os.getpid() % 1000), str(ROOT / "tests" / "ddp_worker.py"), str(ddp_dir)]
-    cmd += flags(tiny_tokenizer, ddp_dir, max_steps=2, drop_path=0.0)
-    subprocess.run(cmd, check=True, cwd=ROOT, env=env, timeout=300)
+    torchrun("train.py", ddp_dir, flags(tiny_tokenizer, ddp_dir, max_steps=2, drop_path=0.0))
     for step in (1, 2):
         r0 = torch.load(ddp_dir / f"params_rank0_step{step}.pt", weights_only=True)
         r1 = torch.load(ddp_dir / f"params_rank1_step{step}.pt", weights_only=True)
@@ -117,15 +140,15 @@ def test_ddp_two_ranks_equal_single_process(tiny_tokenizer, tmp_path):
         torch.testing.assert_close(pa[k], pb[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
-def test_lr_schedule_breakpoints():
-    lr, total, warm = 5e-4, 1000, 100
-    assert train.lr_at(0, total, warm, lr) == pytest.approx(0.1 * lr)  # warmup starts at 0.1 x lr
-    cos_at_warm = 0.5 * lr * (1 + math.cos(math.pi * warm / total))
-    assert train.lr_at(warm, total, warm, lr) == pytest.approx(cos_at_warm)  # end of warmup joins the cosine
-    assert train.lr_at(warm // 2, total, warm, lr) == pytest.approx(0.55 * 0.5 * lr * (1 + math.cos(math.pi * 0.05)))
-    assert train.lr_at(total, total, warm, lr) == pytest.approx(0.0, abs=1e-12)  # cosine to min_lr = 0
-    assert train.lr_at(total, total, warm, lr, min_lr=1e-6) == pytest.approx(1e-6)
-    assert all(train.lr_at(s + 1, total, warm, lr) <= train.lr_at(s, total, warm, lr) for s in range(warm, total))
+def test_resume_where_ranks_see_different_checkpoints_fails_fast(tiny_tokenizer, tmp_path):
+    """Rank 1 sees no checkpoint in out_dir (a disk not shared between nodes): both ranks stop at once with what
+    each sees, instead of rank 0 resuming and rank 1 starting afresh (a hang at the first collective)."""
+    (tmp_path / "ckpt_00000002.pt").write_bytes(b"never loaded: the ranks disagree first")
+    run = torchrun("train.py", tmp_path, flags(tiny_tokenizer, tmp_path, max_steps=4, resume=True),
+                   {"HIDE_CHECKPOINTS_ON_RANK": "1"}, check=False)
+    assert run.returncode != 0
+    assert "the ranks disagree on the newest checkpoint" in run.stderr
+    assert "rank 0: " + str(tmp_path / "ckpt_00000002.pt") in run.stderr and "rank 1: None" in run.stderr
 
 
 def test_nan_loss_stops_with_step_losses_and_last_checkpoint(tiny_tokenizer, tmp_path, monkeypatch):
@@ -135,7 +158,8 @@ def test_nan_loss_stops_with_step_losses_and_last_checkpoint(tiny_tokenizer, tmp
         out = forward(self, *args, **kwargs)
         calls.append(1)
         if len(calls) == 3:
-            out["loss_mim"] = out["loss_mim"] * float("nan")
+            ce_sum, correct, n = out["mim"]
+            out["mim"] = (ce_sum * float("nan"), correct, n)
         return out
 
     monkeypatch.setattr(bevt_model.BEVT, "forward", poisoned)
@@ -145,13 +169,36 @@ def test_nan_loss_stops_with_step_losses_and_last_checkpoint(tiny_tokenizer, tmp
 
 def test_checkpoint_with_wrong_keys_names_them(tiny_tokenizer, tmp_path):
     train.main(flags(tiny_tokenizer, tmp_path, max_steps=1))
-    path = train.latest_checkpoint(tmp_path)
+    path = engine.latest_checkpoint(tmp_path)
     state = torch.load(path, weights_only=True)
     state["model"]["not_a_parameter"] = torch.zeros(1)
     del state["model"]["lm_head.bias"]
     torch.save(state, path)
     with pytest.raises(SystemExit, match=r"(?s)ckpt_00000001\.pt.*lm_head\.bias.*not_a_parameter"):
         train.main(flags(tiny_tokenizer, tmp_path, max_steps=2, resume=True))
+
+
+def test_real_data_without_tokenizer_stops_at_once_naming_both_ways(tmp_path):
+    argv = ["--video-ann", str(tmp_path / "k400.csv"), "--video-root", str(tmp_path), "--out-dir", str(tmp_path)]
+    with pytest.raises(SystemExit) as e:
+        train.main(argv)
+    msg = str(e.value)
+    assert "python tokenizer.py convert encoder.pkl dalle_encoder.pt" in msg and "--tokenizer dalle_encoder.pt" in msg
+    assert f"python train.py --stage tokenizer --video-ann {tmp_path / 'k400.csv'} --video-root {tmp_path}" in msg
+    assert not list(tmp_path.iterdir())  # nothing was started: no folder, no tokenizer trained
+
+
+def test_stage_tokenizer_trains_the_small_vq_into_out_dir(tmp_path, monkeypatch, capsys):
+    """The small VQ at its defaults takes a minute: the test shrinks it (tokenizer.VQConfig as the engine reads it)."""
+    vq_config = tok.VQConfig
+    tiny = dict(hid=8, code_dim=8, vocab_size=16, num_frames=48, val_frames=16, steps=3, batch_size=16)
+    monkeypatch.setattr(tok, "VQConfig", lambda **fields: vq_config(**{**tiny, **fields}))
+    train.main(["--stage", "tokenizer", "--img-size", "96", "--out-dir", str(tmp_path)])
+    path = tmp_path / "vq_tokenizer_48.pt"
+    vq = tok.load_tokenizer(path, "cpu")
+    assert vq.vocab_size == 16 and f"--tokenizer {path}" in capsys.readouterr().out
+    ids = vq.encode(torch.zeros(1, 3, 48, 48, dtype=torch.uint8))  # a 48-px tokenizer view of a 96-px crop
+    assert ids.shape == (1, 6, 6)
 
 
 def test_flags_from_the_config_dataclass():
@@ -165,3 +212,75 @@ def test_flags_from_the_config_dataclass():
     assert synthetic and cfg.model == "nano" and cfg.epochs == 2
     cfg, synthetic = train.build_config(["--video-ann", "a.csv", "--image-root", "im"])
     assert not synthetic and cfg.model == "base" and cfg.epochs == 150  # the official joint run
+
+
+def test_help_shows_what_the_no_argument_run_changes(capsys):
+    with pytest.raises(SystemExit) as e:
+        train.build_config(["--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
+    assert "Without --video-ann / --image-root this is the embedded default" in out
+    for name, value in train.SYNTHETIC_DEFAULTS.items():
+        default = getattr(train.TrainConfig, name)
+        if value == default:  # e.g. videos_per_gpu 4: the help shows only what changes
+            continue
+        shown = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        assert f"default: {cli._show(default)}; no-data run: {shown}" in out, name
+    assert "--lr LR default: 0.0005; no-data run: 0.001" in out
+    assert "--weight-decay WEIGHT_DECAY default: 0.05 " in out  # not changed by the no-data run: one value
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the CUDA paths' CPU-runnable versions, through the joint step
+
+
+def joint_inputs(tiny_tokenizer, tmp_path):
+    """A nano BEVT, its optimizer, and one joint micro-batch read by train.py's own datasets."""
+    cfg, _ = train.build_config(flags(tiny_tokenizer, tmp_path, drop_path=0.0))
+    video_ds, image_ds = train.build_datasets(cfg)
+    batch = {**next(iter(data.make_loader(video_ds, 2, True, 0, 0, False))),
+             **next(iter(data.make_loader(image_ds, 2, True, 0, 0, False)))}
+    vq = tok.load_tokenizer(tiny_tokenizer, "cpu")
+    torch.manual_seed(0)
+    mcfg = dataclasses.replace(bevt_model.PRESETS["nano"], drop_path_rate=0.0, vocab_size=vq.vocab_size)
+    return cfg, vq, bevt_model.BEVT(mcfg), batch
+
+
+def step_once(cfg, vq, model, batch, dtype, compile_backend=None):
+    optimizer = torch.optim.AdamW(engine.param_groups(model, cfg.weight_decay, engine.NO_DECAY_KEYS), lr=1e-3)
+    scaler = engine.make_scaler(CPU, dtype)
+    run = torch.compile(model, backend=compile_backend) if compile_backend else model
+    result, stats = train.train_step(run, vq, [batch], optimizer, scaler, dataclasses.replace(cfg, dtype=dtype),
+                                     CPU, 1e-3)
+    return result, train.summarise(stats.tolist(), ["mvm", "mim"])
+
+
+def test_bf16_autocast_through_the_joint_step(tiny_tokenizer, tmp_path):
+    cfg, vq, model, batch = joint_inputs(tiny_tokenizer, tmp_path)
+    reference = dataclasses.replace(bevt_model.PRESETS["nano"], drop_path_rate=0.0, vocab_size=vq.vocab_size)
+    fp32_model = bevt_model.BEVT(reference)
+    fp32_model.load_state_dict(model.state_dict())
+    seen = []
+    model.lm_head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    before = model.lm_head.weight.detach().clone()
+    (grad_norm, skipped), bf16 = step_once(cfg, vq, model, batch, "bfloat16")
+    _, fp32 = step_once(cfg, vq, fp32_model, batch, "float32")
+    assert seen == [torch.bfloat16, torch.bfloat16]  # both streams ran under bf16 autocast
+    assert math.isfinite(grad_norm) and skipped == 0 and not torch.equal(before, model.lm_head.weight)
+    for k in ("loss_mvm", "loss_mim"):  # bf16 keeps ~3 significant digits
+        assert bf16[k] == pytest.approx(fp32[k], rel=2e-2) and bf16[k] != fp32[k]
+
+
+def test_torch_compile_of_the_joint_step(tiny_tokenizer, tmp_path):
+    """--compile true captures the whole joint step (both streams, the masked gather, the objective) in graphs and
+    differentiates them with AOTAutograd. The CPU test uses the aot_eager backend: the same capture and autograd as
+    on the GPU, without inductor's C++ code generation (minutes on 2 cores)."""
+    cfg, vq, model, batch = joint_inputs(tiny_tokenizer, tmp_path)
+    eager = bevt_model.BEVT(model.cfg)
+    eager.load_state_dict(model.state_dict())
+    (grad_compiled, _), compiled = step_once(cfg, vq, model, batch, "float32", compile_backend="aot_eager")
+    (grad_eager, _), reference = step_once(cfg, vq, eager, batch, "float32")
+    assert compiled["loss_mim"] == pytest.approx(reference["loss_mim"], rel=1e-5)
+    assert compiled["loss_mvm"] == pytest.approx(reference["loss_mvm"], rel=1e-5)
+    assert grad_compiled == pytest.approx(grad_eager, rel=1e-4)  # the same gradients, before clipping
+    assert compiled["masked_mim"] == reference["masked_mim"] > 0
