@@ -25,8 +25,6 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
 from cli import parse_flags
 from masking import blockwise_mask, video_mask
@@ -80,38 +78,47 @@ def video_frame_count(path) -> int:
 def _decode(container, stream, path, pts, start, wanted) -> dict | None:
     """{index: (H, W, 3) uint8} of the wanted frames: seek to the keyframe at or before frame `start`, decode forward
     to the last wanted frame, name each frame by its pts. None if the seek landed past the first wanted frame."""
-    index_of, found = {p: i for i, p in enumerate(pts)}, {}
+    index_of, wanted_pts, found = {p: i for i, p in enumerate(pts)}, {pts[i] for i in wanted}, {}
     container.seek(pts[start], stream=stream, backward=True, any_frame=False)
-    for frame in container.decode(stream):
-        i = index_of.get(frame.pts)
-        if i is None:
-            raise MediaError(f"{path}: a decoded frame has pts {frame.pts}, which no packet has")
-        if not found and i > min(wanted):
-            return None
-        if i in wanted:
-            found[i] = frame.to_ndarray(format="rgb24")
-        if i >= max(wanted):
-            break
+    for packet in container.demux(stream):
+        # A frame that is not wanted is decoded only if it is a reference for others (BEVT wants 16 of 128 frames):
+        # skipping the others leaves the wanted frames' pixels unchanged. The last (flush) packet has no pts.
+        stream.codec_context.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted_pts else "NONREF"
+        for frame in packet.decode():
+            i = index_of.get(frame.pts)
+            if i is None:
+                raise MediaError(f"{path}: a decoded frame has pts {frame.pts}, which no packet has")
+            if not found and i > min(wanted):
+                return None
+            if i in wanted:
+                found[i] = frame.to_ndarray(format="rgb24")
+            if i >= max(wanted):
+                return found
     return found
 
 
-def read_video(path, indices) -> torch.Tensor:
-    """uint8 (T, H, W, 3) holding frames `indices` (0-based, in display order; repeats allowed) of `path`."""
-    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-    wanted = set(indices.tolist())
+def read_frames(path, pick) -> np.ndarray:
+    """uint8 (T, H, W, 3) holding frames pick(number of frames) (0-based, in display order; repeats allowed) of
+    `path`; the file is opened and indexed once."""
     with av.open(str(path)) as container:
         stream = _video_stream(container, path)
         pts = _frame_pts(container, stream, path)
+        indices = np.asarray(pick(len(pts)), dtype=np.int64).reshape(-1)
+        wanted = set(indices.tolist())
         if indices.size == 0 or indices.min() < 0 or indices.max() >= len(pts):
             raise MediaError(f"{path}: frame indices {indices.tolist()} are not all in [0, {len(pts)})")
-        if indices.max() - indices.min() >= 16:
-            stream.thread_type = "AUTO"  # frame threads pay off for long spans, they only add latency for a few frames
+        stream.thread_count = 1  # official DecordInit(num_threads=1), loading.py:1154: workers are the parallelism
         found = _decode(container, stream, path, pts, min(wanted), wanted)
         if found is None:  # the container's seek index overshot: decode from the first frame instead
             found = _decode(container, stream, path, pts, 0, wanted)
     if len(found) < len(wanted):
         raise MediaError(f"{path}: frames {sorted(wanted - set(found))} are past the decodable end of the video")
-    return torch.from_numpy(np.stack([found[i] for i in indices.tolist()]))  # (T, H, W, 3)
+    return np.stack([found[i] for i in indices.tolist()])  # (T, H, W, 3)
+
+
+def read_video(path, indices) -> torch.Tensor:
+    """uint8 (T, H, W, 3) holding frames `indices` of `path`."""
+    return torch.from_numpy(read_frames(path, lambda num_frames: indices))
 
 
 def read_image(path) -> torch.Tensor:
@@ -281,51 +288,66 @@ def uniform_indices(num_frames, clip_len, train, rng) -> np.ndarray:
     return rng.integers(starts, ends + 1) if train else (starts + ends) // 2
 
 
-# --------------------------------------------------------------------------- transforms on uint8 (N, 3, H, W)
-def resize_short(x, short, interpolation=InterpolationMode.BILINEAR):
-    h, w = x.shape[-2:]
-    size = [round(h * short / min(h, w)), round(w * short / min(h, w))]
-    return TF.resize(x, size, interpolation=interpolation, antialias=True)
+# --------------------------------------------------------------------------- transforms on uint8 (T, H, W, 3) frames
+# The official pipelines work on lists of HWC uint8 numpy frames with mmcv, whose resizes are cv2.resize; so do we.
+def resize(frames, width, height, interpolation=cv2.INTER_LINEAR):
+    """mmcv.imresize(frame, (width, height)) = cv2.resize of every frame (official Resize default: bilinear)."""
+    return np.stack([cv2.resize(np.ascontiguousarray(f), (width, height), interpolation=interpolation) for f in frames])
 
 
-def random_crop(x, crop, rng):
-    h, w = x.shape[-2:]
+def resize_short(frames, short, interpolation=cv2.INTER_LINEAR):
+    """official: Resize(scale=(-1, short)) (augmentations.py:1135-1149, :1186), the size by mmcv.rescale_size:
+    int(w * s + 0.5) x int(h * s + 0.5) with s = short / min(h, w)."""
+    h, w = frames.shape[1:3]
+    scale = short / min(h, w)
+    return resize(frames, int(w * scale + 0.5), int(h * scale + 0.5), interpolation)
+
+
+def random_crop(frames, crop, rng):
+    h, w = frames.shape[1:3]
     top, left = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
-    return x[..., top:top + crop, left:left + crop]
+    return frames[:, top:top + crop, left:left + crop]
 
 
-def random_resized_crop(x, crop, rng, area=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
-    """official: mmaction RandomResizedCrop (10 tries, else the centre square) then Resize to crop x crop."""
-    h, w = x.shape[-2:]
+def random_resized_crop(frames, crop, rng, area=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """official: RandomResizedCrop (augmentations.py:792-840: 10 tries, else the centre square) then
+    Resize(scale=(crop, crop), keep_ratio=False), bilinear."""
+    h, w = frames.shape[1:3]
     for _ in range(10):
         target, aspect = rng.uniform(*area) * h * w, math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
-        ch, cw = round(math.sqrt(target / aspect)), round(math.sqrt(target * aspect))
-        if ch <= h and cw <= w:
-            top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop_h, crop_w = round(math.sqrt(target / aspect)), round(math.sqrt(target * aspect))
+        if crop_h <= h and crop_w <= w:
+            top, left = rng.integers(0, h - crop_h + 1), rng.integers(0, w - crop_w + 1)
             break
     else:
-        ch = cw = min(h, w)
-        top, left = (h - ch) // 2, (w - cw) // 2
-    return TF.resize(x[..., top:top + ch, left:left + cw], [crop, crop], antialias=True)
+        crop_h = crop_w = min(h, w)
+        top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    return resize(frames[:, top:top + crop_h, left:left + crop_w], crop, crop)
 
 
-def fixed_crop(x, crop, position, num_crops):
-    """Centre crop (num_crops == 1) or crop `position` of three along the long side (official: ThreeCrop)."""
-    h, w = x.shape[-2:]
+def fixed_crop(frames, crop, position, num_crops):
+    """Centre crop (num_crops == 1, official CenterCrop) or crop `position` of three along the long side (official:
+    ThreeCrop, augmentations.py:1814-1838, offsets position * ((long - crop) // 2))."""
+    h, w = frames.shape[1:3]
     top, left = (h - crop) // 2, (w - crop) // 2
     if num_crops == 3:
-        top, left = (position * (h - crop) // 2, left) if h > w else (top, position * (w - crop) // 2)
-    return x[..., top:top + crop, left:left + crop]
+        top, left = (position * ((h - crop) // 2), left) if h > w else (top, position * ((w - crop) // 2))
+    return frames[:, top:top + crop, left:left + crop]
+
+
+def to_clip(frames) -> torch.Tensor:
+    """uint8 numpy (T, H, W, 3) -> uint8 tensor (3, T, H, W), the layout the model reads."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).contiguous()  # (3, T, H, W)
 
 
 def color_jitter(image, strength, order, rng):
     """official: ColorJitter(0.4, 0.4, 0.4, hue=0) of the image pipeline (augmentations.py:1561-1670): brightness,
     contrast, saturation factors ~ U(1-s, 1+s) applied in `order` to the float32 image, clipped and truncated to
-    uint8 once at the end. uint8 (3, H, W) -> uint8 (3, H, W). Scalars are cast as NumPy 1.x cast them for the
+    uint8 once at the end. uint8 (H, W, 3) -> uint8 (H, W, 3). Scalars are cast as NumPy 1.x cast them for the
     official code (NumPy 2 would compute the contrast offset in float32): the official result bit for bit."""
     grey = lambda x: np.float32(0.2989) * x[..., 0] + np.float32(0.587) * x[..., 1] + np.float32(0.114) * x[..., 2]
     factors = rng.uniform(1 - strength, 1 + strength, size=3).tolist()
-    x = image.permute(1, 2, 0).numpy().astype(np.float32)  # (H, W, 3), as the official HWC frames
+    x = image.astype(np.float32)  # (H, W, 3)
     for op in order:  # grey: rgb_to_grayscale, augmentations.py:1589-1591
         factor = factors[op]
         if op == 0:  # brightness: img *= b
@@ -334,7 +356,7 @@ def color_jitter(image, strength, order, rng):
             x = np.float32(factor) * x + np.float32((1 - factor) * np.float64(np.mean(grey(x))))
         else:  # saturation: blend with the image's own grey
             x = np.float32(factor) * x + np.float32(1 - factor) * grey(x)[..., None]
-    return torch.from_numpy(np.clip(x, 0, 255).astype(np.uint8)).permute(2, 0, 1)  # (3, H, W)
+    return np.clip(x, 0, 255).astype(np.uint8)
 
 
 def random_erase(x, rng, area=(0.02, 1 / 3), min_aspect=0.3):
@@ -354,17 +376,24 @@ def random_erase(x, rng, area=(0.02, 1 / 3), min_aspect=0.3):
     return x
 
 
+def view_frames(frames):
+    """uint8 (T, H, W, 3) crops -> (T, H/2, W/2, 3) tokenizer views. BEVT §3 "Tokenizer": frames are downsampled by
+    1/2; official: CopyResize(scale=(112, 112), 'lanczos'), augmentations.py:1430-1456, is mmcv.imresize =
+    cv2.resize(INTER_LANCZOS4) on the uint8 crop. We call OpenCV itself: its uint8 Lanczos sums 11-bit fixed-point
+    weights in integers, which a float resize misses by a grey level on ~20 % of pixels."""
+    T, H, W, C = frames.shape
+    if frames.dtype != np.uint8 or C != 3 or H % 2 or W % 2:
+        raise ValueError(f"a tokenizer view needs uint8 crops with 3 channels, H and W even; got {frames.dtype} "
+                         f"(H, W, C) = {(H, W, C)}")
+    return resize(frames, W // 2, H // 2, cv2.INTER_LANCZOS4)
+
+
 def tokenizer_view(crops):
-    """uint8 (..., 3, H, W) student crops (CPU) -> uint8 (..., 3, H/2, W/2) tokenizer views. BEVT §3 "Tokenizer":
-    frames are downsampled by 1/2; official: CopyResize(scale=(112, 112), 'lanczos'), augmentations.py:1430-1456,
-    is mmcv.imresize = cv2.resize(INTER_LANCZOS4) on the uint8 crop. We call OpenCV itself: its uint8 Lanczos sums
-    11-bit fixed-point weights in integers, which a float resize misses by a grey level on ~20 % of pixels."""
+    """The same for torch crops (CPU): uint8 (..., 3, H, W) -> uint8 (..., 3, H/2, W/2)."""
     *lead, C, H, W = crops.shape
-    if crops.dtype != torch.uint8 or C != 3 or H % 2 or W % 2:
-        raise ValueError(f"tokenizer_view needs uint8 (..., 3, H, W), H and W even; got {crops.dtype} {crops.shape}")
-    frames = crops.reshape(-1, C, H, W).permute(0, 2, 3, 1).numpy()  # (N, H, W, 3)
-    views = np.stack([cv2.resize(np.ascontiguousarray(f), (W // 2, H // 2), interpolation=cv2.INTER_LANCZOS4)
-                      for f in frames])  # (N, H/2, W/2, 3)
+    if crops.dtype != torch.uint8:
+        raise ValueError(f"tokenizer_view needs uint8 crops, got {crops.dtype}")
+    views = view_frames(crops.reshape(-1, C, H, W).permute(0, 2, 3, 1).numpy())  # (N, H/2, W/2, 3)
     return torch.from_numpy(views).permute(0, 3, 1, 2).reshape(*lead, C, H // 2, W // 2)  # (..., 3, H/2, W/2)
 
 
@@ -412,21 +441,22 @@ class _Base(Dataset):
                 index = int(rng.integers(len(self)))
         raise RuntimeError(f"{MAX_RETRIES + 1} unreadable samples in a row (last {path}); run `python data.py check`")
 
-    def _clip(self, record, pick):
-        """Decode the frames chosen by pick(num_frames) within [start_frame, end_frame): uint8 (T, 3, H, W)."""
-        end = min(record.end_frame or math.inf, video_frame_count(record.path))
-        if end <= record.start_frame:
-            raise MediaError(f"{record.path}: no frames in [{record.start_frame}, {end})")
-        indices = record.start_frame + pick(end - record.start_frame)
-        return read_video(record.path, indices).permute(0, 3, 1, 2)  # (T, 3, H, W)
+    def _frames(self, record, pick):
+        """Decode the frames chosen by pick(num_frames) within [start_frame, end_frame): uint8 (T, H, W, 3) numpy."""
+        def pick_in_segment(num_frames):
+            end = min(record.end_frame or math.inf, num_frames)
+            if end <= record.start_frame:
+                raise MediaError(f"{record.path}: no frames in [{record.start_frame}, {end})")
+            return record.start_frame + pick(end - record.start_frame)
+        return read_frames(record.path, pick_in_segment)  # (T, H, W, 3)
 
 
-def pretrain_crop(x, crop, rescale, rng, jitter=lambda x: x):
-    """The pretraining augmentation (official cfg in1k_k400.py:44-46, :60-63): short side ~ U{rescale} bicubic,
-    (images: ColorJitter), random crop, flip with p = 0.5. uint8 (..., 3, H, W) -> uint8 (..., 3, crop, crop)."""
-    x = jitter(resize_short(x, int(rng.integers(rescale[0], rescale[1] + 1)), InterpolationMode.BICUBIC))
-    x = random_crop(x, crop, rng)
-    return x.flip(-1) if rng.random() < 0.5 else x
+def pretrain_crop(frames, crop, rescale, rng, jitter=lambda frames: frames):
+    """The pretraining augmentation (official cfg in1k_k400.py:44-46, :60-63): RandomRescale, short side ~ U{rescale}
+    bicubic, (images: ColorJitter), random crop, flip with p = 0.5. (T, H, W, 3) -> (T, crop, crop, 3) uint8."""
+    frames = jitter(resize_short(frames, int(rng.integers(rescale[0], rescale[1] + 1)), cv2.INTER_CUBIC))
+    frames = random_crop(frames, crop, rng)
+    return frames[:, :, ::-1] if rng.random() < 0.5 else frames
 
 
 class PretrainVideoDataset(_Base):
@@ -440,14 +470,13 @@ class PretrainVideoDataset(_Base):
         self.mask_strategy, self.tube_range, self.mask_ratio = mask_strategy, tube_range, mask_ratio
 
     def _load(self, index, rng):
-        x = self._clip(self.records[index],
-                       lambda n: dense_indices(n, self.clip_len, self.frame_interval, 1, True, rng)[0])  # (T, 3, H, W)
-        x = pretrain_crop(x, self.crop, self.rescale, rng)  # (T, 3, crop, crop)
+        frames = self._frames(self.records[index],
+                              lambda n: dense_indices(n, self.clip_len, self.frame_interval, 1, True, rng)[0])
+        frames = pretrain_crop(frames, self.crop, self.rescale, rng)  # (T, crop, crop, 3)
         grid = self.crop // 16  # BEVT §3 "Mask strategy": masks live on the 14x14 (224/16) token grid
         mask = video_mask(self.mask_strategy, self.clip_len // self.patch_t, grid, grid, self.mask_ratio,
                           self.tube_range, rng=rng)
-        return {"video": x.transpose(0, 1).contiguous(),  # (3, T, H, W) uint8
-                "video_tok": tokenizer_view(x).transpose(0, 1).contiguous(),  # (3, T, H/2, W/2) uint8
+        return {"video": to_clip(frames), "video_tok": to_clip(view_frames(frames)),  # (3, T, H, W), (3, T, H/2, W/2)
                 "video_mask": torch.from_numpy(mask)}  # (T/patch_t, H/16, W/16), True = masked
 
 
@@ -463,11 +492,13 @@ class PretrainImageDataset(_Base):
         self.order = np.random.default_rng([seed]).permutation(3)
 
     def _load(self, index, rng):
-        x = pretrain_crop(read_image(self.records[index].path), self.crop, self.rescale, rng,
-                          lambda x: color_jitter(x, self.jitter, self.order, rng))  # (3, crop, crop)
+        frames = read_image(self.records[index].path).permute(1, 2, 0).numpy()[None]  # (1, H, W, 3)
+        jitter = lambda frames: color_jitter(frames[0], self.jitter, self.order, rng)[None]  # noqa: E731
+        frames = pretrain_crop(frames, self.crop, self.rescale, rng, jitter)  # (1, crop, crop, 3)
         grid = self.crop // 16
         mask = blockwise_mask(grid, grid, int(self.mask_ratio * grid * grid), rng=rng)
-        return {"image": x.contiguous(), "image_tok": tokenizer_view(x),  # (3, H, W), (3, H/2, W/2) uint8
+        return {"image": to_clip(frames)[:, 0],  # (3, H, W) uint8
+                "image_tok": to_clip(view_frames(frames))[:, 0],  # (3, H/2, W/2) uint8
                 "image_mask": torch.from_numpy(mask)}  # (H/16, W/16), True = masked
 
 
@@ -503,17 +534,17 @@ class FinetuneVideoDataset(_Base):
         record = self.records[video]
         pick = (lambda n: uniform_indices(n, self.clip_len, self.train, rng)) if self.sampling == "uniform" else \
             (lambda n: dense_indices(n, self.clip_len, self.frame_interval, self.num_clips, self.train, rng)[clip])
-        x = resize_short(self._clip(record, pick), self.short_side)  # (T, 3, H, W)
+        frames = resize_short(self._frames(record, pick), self.short_side)  # (T, H, W, 3)
         if not self.train:
-            x = fixed_crop(x, self.crop, position, self.num_crops).transpose(0, 1).contiguous()  # (3, T, H, W)
-            return {"video": normalize_batch(x[None])[0], "label": record.label, "video_index": video}
-        x = random_resized_crop(x, self.crop, rng, self.area)
-        x = x.flip(-1) if self.flip and rng.random() < 0.5 else x
+            clip = to_clip(fixed_crop(frames, self.crop, position, self.num_crops))  # (3, T, crop, crop)
+            return {"video": normalize_batch(clip[None])[0], "label": record.label, "video_index": video}
+        frames = random_resized_crop(frames, self.crop, rng, self.area)
+        clip = to_clip(frames[:, :, ::-1] if self.flip and rng.random() < 0.5 else frames)  # (3, T, crop, crop)
         if self.randaugment is not None:  # torchvision draws from torch's RNG: seed it from ours, then restore it
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(rng.integers(2**62)))
-                x = self.randaugment(x)  # (T, 3, H, W) uint8: one draw of ops, applied to every frame
-        x = normalize_batch(x.transpose(0, 1).contiguous()[None])[0]  # (3, T, H, W) float32
+                clip = self.randaugment(clip.transpose(0, 1)).transpose(0, 1)  # one draw of ops, on every frame
+        x = normalize_batch(clip[None])[0]  # (3, T, H, W) float32
         if rng.random() < self.erase_prob:
             x = random_erase(x, rng)
         return {"video": x, "label": record.label, "index": video}
@@ -563,13 +594,13 @@ def load_frames(root, num_frames, size, seed) -> torch.Tensor:
     while len(out) < num_frames:
         path = files[rng.integers(len(files))]
         if path.lower().endswith(IMAGE_EXTS):
-            x = read_image(path)[None]  # (1, 3, H, W)
+            frames = read_image(path).permute(1, 2, 0).numpy()[None]  # (1, H, W, 3)
         else:
-            n = video_frame_count(path)
-            x = read_video(path, np.sort(rng.integers(0, n, size=min(per_file, n)))).permute(0, 3, 1, 2)
-        for frame in x:
+            frames = read_frames(path, lambda n: np.sort(rng.integers(0, n, size=min(per_file, n))))  # (N, H, W, 3)
+        for frame in frames:
             short = int(rng.integers(round(crop * 256 / 224), round(crop * 320 / 224) + 1))
-            out.append(tokenizer_view(random_crop(resize_short(frame, short, InterpolationMode.BICUBIC), crop, rng)))
+            crops = random_crop(resize_short(frame[None], short, cv2.INTER_CUBIC), crop, rng)  # (1, crop, crop, 3)
+            out.append(to_clip(view_frames(crops))[:, 0])  # (3, size, size)
     return torch.stack(out[:num_frames])  # (N, 3, size, size)
 
 

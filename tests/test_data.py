@@ -260,6 +260,64 @@ def test_pretraining_samples_are_uint8_with_the_view_of_the_same_crop(tmp_path):
         np.testing.assert_array_equal(tok.permute(1, 2, 0).numpy(), ref)
 
 
+def official_resize_short(frames, short, interpolation):
+    """mmcv.rescale_size + mmcv.imresize, as the official Resize(scale=(-1, short)) calls them."""
+    h, w = frames.shape[1:3]
+    scale_factor = min(np.inf / max(h, w), short / min(h, w))
+    size = int(w * float(scale_factor) + 0.5), int(h * float(scale_factor) + 0.5)  # (w, h)
+    return np.stack([cv2.resize(f, size, interpolation=interpolation) for f in frames])
+
+
+def test_pipelines_are_the_official_transforms(tmp_path):
+    """Each sample equals the official ops composed by hand on the decoded frames with the same draws: pretraining
+    RandomRescale (bicubic) -> RandomCrop -> Flip; K400 finetune Resize(-1, 256) (bilinear) -> RandomResizedCrop ->
+    Resize(224, 224) -> Flip; test Resize(-1, 224) -> ThreeCrop."""
+    t, h, w = 24, 96, 130  # an odd long-side margin checks ThreeCrop's offsets 0, (w - c) // 2, 2 * ((w - c) // 2)
+    frames = np.stack([photo(PHOTOS[2])[i:i + h, 3 * i:3 * i + w] for i in range(t)])  # (T, H, W, 3)
+    path = tmp_path / "photo.mp4"
+    synthetic.write_video(path, frames)
+    decoded = sequential(path)
+    pretrain = data.PretrainVideoDataset([data.VideoRecord(str(path), 0)], clip_len=4, frame_interval=2, crop=64,
+                                         rescale=(96, 112), seed=2)
+    finetune = data.FinetuneVideoDataset([data.VideoRecord(str(path), 0)], train=True, clip_len=4, frame_interval=2,
+                                         crop=48, short_side=72, seed=2)
+    test = data.FinetuneVideoDataset([data.VideoRecord(str(path), 0)], train=False, clip_len=4, frame_interval=2,
+                                     num_crops=3, crop=48, short_side=48, seed=2)
+    for epoch in range(6):
+        pretrain.set_epoch(epoch)
+        rng = np.random.default_rng([2, epoch, 0])
+        x = decoded[data.dense_indices(t, 4, 2, 1, True, rng)[0]]
+        x = official_resize_short(x, int(rng.integers(96, 113)), cv2.INTER_CUBIC)
+        top, left = rng.integers(0, x.shape[1] - 64 + 1), rng.integers(0, x.shape[2] - 64 + 1)
+        x = x[:, top:top + 64, left:left + 64]
+        x = x[:, :, ::-1] if rng.random() < 0.5 else x
+        np.testing.assert_array_equal(pretrain[0]["video"].permute(1, 2, 3, 0).numpy(), x)
+
+        finetune.set_epoch(epoch)
+        rng = np.random.default_rng([2, epoch, 0])
+        x = official_resize_short(decoded[data.dense_indices(t, 4, 2, 1, True, rng)[0]], 72, cv2.INTER_LINEAR)
+        for _ in range(10):  # RandomResizedCrop, augmentations.py:815-840
+            area = rng.uniform(0.08, 1.0) * x.shape[1] * x.shape[2]
+            aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+            crop_w, crop_h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            if crop_h <= x.shape[1] and crop_w <= x.shape[2]:
+                top, left = rng.integers(0, x.shape[1] - crop_h + 1), rng.integers(0, x.shape[2] - crop_w + 1)
+                break
+        x = np.stack([cv2.resize(f, (48, 48), interpolation=cv2.INTER_LINEAR)
+                      for f in x[:, top:top + crop_h, left:left + crop_w]])
+        x = x[:, :, ::-1] if rng.random() < 0.5 else x
+        ref = data.normalize_batch(torch.from_numpy(np.ascontiguousarray(x)).permute(3, 0, 1, 2)[None])[0]
+        assert torch.equal(finetune[0]["video"], ref)  # (3, T, H, W) normalised
+
+    x = official_resize_short(decoded[data.dense_indices(t, 4, 2, 1, False, None)[0]], 48, cv2.INTER_LINEAR)
+    assert x.shape[1:3] == (48, 65)  # 130 * 48 / 96
+    step = (x.shape[2] - 48) // 2  # ThreeCrop, augmentations.py:1818-1824: offsets 0, 8, 16 of a 17 px margin
+    for position in range(3):
+        ref = x[:, :, position * step:position * step + 48]
+        ref = data.normalize_batch(torch.from_numpy(np.ascontiguousarray(ref)).permute(3, 0, 1, 2)[None])[0]
+        assert torch.equal(test[position]["video"], ref)
+
+
 def test_normalize_batch_is_official_normalize():
     """official: Normalize(**img_norm_cfg) (augmentations.py:1517, mmcv.imnormalize_: cv2.subtract the float64 mean,
     cv2.multiply by 1 / float64 std, in float32) on every uint8 level of every channel, as (B, 3, T, H, W) clips
@@ -310,9 +368,8 @@ def test_color_jitter_is_official(order):
             b, c, s = np.random.default_rng([k, seed]).uniform(1 - 0.4, 1 + 0.4, size=3).tolist()
             fn_idx = list(order[:1]) + [3] + list(order[1:])  # the official permutation of 4 ops; hue=0 is skipped
             ref = official_color_jitter(img, b, c, s, fn_idx)
-            got = data.color_jitter(torch.from_numpy(img).permute(2, 0, 1), 0.4, np.array(order),
-                                    np.random.default_rng([k, seed]))
-            np.testing.assert_array_equal(got.permute(1, 2, 0).numpy(), ref)
+            got = data.color_jitter(img, 0.4, np.array(order), np.random.default_rng([k, seed]))  # (H, W, 3)
+            np.testing.assert_array_equal(got, ref)
             clamped = img.astype(np.float32)
             for op in order:
                 clamped = np.clip(official_color_jitter(clamped.astype(np.uint8), b, c, s, [op]), 0, 255)
@@ -441,8 +498,7 @@ def test_finetune_augmentation_is_identical_on_every_frame(monkeypatch):
     H.264 clip) can be amplified by ops such as solarize or equalize and would hide what is tested."""
     frame = torch.from_numpy(np.random.default_rng(0).integers(0, 256, size=(6, 8, 3), dtype=np.uint8))
     frame = frame.repeat_interleave(8, 0).repeat_interleave(8, 1)  # (48, 64, 3) blocky texture
-    monkeypatch.setattr(data, "video_frame_count", lambda path: 12)
-    monkeypatch.setattr(data, "read_video", lambda path, indices: frame[None].repeat(len(indices), 1, 1, 1))
+    monkeypatch.setattr(data, "read_frames", lambda path, pick: frame[None].repeat(len(pick(12)), 1, 1, 1).numpy())
     ds = data.FinetuneVideoDataset([data.VideoRecord("static.mp4", 3)], train=True, sampling="uniform", clip_len=4,
                                    crop=32, short_side=40, flip=False, randaugment=(4, 7), erase_prob=1.0, seed=0)
     for epoch in range(4):
@@ -458,8 +514,8 @@ def test_finetune_views_and_segments(syn, monkeypatch):
     records, _ = data.read_diving48(syn["diving48_test"], syn["mp4_root"])
     records = [data.VideoRecord(r.path, r.label, 4, 12) for r in records[:3]]
     seen = []
-    read = data.read_video
-    monkeypatch.setattr(data, "read_video", lambda path, idx: seen.append(np.asarray(idx)) or read(path, idx))
+    read = data.read_frames
+    monkeypatch.setattr(data, "read_frames", lambda path, pick: read(path, lambda n: seen.append(pick(n)) or seen[-1]))
     ds = data.FinetuneVideoDataset(records, train=False, clip_len=4, frame_interval=1, num_clips=2, num_crops=3,
                                    crop=32, short_side=32)
     assert len(ds) == 3 * 2 * 3
