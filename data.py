@@ -521,33 +521,36 @@ class FinetuneVideoDataset(_Base):
         self.erase_prob, self.area = erase_prob, area  # area: RandomResizedCrop's range; official: (0.08, 1.0)
 
     def __getitem__(self, index):
-        video = index // self.views
+        video_index = index // self.views
         item = super().__getitem__(index, replace=self.train)
         if item is None:  # test view of an unreadable video: a blank clip keeps every video's views in place
             blank = torch.zeros(3, self.clip_len, self.crop, self.crop)
-            item = {"video": blank, "label": self.records[video].label, "video_index": video}
+            item = {"video": blank, "label": self.records[video_index].label, "video_index": video_index}
         return item
 
     def _load(self, index, rng):
-        video, view = divmod(index, self.views)
-        clip, position = divmod(view, self.num_crops)
-        record = self.records[video]
-        pick = (lambda n: uniform_indices(n, self.clip_len, self.train, rng)) if self.sampling == "uniform" else \
-            (lambda n: dense_indices(n, self.clip_len, self.frame_interval, self.num_clips, self.train, rng)[clip])
+        video_index, view = divmod(index, self.views)
+        clip_index, position = divmod(view, self.num_crops)
+        record = self.records[video_index]
+        def pick(num_frames):
+            if self.sampling == "uniform":
+                return uniform_indices(num_frames, self.clip_len, self.train, rng)
+            clips = dense_indices(num_frames, self.clip_len, self.frame_interval, self.num_clips, self.train, rng)
+            return clips[clip_index]  # (clip_len,)
         frames = resize_short(self._frames(record, pick), self.short_side)  # (T, H, W, 3)
         if not self.train:
             clip = to_clip(fixed_crop(frames, self.crop, position, self.num_crops))  # (3, T, crop, crop)
-            return {"video": normalize_batch(clip[None])[0], "label": record.label, "video_index": video}
+            return {"video": normalize_batch(clip[None])[0], "label": record.label, "video_index": video_index}
         frames = random_resized_crop(frames, self.crop, rng, self.area)
         clip = to_clip(frames[:, :, ::-1] if self.flip and rng.random() < 0.5 else frames)  # (3, T, crop, crop)
         if self.randaugment is not None:  # torchvision draws from torch's RNG: seed it from ours, then restore it
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(rng.integers(2**62)))
                 clip = self.randaugment(clip.transpose(0, 1)).transpose(0, 1)  # one draw of ops, on every frame
-        x = normalize_batch(clip[None])[0]  # (3, T, H, W) float32
+        clip = normalize_batch(clip[None])[0]  # (3, T, H, W) float32
         if rng.random() < self.erase_prob:
-            x = random_erase(x, rng)
-        return {"video": x, "label": record.label, "index": video}
+            clip = random_erase(clip, rng)
+        return {"video": clip, "label": record.label, "index": video_index}
 
 
 # --------------------------------------------------------------------------- loaders
