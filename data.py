@@ -154,20 +154,21 @@ def _need_root(root) -> Path:
 def read_k400_csv(csv_path, root, classes=None):
     """Official Kinetics CSV (label,youtube_id,time_start,time_end,split); files {id}_{start:06d}_{end:06d}.mp4
     anywhere under root (split folders, class folders or flat). Rows whose file is absent are skipped and counted."""
-    on_disk = {f: os.path.join(d, f) for d, _, fs in os.walk(_need_root(root)) for f in fs}
+    on_disk = {name: os.path.join(folder, name) for folder, _, names in os.walk(_need_root(root)) for name in names}
     rows = []
     with open(csv_path, newline="") as fh:
         for line_no, row in enumerate(csv.reader(fh), 1):
             if line_no == 1 and row[:2] == ["label", "youtube_id"]:
                 continue
             try:
-                label, yid, t0, t1 = row[0], row[1], int(float(row[2])), int(float(row[3]))
+                label, youtube_id, start, end = row[0], row[1], int(float(row[2])), int(float(row[3]))
             except (IndexError, ValueError):
                 raise ValueError(f"{csv_path}:{line_no}: expected label,youtube_id,time_start,time_end,split") from None
-            rows.append((label, f"{yid}_{t0:06d}_{t1:06d}"))
+            rows.append((label, f"{youtube_id}_{start:06d}_{end:06d}"))
     classes = classes or sorted({label for label, _ in rows})  # official label map is alphabetical
     index = {name: i for i, name in enumerate(classes)}
-    found = [(label, next((on_disk[n + e] for e in VIDEO_EXTS if n + e in on_disk), None)) for label, n in rows]
+    found = [(label, next((on_disk[stem + ext] for ext in VIDEO_EXTS if stem + ext in on_disk), None))
+             for label, stem in rows]
     records = [VideoRecord(path, index[label]) for label, path in found if path is not None]
     if len(records) < len(rows):
         warnings.warn(f"{csv_path}: {len(rows) - len(records)} of {len(rows)} videos not found under {root}, skipped")
@@ -612,7 +613,7 @@ def check(cfg: CheckConfig) -> int:
     """Open every file of a dataset, count frames and decode the last one; print a summary. Returns #problems."""
     records, classes = read_annotations(cfg.annotation, cfg.root)
     problems = {"missing": [], "unreadable": [], "too short": []}
-    for k, record in enumerate(records, 1):
+    for done, record in enumerate(records, 1):
         try:
             if not os.path.exists(record.path):
                 problems["missing"].append(record.path)
@@ -625,9 +626,9 @@ def check(cfg: CheckConfig) -> int:
                     problems["too short"].append(f"{record.path} ({n - record.start_frame} frames)")
         except (OSError, av.FFmpegError, MediaError) as err:
             problems["unreadable"].append(f"{record.path} ({err})")
-        if k % 50 == 0 or k == len(records):
+        if done % 50 == 0 or done == len(records):
             counts = " ".join(f"{key}={len(v)}" for key, v in problems.items())
-            print(f"\rcheck {cfg.annotation}: {k}/{len(records)} {counts}", end="", file=sys.stderr, flush=True)
+            print(f"\rcheck {cfg.annotation}: {done}/{len(records)} {counts}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     print(f"{len(records)} samples, {len(classes)} classes")
     for key, paths in problems.items():

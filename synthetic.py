@@ -167,13 +167,14 @@ def make_synthetic(out_dir, cfg: SyntheticConfig = SyntheticConfig()) -> Path:
             for i in range(count):
                 seed = [cfg.seed, group[name], split == "val", i]
                 frames = render_clip(name, seed, cfg.frames, cfg.height, cfg.width)
-                yid, t0 = f"syn{label:02d}{split[0]}{i:05d}", 10 * i
-                stem, vid = f"{yid}_{t0:06d}_{t0 + 10:06d}", str(100000 * (split == "val") + 1000 * label + i)
+                youtube_id, start = f"syn{label:02d}{split[0]}{i:05d}", 10 * i
+                stem = f"{youtube_id}_{start:06d}_{start + 10:06d}"
+                video_id = str(100000 * (split == "val") + 1000 * label + i)
                 write_video(out / "mp4" / f"{stem}.mp4", frames)
-                write_video(out / "webm" / f"{vid}.webm", frames, gop=16)
-                rows.append([name, yid, t0, t0 + 10, split])
+                write_video(out / "webm" / f"{video_id}.webm", frames, gop=16)
+                rows.append([name, youtube_id, start, start + 10, split])
                 lines.append(f"{stem}.mp4 {label}\n")
-                ssv2.append({"id": vid, "label": name, "template": template, "placeholders": ["something"]})
+                ssv2.append({"id": video_id, "label": name, "template": template, "placeholders": ["something"]})
                 diving.append({"vid_name": stem, "label": label, "start_frame": 0, "end_frame": cfg.frames})
         with open(out / "k400" / f"{split}.csv", "w", newline="") as fh:
             csv.writer(fh).writerows([["label", "youtube_id", "time_start", "time_end", "split"]] + rows)

@@ -191,9 +191,9 @@ class DalleEncoder(Tokenizer):
 # --- small VQ-VAE tokenizer (the offline default) --------------------------------------------------------------
 
 class ResBlock(nn.Module):
-    def __init__(self, c):
+    def __init__(self, channels):
         super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 1)
+        self.conv1, self.conv2 = nn.Conv2d(channels, channels, 3, padding=1), nn.Conv2d(channels, channels, 1)
 
     def forward(self, x):
         return x + self.conv2(F.relu(self.conv1(F.relu(x))))
@@ -241,27 +241,27 @@ class VQTokenizer(Tokenizer):
         return self.decoder(self.codebook[ids].permute(0, 3, 1, 2))  # (N, 3, h, w)
 
 
-def _kmeans(z, k, iters, g):
-    """Lloyd's k-means on z (M, D) from k distinct random points -> centres (k, D)."""
-    c = z[torch.randperm(len(z), generator=g)[:k]].clone()
+def _kmeans(z, num_centres, iters, generator):
+    """Lloyd's k-means on z (M, D) from num_centres distinct random points -> centres (num_centres, D)."""
+    centres = z[torch.randperm(len(z), generator=generator)[:num_centres]].clone()
     for _ in range(iters):
-        ids = torch.cdist(z, c).argmin(1)
-        count = torch.bincount(ids, minlength=k).float()
-        sums = torch.zeros_like(c).index_add_(0, ids, z)
-        c = torch.where(count[:, None] > 0, sums / count.clamp(min=1)[:, None], c)  # an empty cluster keeps its centre
-    return c
+        ids = torch.cdist(z, centres).argmin(1)
+        count = torch.bincount(ids, minlength=num_centres).float()
+        sums = torch.zeros_like(centres).index_add_(0, ids, z)
+        centres = torch.where(count[:, None] > 0, sums / count.clamp(min=1)[:, None], centres)  # empty: unchanged
+    return centres
 
 
-def _vq_step(tok, view, opt, step, g):
+def _vq_step(tok, view, opt, step, generator):
     """One training step: encode, EMA codebook update (+ k-means init, dead-code restarts), reconstruct, Adam."""
     cfg = tok.cfg
     z = tok.embed(view)  # (B, h', w', D)
     flat = z.detach().reshape(-1, cfg.code_dim)  # (M, D)
     with torch.no_grad():
         if step == 0:  # k-means init on the first batch (BEiT v2 norm_ema_quantizer.py)
-            c = F.normalize(_kmeans(flat, cfg.vocab_size, cfg.kmeans_iters, g), dim=-1)  # (V, D)
+            centres = F.normalize(_kmeans(flat, cfg.vocab_size, cfg.kmeans_iters, generator), dim=-1)  # (V, D)
             # counts start at 1, so a code unused in a step falls below dead_threshold and is restarted at once
-            tok.codebook.copy_(c), tok.ema_count.fill_(1.0), tok.ema_sum.copy_(c)
+            tok.codebook.copy_(centres), tok.ema_count.fill_(1.0), tok.ema_sum.copy_(centres)
         ids = tok.nearest(flat)  # (M,)
         onehot = F.one_hot(ids, cfg.vocab_size).float()  # (M, V)
         tok.ema_count.mul_(cfg.ema_decay).add_(onehot.sum(0), alpha=1 - cfg.ema_decay)
@@ -271,7 +271,7 @@ def _vq_step(tok, view, opt, step, g):
         tok.codebook.copy_(F.normalize(tok.ema_sum / smoothed[:, None], dim=-1))
         dead = (tok.ema_count < cfg.dead_threshold).nonzero().squeeze(1)
         if len(dead):  # restart dead codes at random encoder outputs of this batch, with a count of 1
-            fresh = flat[torch.randint(len(flat), (len(dead),), generator=g)]
+            fresh = flat[torch.randint(len(flat), (len(dead),), generator=generator)]
             tok.codebook[dead], tok.ema_sum[dead], tok.ema_count[dead] = fresh, fresh, 1.0
     zq = tok.codebook[ids].reshape(z.shape)  # (B, h', w', D)
     # Summed squared errors per token, as in van den Oord et al. Eq. (3): with per-element means instead, the
@@ -306,21 +306,21 @@ def train_vq_tokenizer(frames, cfg, log=print):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         tok = VQTokenizer(cfg)
-    g = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
     views = frames.float() / 255
     val, train = views[:cfg.val_frames], views[cfg.val_frames:]
     opt = torch.optim.Adam(tok.parameters(), lr=cfg.lr)
-    t0, restarts = time.time(), 0
+    start, restarts = time.time(), 0
     for step in range(cfg.steps):
-        batch = train[torch.randint(len(train), (cfg.batch_size,), generator=g)]  # (batch, 3, S, S)
-        loss, n_dead = _vq_step(tok, batch, opt, step, g)
+        batch = train[torch.randint(len(train), (cfg.batch_size,), generator=generator)]  # (batch, 3, S, S)
+        loss, n_dead = _vq_step(tok, batch, opt, step, generator)
         restarts += n_dead
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             log(f"vq step {step + 1}/{cfg.steps} loss {loss:.4f} dead-code restarts {restarts} "
-                f"{time.time() - t0:.0f}s")
+                f"{time.time() - start:.0f}s")
     r = vq_report(tok.eval(), val)
     log(f"vq tokenizer: val PSNR {r['psnr']:.1f} dB, codes used {r['codes_used']}/{cfg.vocab_size}, "
-        f"perplexity {r['perplexity']:.0f} ({len(val)} val frames, {time.time() - t0:.0f}s)")
+        f"perplexity {r['perplexity']:.0f} ({len(val)} val frames, {time.time() - start:.0f}s)")
     return tok.requires_grad_(False)
 
 
