@@ -543,7 +543,19 @@ def test_cycled_image_stream_resumes_exactly(syn):
     assert all(torch.equal(a["image"], b["image"]) for a, b in zip(after, [next(resumed) for _ in range(2)]))
 
 
-def test_load_frames(syn):
+def test_load_frames(syn, tmp_path):
     frames = data.load_frames(syn["classes"].parent, 10, 32, seed=0)
     assert frames.shape == (10, 3, 32, 32) and frames.dtype == torch.uint8
     assert torch.equal(frames, data.load_frames(syn["classes"].parent, 10, 32, seed=0))
+    # the views are made as in pretraining: bicubic rescale of the short side to U{73..91} (256..320 of a 224 crop,
+    # scaled to the 64 px crop), random crop, the OpenCV view
+    shutil.copy(PHOTOS[0], tmp_path / "photo.png")
+    views = data.load_frames(tmp_path, 4, 32, seed=1)
+    rng, img = np.random.default_rng(1), photo(PHOTOS[0])
+    for view in views:
+        assert rng.integers(1) == 0  # the file draw
+        x = official_resize_short(img[None], int(rng.integers(73, 92)), cv2.INTER_CUBIC)[0]
+        top, left = rng.integers(0, x.shape[0] - 64 + 1), rng.integers(0, x.shape[1] - 64 + 1)
+        ref = cv2.resize(np.ascontiguousarray(x[top:top + 64, left:left + 64]), (32, 32),
+                         interpolation=cv2.INTER_LANCZOS4)
+        np.testing.assert_array_equal(view.permute(1, 2, 0).numpy(), ref)
