@@ -72,7 +72,8 @@ class FinetuneConfig:
     window_size: tuple = (0, 0, 0)  # (0, 0, 0): the model preset's, (8, 7, 7) for Swin-B; ssv2: (16, 7, 7)
     drop_path: float = 0.3  # official k400 cfg: drop_path_rate=0.3
     head_dropout: float = 0.5  # official k400 cfg: I3DHead dropout_ratio=0.5
-    grad_checkpoint: bool = False  # official cfg: use_checkpoint=False (recompute each block in backward)
+    grad_checkpoint: bool = False  # recompute each block in backward; official: use_checkpoint=False
+    # (mmaction/models/backbones/swin_transformer.py:573, not set by the cfgs)
     # optimisation: official AdamW, cosine (mmcv by_epoch=True) with a 2.5-epoch linear warmup from 0.1 x lr
     epochs: int = 60  # BEVT §4.1: 60 epochs
     warmup_epochs: float = 2.5
@@ -152,7 +153,7 @@ def build_config(argv):
 
 def custom_keys(cfg, mcfg):
     """The official paramwise_cfg custom keys of the recipe (engine.paramwise matches them as mmcv does): no decay
-    for norms and bias tables, plus layer-wise lr decay (k400 cfg:97-124) or the backbone lr_mult (ssv2 cfg:99)."""
+    for norms and bias tables, plus layer-wise lr decay (k400 cfg:97-125) or the backbone lr_mult (ssv2 cfg:99)."""
     keys = dict(engine.NO_DECAY_KEYS)
     if cfg.layer_decay != 1.0:
         keys.update(engine.layer_decay_keys(mcfg.depths, cfg.layer_decay))
@@ -337,6 +338,7 @@ def datasets(cfg, synthetic):
 
 def run_eval(model, records, num_classes, cfg, env, temporal, groups):
     """The multi-view test of `records` (optionally under a Table 2 transform) -> metrics()."""
+    engine.same_on_all_ranks(len(records), env, "the number of test videos")  # the all-reduced tensors' size
     ds = data.FinetuneVideoDataset(records, train=False, sampling=cfg.sampling, clip_len=cfg.clip_len,
                                    frame_interval=cfg.frame_interval, num_clips=cfg.test_clips,
                                    num_crops=cfg.test_crops, crop=cfg.img_size, short_side=cfg.test_short_side,

@@ -44,7 +44,8 @@ class TrainConfig:
     stage: str = field(default="joint", metadata={"choices": ("image", "video", "joint", "tokenizer")})
     model: str = field(default="base", metadata={"choices": tuple(bevt_model.PRESETS)})  # official: Swin-B
     drop_path: float = 0.3  # official cfg: drop_path_rate=0.3 (pretraining)
-    grad_checkpoint: bool = False  # official cfg: use_checkpoint=False (recompute each block in backward)
+    grad_checkpoint: bool = False  # recompute each block in backward; official: use_checkpoint=False
+    # (mmaction/models/backbones/swin_transformer_bevt.py:626, not set by the cfgs)
     init: str = ""  # image-stage checkpoint (ours or the official release) to inflate into the joint stage
     tokenizer: str = ""  # converted DALL-E encoder or VQ .pt (needed with data flags); empty: the synthetic run's VQ
     tokenizer_precision: str = field(default="official", metadata={"choices": ("official", "fp32")})  # official: the
@@ -90,7 +91,8 @@ class TrainConfig:
     keep_last: int = 3
 
 
-# official: README, 32 GPUs x (4 clips + 32 images) x update_interval 2 (BEVT §4.1: batch 256; BEVT-I: 2,048 images)
+# BEVT §4.1: batch 256 (joint), 2,048 images (BEVT-I). official: README.md:78 (32 GPUs) x omni_videos_per_gpu
+# [8, 64] (configs/recognition/swin/swin_base_patch244_window877_bevt_in1k_k400.py:76) per optimizer step
 OFFICIAL_BATCH = {"clips": 256, "images": 2048}
 
 # `python train.py` with no data flags, the embedded default: a joint run on the synthetic set (generated on first

@@ -57,16 +57,16 @@ def test_layer_ids_follow_official_k400_decay():
 
 
 def test_layer_decay_keys_are_the_official_k400_table():
-    """official: configs/recognition/swin/swin_base_patch244_window877_bevt_finetune_k400.py:97-124, written out:
+    """official: configs/recognition/swin/swin_base_patch244_window877_bevt_finetune_k400.py:97-125, written out:
     backbone.norm 0.9 (decay_mult 0), then one more factor 0.9 per block and per downsample, top to bottom."""
     d = 0.9
     table = {"backbone.norm": {"lr_mult": d, "decay_mult": 0.0}, "backbone.layers.3.blocks.1": {"lr_mult": d},
              "backbone.layers.3.blocks.0": {"lr_mult": d ** 2}, "backbone.layers.2.downsample": {"lr_mult": d ** 3}}
     table.update({f"backbone.layers.2.blocks.{j}": {"lr_mult": d ** (21 - j)} for j in range(18)})
-    table.update({"backbone.layers.1.downsample": {"lr_mult": d ** 22}, "backbone.layers.1.blocks.1": {"lr_mult": d ** 23},
-                  "backbone.layers.1.blocks.0": {"lr_mult": d ** 24}, "backbone.layers.0.downsample": {"lr_mult": d ** 25},
-                  "backbone.layers.0.blocks.1": {"lr_mult": d ** 26}, "backbone.layers.0.blocks.0": {"lr_mult": d ** 27},
-                  "backbone.patch_embed": {"lr_mult": d ** 28}})
+    for key, power in (("layers.1.downsample", 22), ("layers.1.blocks.1", 23), ("layers.1.blocks.0", 24),
+                       ("layers.0.downsample", 25), ("layers.0.blocks.1", 26), ("layers.0.blocks.0", 27),
+                       ("patch_embed", 28)):
+        table["backbone." + key] = {"lr_mult": d ** power}
     ours = engine.layer_decay_keys((2, 2, 18, 2), d)
     assert ours.keys() == table.keys()
     for key, value in table.items():

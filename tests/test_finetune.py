@@ -42,7 +42,7 @@ def cfg_for(preset, **kw):
 
 
 def official_k400_multipliers(depths, decay=0.9):
-    """The official custom_keys table (k400 cfg:97-124) written out independently of engine.layer_id: walking down from
+    """The official custom_keys table (k400 cfg:97-125) written out independently of engine.layer_id: walking down from
     the head, backbone.norm and the last block share 0.9, then every block and every downsample one more factor."""
     table, k = {"head": 1.0, "norm": decay}, 1
     for i in reversed(range(len(depths))):
@@ -78,7 +78,7 @@ def counts(by_name):
 
 
 def test_k400_groups_per_parameter_swin_b():
-    """official: configs/recognition/swin/swin_base_patch244_window877_bevt_finetune_k400.py:93-124 with mmcv's
+    """official: configs/recognition/swin/swin_base_patch244_window877_bevt_finetune_k400.py:93-125 with mmcv's
     longest-key rule: every block / downsample / patch_embed parameter (norms and biases included) takes its key's
     layer decay and wd 0.001, because the block key is longer than 'norm'; the 24 relative_position_bias_tables match
     'relative_position_bias_table' (28 chars, longer than any block key): lr x 1, no decay; backbone.norm 0.9, no
