@@ -146,7 +146,7 @@ def paramwise(name, custom_keys):
 
 def layer_id(name, depths):
     """Depth position of a parameter for layer-wise lr decay; multiplier = decay ** (max_layer_id(depths) - id).
-    official: configs/recognition/swin/swin_base_patch244_window877_bevt_finetune_k400.py:97-124 writes the table out
+    official: configs/recognition/swin/swin_base_patch244_window877_bevt_finetune_k400.py:97-125 writes the table out
     for Swin-B: patch_embed 0.9^28, layers.0.blocks.0 0.9^27, ..., layers.3.blocks.1 0.9, backbone.norm 0.9, head 1:
     every block AND every downsample is one step (24 + 3 = 27), the final norm shares the last block's id, the head is
     the top. This numbering gives that table for any depths. Names are ours ("encoder.*", "head.*")."""
