@@ -494,7 +494,8 @@ class PretrainImageDataset(_Base):
 
     def _load(self, index, rng):
         frames = read_image(self.records[index].path).permute(1, 2, 0).numpy()[None]  # (1, H, W, 3)
-        jitter = lambda frames: color_jitter(frames[0], self.jitter, self.order, rng)[None]  # noqa: E731
+        def jitter(frames):  # ColorJitter on the whole rescaled image (1, H, W, 3)
+            return color_jitter(frames[0], self.jitter, self.order, rng)[None]
         frames = pretrain_crop(frames, self.crop, self.rescale, rng, jitter)  # (1, crop, crop, 3)
         grid = self.crop // 16
         mask = blockwise_mask(grid, grid, int(self.mask_ratio * grid * grid), rng=rng)
