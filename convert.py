@@ -1,7 +1,8 @@
 """Checkpoint conversion: pure functions from one state dict (a dict of tensors) to another. torchvision's
 swin3d_{t,s,b} in both directions, the official BEVT releases (pretraining and finetuning formats), the inflation
-of an image-stream checkpoint into the joint model (official inflate_weights), and the resize of relative
-position bias tables to another window (SSv2). Nothing here builds or runs a model except to read key names.
+of an image-stream checkpoint into the joint model (official inflate_weights), the resize of relative
+position bias tables to another window (SSv2), and the detection of a checkpoint's format for a classifier
+(classifier_state). Nothing here builds or runs a model except to read key names.
 
 Official key layout (xyzforever/BEVT, mmcv checkpoints {'meta', 'state_dict', ...}):
   pretraining: backbone.* (SwinTransformerBEVT) + cls_head.lm_head.* + cls_head.vae_encoder.* (the DALL-E
@@ -9,7 +10,6 @@ Official key layout (xyzforever/BEVT, mmcv checkpoints {'meta', 'state_dict', ..
 """
 import math
 
-import torch
 import torch.nn.functional as F
 
 from model import ModelConfig, VideoClassifier, relative_position_index
@@ -203,3 +203,50 @@ def inflate_image_checkpoint(ckpt, cfg: ModelConfig):
             v = v.repeat(2 * wd - 1, 1)                         # ((2Wd-1) rows2d, nH)
         out[k if k.startswith(DECODERS) else "encoder." + k] = v
     return out                                                  # 6. caller: load_state_dict(strict=False)
+
+
+def fold_probe_norm(sd):
+    """A linear probe's head (head.0 = BatchNorm1d(affine=False), head.1 = Linear) -> the plain head.weight / head.bias
+    that gives the same logits in eval mode: W' = W / sqrt(var + eps) per input feature, b' = b - W' mean. A state
+    dict without head.0.running_mean is returned as it came."""
+    if "head.0.running_mean" not in sd:
+        return sd
+    eps = 1e-6  # the probe's BatchNorm1d eps (MAE main_linprobe.py)
+    mean, var = sd["head.0.running_mean"].double(), sd["head.0.running_var"].double()
+    weight = sd["head.1.weight"].double() / (var + eps).sqrt()  # (num_classes, C8)
+    bias = sd["head.1.bias"].double() - weight @ mean  # (num_classes,)
+    out = {k: v for k, v in sd.items() if not k.startswith("head.")}
+    out["head.weight"], out["head.bias"] = weight.to(sd["head.1.weight"].dtype), bias.to(sd["head.1.bias"].dtype)
+    return out
+
+
+# --- any supported checkpoint -> a classifier's state dict ---------------------------------------------------------
+
+def checkpoint_kind(state):
+    """Which format a loaded checkpoint is: "torchvision swin3d", "our finetune", "our pretraining" or "official BEVT"
+    (anything else is tried as the official layout, which names what does not fit)."""
+    if isinstance(state, dict) and "features.0.0.norm1.weight" in state:
+        return "torchvision swin3d"
+    if isinstance(state, dict) and "config" in state and isinstance(state.get("model"), dict):
+        return "our finetune" if "head.weight" in state["model"] else "our pretraining"
+    return "official BEVT"
+
+
+def classifier_state(state, classifier):
+    """A loaded checkpoint of any supported format -> (the classifier's full state dict, the dropped keys, the format).
+    Formats: ours (pretraining {'model': BEVT} of any stage, or a finetune checkpoint, with its EMA weights merged in
+    if any), the official release (mmcv {'state_dict': backbone.*, cls_head.*}), a torchvision swin3d_* state dict.
+    load_official does the surgery (decoders, 2D patch embed, mask token, lm_head and DALL-E keys dropped by name,
+    bias tables interpolated to the classifier's window). head.* is absent when the checkpoint has no head of the
+    classifier's shape (the caller keeps a fresh one). Raises ValueError naming unexpected or missing keys."""
+    kind = checkpoint_kind(state)
+    if kind == "torchvision swin3d":
+        state = from_torchvision(state)
+    elif kind.startswith("our") and state.get("ema"):
+        kind, state = kind + " (EMA weights)", {**state["model"], **state["ema"]}
+    elif kind.startswith("our"):
+        state = state["model"]
+    if "head.0.running_mean" in state and "head.0.running_mean" not in classifier.state_dict():
+        kind, state = kind + " (linear probe, norm folded into the head)", fold_probe_norm(state)
+    sd, dropped = load_official(state, classifier)
+    return sd, dropped, kind

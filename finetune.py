@@ -15,14 +15,11 @@ Diving-48 has no official config (see PRESETS).
 DDP, AMP, the lr schedule, optimizer groups, checkpoints and the step loop are engine.py's.
 """
 import dataclasses
-import json
 import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -31,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import convert
 import data
 import engine
+import evaluate
 import model as bevt_model
 import synthetic as synthetic_set
 from cli import parse_flags
@@ -49,6 +47,7 @@ class FinetuneConfig:
     eval: bool = False  # no training: evaluate --init (or the newest checkpoint in out_dir)
     temporal_test: str = field(default="none", metadata={"choices": ("none", "single-frame", "shuffle")})  # Table 2
     export_torchvision: str = ""  # write the final weights as a torchvision swin3d_* state dict here
+    linear_probe: bool = False  # frozen encoder (eval mode), BatchNorm1d(affine=False) + Linear trained: MAE's probe
     # data
     train_ann: str = ""
     train_root: str = ""
@@ -174,101 +173,18 @@ def ema_update(ema, model, momentum, accum):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Table 2 temporal test: frame-index transforms, pure functions of (T, rng)
-
-
-def single_frame_indices(t, rng):
-    """BEVT §4.2 Table 2 "Single-frame": one random frame replaces every other frame -> a static clip."""
-    return np.full(t, rng.integers(t), dtype=np.int64)
-
-
-def shuffle_indices(t, rng):
-    """BEVT §4.2 Table 2 "Random-Shuffling": the frames in a random temporal order."""
-    return rng.permutation(t).astype(np.int64)
-
-
-def temporal_transform(video, video_index, kind, seed):
-    """Applies the Table 2 transform to a batch (B, 3, T, H, W); each clip's rng is default_rng([seed, video index]),
-    so the result does not depend on batching or the number of ranks (all views of a video share the pattern)."""
-    if kind == "none":
-        return video
-    make = single_frame_indices if kind == "single-frame" else shuffle_indices
-    idx = np.stack([make(video.shape[2], np.random.default_rng([seed, int(v)])) for v in video_index])  # (B, T)
-    idx = torch.from_numpy(idx).to(video.device)
-    return torch.stack([clip.index_select(1, i) for clip, i in zip(video, idx)])  # (B, 3, T, H, W)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# multi-view evaluation: softmax probabilities averaged per video over its views, metrics over the whole set
-
-
-@torch.no_grad()
-def evaluate(model, batches, num_videos, num_classes, env, dtype="float32", temporal="none", seed=0):
-    """Sums softmax probabilities, view counts and labels per video over this rank's batches ({"video", "label",
-    "video_index"}) and all-reduces them, so every rank holds the whole set. Returns (prob_sum (N, C), views (N,),
-    labels (N,)); a video seen by no rank has 0 views (`metrics` refuses that)."""
-    model.eval()
-    prob_sum = torch.zeros(num_videos, num_classes, dtype=torch.float64, device=env.device)
-    views = torch.zeros(num_videos, dtype=torch.float64, device=env.device)
-    label_sum = torch.zeros(num_videos, dtype=torch.float64, device=env.device)
-    for b in batches:
-        video = temporal_transform(b["video"].to(env.device, non_blocking=True), b["video_index"], temporal, seed)
-        with engine.autocast_context(env.device, dtype):
-            logits = model(video)  # (B, C)
-        index = b["video_index"].to(env.device, non_blocking=True)
-        prob_sum.index_add_(0, index, logits.float().softmax(-1).double())  # official: average_clips='prob'
-        views.index_add_(0, index, torch.ones_like(index, dtype=torch.float64))
-        label_sum.index_add_(0, index, b["label"].to(env.device, torch.float64))
-    for t in (prob_sum, views, label_sum):
-        engine.all_sum(t, env)
-    labels = (label_sum / views.clamp(min=1)).round().long()
-    return prob_sum.cpu(), views.cpu(), labels.cpu()
-
-
-def metrics(prob_sum, views, labels, expected_views, groups=None, topk=(1, 5)):
-    """Top-k accuracy (%) over videos of the averaged probabilities, per-class top-1 (%, NaN for an empty class) and
-    top-1 over the videos of each group of classes ({name: [labels]}, e.g. the synthetic appearance / motion classes).
-    Every video must have been seen exactly `expected_views` times (none dropped or counted twice)."""
-    bad = (views != expected_views).nonzero().flatten()
-    if len(bad):
-        raise RuntimeError(f"{len(bad)} videos were not seen exactly {expected_views} times, e.g. video "
-                           f"{int(bad[0])} {int(views[bad[0]])} times")
-    probs = prob_sum / views[:, None]  # (N, C) mean over views
-    C = probs.shape[1]
-    ranked = probs.topk(min(max(topk), C), dim=1).indices  # (N, k)
-    hit = ranked == labels[:, None]  # (N, k)
-    out = {f"top{k}": 100.0 * hit[:, :k].any(1).double().mean().item() for k in topk}
-    correct = torch.zeros(C, dtype=torch.float64).index_add_(0, labels, hit[:, 0].double())
-    total = torch.zeros(C, dtype=torch.float64).index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
-    out["per_class"] = (100.0 * correct / total).tolist()  # NaN where a class has no test video
-    out["class_count"] = total.long().tolist()
-    out["groups"] = {g: 100.0 * correct[c].sum().item() / max(total[c].sum().item(), 1)
-                     for g, c in (groups or {}).items()}
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------------------
 # initialisation: ours (any stage), the official release, torchvision swin3d_*, or nothing
 
 
 def init_state(path, classifier):
-    """(the classifier's full state dict, the dropped keys, a description) from the checkpoint at `path`. Formats:
-    ours (pretraining {'model': BEVT} of any stage, or a finetune checkpoint, with its EMA weights if any), the official
-    release (mmcv {'state_dict': backbone.*, cls_head.*}), a torchvision swin3d_* state dict. convert.load_official
-    does the surgery: decoder, 2D patch embed, mask token, lm_head and DALL-E keys dropped by name, bias tables
-    interpolated to our window (ssv2), anything else unexpected or missing an error naming the keys."""
+    """(the classifier's full state dict, the dropped keys, a description) from the checkpoint at `path`: any format of
+    convert.classifier_state (ours of any stage with its EMA, the official release, torchvision swin3d_*); a key
+    that does not fit stops the run naming the file, its format and the keys."""
     state = engine.load_checkpoint(path)
-    kind = "official BEVT"
-    if isinstance(state, dict) and "features.0.0.norm1.weight" in state:
-        kind, state = "torchvision swin3d", convert.from_torchvision(state)
-    elif isinstance(state, dict) and "config" in state and isinstance(state.get("model"), dict):
-        kind = "our finetune" if "head.weight" in state["model"] else "our pretraining"
-        if state.get("ema"):
-            kind, state = kind + " (EMA weights)", {**state["model"], **state["ema"]}
     try:
-        sd, dropped = convert.load_official(state, classifier)
+        sd, dropped, kind = convert.classifier_state(state, classifier)
     except ValueError as e:
-        raise SystemExit(f"cannot initialise from {path} ({kind} checkpoint): {e}") from e
+        raise SystemExit(f"cannot initialise from {path} ({convert.checkpoint_kind(state)} checkpoint): {e}") from e
     head = "head from the checkpoint" if "head.weight" in sd else "new head"
     sd = {**{k: v for k, v in classifier.state_dict().items() if k.startswith("head.")}, **sd}  # fresh head if none
     return sd, dropped, f"{kind} checkpoint {path} ({head}, {len(dropped)} keys dropped by name)"
@@ -276,7 +192,8 @@ def init_state(path, classifier):
 
 def export_torchvision(model, path):
     """Our classifier -> a state dict that torchvision.models.video.swin3d_t/s/b(num_classes=...) loads strictly."""
-    torch.save(convert.to_torchvision(model.state_dict(), tuple(model.encoder.cfg.window_size)), path)
+    sd = convert.fold_probe_norm(model.state_dict())  # a linear probe's BatchNorm folded into the Linear
+    torch.save(convert.to_torchvision(sd, tuple(model.encoder.cfg.window_size)), path)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -336,38 +253,6 @@ def datasets(cfg, synthetic):
     return train_records, test_records, classes, groups
 
 
-def run_eval(model, records, num_classes, cfg, env, temporal, groups):
-    """The multi-view test of `records` (optionally under a Table 2 transform) -> metrics()."""
-    engine.same_on_all_ranks(len(records), env, "the number of test videos")  # the all-reduced tensors' size
-    ds = data.FinetuneVideoDataset(records, train=False, sampling=cfg.sampling, clip_len=cfg.clip_len,
-                                   frame_interval=cfg.frame_interval, num_clips=cfg.test_clips,
-                                   num_crops=cfg.test_crops, crop=cfg.img_size, short_side=cfg.test_short_side,
-                                   seed=cfg.seed)
-    loader = data.make_loader(ds, cfg.test_batch, train=False, num_workers=cfg.num_workers, seed=cfg.seed,
-                              distributed=env.ddp)
-    prob_sum, views, labels = evaluate(model, loader, len(records), num_classes, env, cfg.dtype, temporal, cfg.seed)
-    return metrics(prob_sum, views, labels, ds.views, groups)
-
-
-def report(results, classes, env, out_dir):
-    """Prints top-1/top-5 (and the temporal test beside it with the drop), the group table, the per-class table."""
-    if not env.master:
-        return
-    normal, others = results["normal"], [(k, m) for k, m in results.items() if k != "normal"]
-    rows = [("all classes", lambda m: m["top1"])] + [(f"{g} classes", lambda m, g=g: m["groups"][g])
-                                                     for g in normal["groups"]]
-    print(f"test top-5 {normal['top5']:.2f}; top-1:")
-    for name, get in rows:  # BEVT Table 2 layout: normal, then each temporal test with its drop
-        print(f"  {name:<20} {get(normal):6.2f}" + "".join(f" | {k} {get(m):6.2f} (drop {get(normal) - get(m):.2f})"
-                                                          for k, m in others))
-    table = list(zip(classes, normal["class_count"], normal["per_class"]))
-    path = Path(out_dir) / "eval.json"
-    path.write_text(json.dumps({"results": results, "classes": classes}, indent=1))
-    if len(table) <= 60:
-        print("per-class top-1:\n" + "\n".join(f"  {c:<32} {n:5d} videos {acc:6.2f}" for c, n, acc in table))
-    print(f"all numbers (the per-class table included) in {path}")
-
-
 def start_weights(cfg, synthetic, env):
     """(checkpoint of out_dir to resume or evaluate, or None; the --init to load otherwise). Resume > --init > the
     embedded default's pretraining output. Both choices are checked to be the same on every rank."""
@@ -384,18 +269,34 @@ def start_weights(cfg, synthetic, env):
     return resume, init
 
 
+def probe_head(linear):
+    """The linear probe's head, as MAE main_linprobe.py: BatchNorm1d(affine=False, eps=1e-6) before the Linear, whose
+    weight is trunc_normal(std 0.01) (MAE, following MoCo v3), bias 0. Keys head.0.running_* and head.1.*;
+    convert.fold_probe_norm folds the norm into a plain head for export and for demo.py."""
+    torch.nn.init.trunc_normal_(linear.weight, std=0.01)
+    torch.nn.init.zeros_(linear.bias)
+    return torch.nn.Sequential(torch.nn.BatchNorm1d(linear.in_features, affine=False, eps=1e-6), linear)
+
+
 def build_model(cfg, env, num_classes, init):
     mcfg = dataclasses.replace(bevt_model.PRESETS[cfg.model], drop_path_rate=cfg.drop_path,
                                grad_checkpoint=cfg.grad_checkpoint)
     if cfg.window_size != (0, 0, 0):
         mcfg = dataclasses.replace(mcfg, window_size=cfg.window_size)
-    raw_model = bevt_model.VideoClassifier(mcfg, num_classes, head_dropout=cfg.head_dropout).to(env.device)
+    raw_model = bevt_model.VideoClassifier(mcfg, num_classes, head_dropout=cfg.head_dropout)
+    if cfg.linear_probe:  # the head is replaced before loading, so a probe checkpoint's head.0 / head.1 keys fit
+        raw_model.head = probe_head(raw_model.head)
+    raw_model = raw_model.to(env.device)
     if init not in (None, "", "none"):
         sd, dropped, what = init_state(init, raw_model)
         engine.load_model_state(raw_model, sd, init)
         env.log(f"initialised from {what}: " + ", ".join(sorted({".".join(k.split(".")[:2]) for k in dropped})))
     elif init is not None:  # None: the resume checkpoint's weights follow
         env.log("initialised from scratch" + (" (--init none)" if cfg.init == "none" else " (no --init given)"))
+    if cfg.linear_probe:  # only the head learns; the encoder runs in eval mode (no drop path) and takes no gradient
+        raw_model.encoder.requires_grad_(False).eval()
+        env.log(f"linear probe: {sum(p.numel() for p in raw_model.parameters() if p.requires_grad):,} trainable "
+                f"parameters (BatchNorm1d without affine + Linear), the encoder frozen in eval mode")
     return raw_model, mcfg
 
 
@@ -487,11 +388,11 @@ def main(argv=None):
     if ema is not None and cfg.ema:  # official: EMAHook swaps the EMA weights in for testing
         raw_model.load_state_dict({**raw_model.state_dict(), **ema})
         env.log("evaluating the EMA weights")
-    results = {"normal": run_eval(raw_model, test_records, len(classes), cfg, env, "none", groups)}
+    results = {"normal": evaluate.run_eval(raw_model, test_records, len(classes), cfg, env, "none", groups)}
     if cfg.temporal_test != "none":  # BEVT Table 2
-        results[cfg.temporal_test] = run_eval(raw_model, test_records, len(classes), cfg, env, cfg.temporal_test,
+        results[cfg.temporal_test] = evaluate.run_eval(raw_model, test_records, len(classes), cfg, env, cfg.temporal_test,
                                               groups)
-    report(results, classes, env, cfg.out_dir)
+    evaluate.report(results, classes, env, cfg.out_dir)
     if cfg.export_torchvision and env.master:
         export_torchvision(raw_model, cfg.export_torchvision)
         print(f"wrote {cfg.export_torchvision}: loads into torchvision.models.video.swin3d_* "

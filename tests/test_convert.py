@@ -212,3 +212,45 @@ def test_bias_interpolation_8_to_16_keeps_dt0_slice():
     new = convert.interpolate_relative_bias(table, (8, 7, 7), (16, 7, 7))
     assert new.shape == (31 * 13 * 13, 4)
     torch.testing.assert_close(new.view(31, 169, 4)[15], table.view(15, 169, 4)[7], atol=1e-6, rtol=0)
+
+
+# --- checkpoint format detection for a classifier -----------------------------------------------------------------
+
+def test_classifier_state_detects_each_format_and_merges_the_ema():
+    torch.manual_seed(0)
+    clf = VideoClassifier(TINY, num_classes=3)
+    ours = clf.state_dict()
+    ema = {n: torch.randn_like(p) for n, p in clf.named_parameters()}
+    sd, dropped, kind = convert.classifier_state({"model": ours, "ema": ema, "config": {}}, clf)
+    assert kind == "our finetune (EMA weights)" and dropped == []
+    assert all(torch.equal(sd[k], ema[k]) for k in ema)  # the EMA replaces every parameter
+    assert all(torch.equal(sd[k], ours[k]) for k in ours if k not in ema)  # buffers from the model
+    sd, _, kind = convert.classifier_state({"model": ours, "ema": None, "config": {}}, clf)
+    assert kind == "our finetune" and all(torch.equal(sd[k], ours[k]) for k in ours)
+    pre = BEVT(TINY)
+    sd, dropped, kind = convert.classifier_state({"model": pre.state_dict(), "config": {}}, clf)
+    assert kind == "our pretraining" and not any(k.startswith("head.") for k in sd)  # the caller keeps a fresh head
+    assert set(sd) == {k for k in ours if not k.startswith("head.")}
+    tv = convert.to_torchvision(ours, TINY.window_size)
+    sd, _, kind = convert.classifier_state(tv, clf)
+    assert kind == "torchvision swin3d" and all(torch.equal(sd[k], ours[k]) for k in ours)
+    with pytest.raises(ValueError, match="surprise"):
+        convert.classifier_state({"state_dict": {"backbone.surprise": torch.zeros(1)}}, clf)
+
+
+def test_fold_probe_norm_gives_the_probe_logits():
+    torch.manual_seed(0)
+    norm = torch.nn.BatchNorm1d(16, affine=False, eps=1e-6).eval()
+    norm.running_mean.normal_()
+    norm.running_var.uniform_(0.1, 3.0)
+    linear = torch.nn.Linear(16, 5)
+    sd = {"encoder.norm.weight": torch.ones(16), "head.0.running_mean": norm.running_mean,
+          "head.0.running_var": norm.running_var, "head.0.num_batches_tracked": torch.tensor(7),
+          "head.1.weight": linear.weight.detach(), "head.1.bias": linear.bias.detach()}
+    folded = convert.fold_probe_norm(sd)
+    assert set(folded) == {"encoder.norm.weight", "head.weight", "head.bias"}
+    x = torch.randn(9, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(F.linear(x, folded["head.weight"], folded["head.bias"]), linear(norm(x)),
+                                   rtol=0, atol=1e-5)
+    assert convert.fold_probe_norm(folded) is folded  # a plain head is left alone
