@@ -13,6 +13,8 @@ Layout written by `python synthetic.py --out DIR` (and by synthetic_root(); see 
     DIR/k400/{train,val}_list.txt        "name.mp4 label"                                (root: DIR/mp4)
     DIR/ssv2/{train,validation}.json, DIR/ssv2/labels.json                               (root: DIR/webm)
     DIR/diving48/Diving48_V2_{train,test}.json   vid_name, label, start_frame, end_frame  (root: DIR/mp4)
+    with test_per_class > 0 also a held-out test split: DIR/k400/test.csv, DIR/k400/test_list.txt, DIR/ssv2/test.json,
+    DIR/diving48/Diving48_V2_heldout.json (Diving-48's own "test" file holds the val split)
     DIR/images/{train,val}/<class>/*.{JPEG,png}, DIR/images/train_list.txt "class/file label"
 """
 import csv
@@ -43,6 +45,7 @@ class SyntheticConfig:
     out: str = ""  # output folder
     train_per_class: int = 12
     val_per_class: int = 4
+    test_per_class: int = 0  # a held-out test split (reproduce.py); 0: none, and the files are those of synthetic-v5
     frames: int = 64
     width: int = 160
     height: int = 128
@@ -68,6 +71,11 @@ SYNTHETIC_CLASSES = (
     ("move quickly", "motion", "Moving [something] quickly"),
 )
 REVERSED_OF = {"slide left": "slide right", "rotate counterclockwise": "rotate clockwise", "fall reversed": "fall"}
+# Per video split: the index in each video's seed (train 0 and val 1 are the False / True of the seeds before the test
+# split existed: those videos are unchanged), the letter in its file name, its SSv2 and Diving-48 annotation files.
+SPLITS = {"train": (0, "t", "train.json", "Diving48_V2_train.json"),
+          "val": (1, "v", "validation.json", "Diving48_V2_test.json"),
+          "test": (2, "x", "test.json", "Diving48_V2_heldout.json")}
 
 
 def _fold(x, lo, hi):
@@ -161,15 +169,18 @@ def make_synthetic(out_dir, cfg: SyntheticConfig = SyntheticConfig()) -> Path:
         {tp.replace("[", "").replace("]", ""): str(i) for i, (_, _, tp) in enumerate(classes)}, indent=1))
     group = {n: sorted(SYNTHETIC_CLASSES).index(next(c for c in classes if c[0] == REVERSED_OF.get(n, n)))
              for n, _, _ in classes}  # a reversed class shares its partner's seeds: same frames, opposite order
-    for split, count in (("train", cfg.train_per_class), ("val", cfg.val_per_class)):
+    splits = [("train", cfg.train_per_class), ("val", cfg.val_per_class)]
+    splits += [("test", cfg.test_per_class)] if cfg.test_per_class > 0 else []
+    for split, count in splits:
         rows, lines, ssv2, diving = [], [], [], []
+        split_index, letter, ssv2_json, diving_json = SPLITS[split]  # the index: the splits never share a video
         for label, (name, _, template) in enumerate(classes):
             for i in range(count):
-                seed = [cfg.seed, group[name], split == "val", i]
+                seed = [cfg.seed, group[name], split_index, i]
                 frames = render_clip(name, seed, cfg.frames, cfg.height, cfg.width)
-                youtube_id, start = f"syn{label:02d}{split[0]}{i:05d}", 10 * i
+                youtube_id, start = f"syn{label:02d}{letter}{i:05d}", 10 * i
                 stem = f"{youtube_id}_{start:06d}_{start + 10:06d}"
-                video_id = str(100000 * (split == "val") + 1000 * label + i)
+                video_id = str(100000 * split_index + 1000 * label + i)
                 write_video(out / "mp4" / f"{stem}.mp4", frames)
                 write_video(out / "webm" / f"{video_id}.webm", frames, gop=16)
                 rows.append([name, youtube_id, start, start + 10, split])
@@ -179,12 +190,12 @@ def make_synthetic(out_dir, cfg: SyntheticConfig = SyntheticConfig()) -> Path:
         with open(out / "k400" / f"{split}.csv", "w", newline="") as fh:
             csv.writer(fh).writerows([["label", "youtube_id", "time_start", "time_end", "split"]] + rows)
         (out / "k400" / f"{split}_list.txt").write_text("".join(lines))
-        (out / "ssv2" / ("train.json" if split == "train" else "validation.json")).write_text(json.dumps(ssv2))
-        diving_json = f"Diving48_V2_{'train' if split == 'train' else 'test'}.json"
+        (out / "ssv2" / ssv2_json).write_text(json.dumps(ssv2))
         (out / "diving48" / diving_json).write_text(json.dumps(diving))
     image_classes = [n for n, k, _ in classes if k == "appearance"]
     lines = []
-    for split, count in (("train", cfg.images_per_class), ("val", max(1, cfg.images_per_class // 6))):
+    image_splits = (("train", cfg.images_per_class), ("val", max(1, cfg.images_per_class // 6)))
+    for split, count in image_splits if cfg.images_per_class > 0 else ():  # 0: a set of videos only
         for label, name in enumerate(image_classes):
             folder = out / "images" / split / name.replace(" ", "_")
             folder.mkdir(parents=True, exist_ok=True)
@@ -198,7 +209,8 @@ def make_synthetic(out_dir, cfg: SyntheticConfig = SyntheticConfig()) -> Path:
                         lines.append(f"{folder.name}/{i:05d}.JPEG {label}\n")
                     else:
                         write_png(frame, str(folder / f"{i:05d}.png"))
-    (out / "images" / "train_list.txt").write_text("".join(lines))
+    if cfg.images_per_class > 0:
+        (out / "images" / "train_list.txt").write_text("".join(lines))
     return out
 
 
@@ -207,6 +219,8 @@ def synthetic_paths(root) -> dict:
     return {"classes": root / "classes.json", "mp4_root": root / "mp4", "webm_root": root / "webm",
             "k400_train_csv": root / "k400/train.csv", "k400_val_csv": root / "k400/val.csv",
             "k400_train_list": root / "k400/train_list.txt", "k400_val_list": root / "k400/val_list.txt",
+            "k400_test_csv": root / "k400/test.csv", "k400_test_list": root / "k400/test_list.txt",  # test_per_class > 0
+            "ssv2_test": root / "ssv2/test.json", "diving48_heldout": root / "diving48/Diving48_V2_heldout.json",
             "ssv2_train": root / "ssv2/train.json", "ssv2_val": root / "ssv2/validation.json",
             "ssv2_labels": root / "ssv2/labels.json",
             "diving48_train": root / "diving48/Diving48_V2_train.json",

@@ -66,3 +66,26 @@ def test_command_writes_the_set(tmp_path, capsys):
     assert data.video_frame_count(next((out / "webm").glob("*.webm"))) == 8
     with pytest.raises(SystemExit, match="--out"):
         synthetic.main([])
+
+
+def test_held_out_test_split(tmp_path, syn):
+    """test_per_class > 0 adds a test split of new videos (their own seeds and names) in every annotation format;
+    the default (0) writes none, and images_per_class=0 makes a set of videos only."""
+    assert not syn["k400_test_csv"].exists() and not syn["ssv2_test"].exists()
+    cfg = synthetic.SyntheticConfig(train_per_class=1, val_per_class=1, test_per_class=2, frames=8, width=32,
+                                    height=32, images_per_class=0)
+    paths = synthetic.synthetic_paths(synthetic.make_synthetic(tmp_path / "set", cfg))
+    n = len(synthetic.SYNTHETIC_CLASSES)
+    assert len(list(paths["mp4_root"].glob("*.mp4"))) == len(list(paths["webm_root"].glob("*.webm"))) == 4 * n
+    test, classes = data.read_k400_csv(paths["k400_test_csv"], paths["mp4_root"])
+    train, _ = data.read_k400_csv(paths["k400_train_csv"], paths["mp4_root"], classes)
+    val, _ = data.read_k400_csv(paths["k400_val_csv"], paths["mp4_root"], classes)
+    assert len(test) == 2 * n and sorted({r.label for r in test}) == list(range(n))
+    assert not {r.path for r in test} & {r.path for r in train + val}
+    for record in train:  # a test video is not a copy of the training video of its class
+        first = [r for r in test if r.label == record.label][0]
+        assert np.abs(sequential(first.path)[0].astype(float) - sequential(record.path)[0]).mean() > 1.0
+    assert len(json.loads(paths["ssv2_test"].read_text())) == len(json.loads(paths["diving48_heldout"].read_text())) \
+        == 2 * n
+    assert len(data.read_annotations(paths["ssv2_test"], paths["webm_root"])[0]) == 2 * n
+    assert not (tmp_path / "set" / "images").exists()
