@@ -1,4 +1,4 @@
-"""Speed and memory benchmark of this BEVT implementation (README "Speed"); issue 8.
+"""Speed and memory benchmark of this BEVT implementation, and the prepared GPU check (--check).
 
 BEVT §5 names the cost of pretraining as its limitation, so the speed of every hot path is measured here, on the
 machine at hand, never claimed. One run prints one table and writes it as JSON to --out:
@@ -7,15 +7,27 @@ machine at hand, never claimed. One run prints one table and writes it as JSON t
      the speed-up, max |diff| of the final normed features (fp32), and each side's peak memory;
   2. FLOPs of that step (torch.utils.flop_counter) and the achieved FLOP/s as a fraction of a measured peak: a square
      matmul in the same dtype on the same device, with the threads torch uses;
-  3. one joint pretraining step (the work of train.train_step) on synthetic tensors (no data loading) in clips/s and
-     images/s, and where its time goes (synchronised timers around each phase of a loop that mirrors train_step);
+  3. one joint pretraining step, engine.pretrain_step itself, on synthetic tensors (no data loading) in clips/s and
+     images/s, and where its time goes (synchronised timers around the tokenizer, the model's forward and the
+     optimizer's step inside that same function; the rest is backward, clipping and the input copies);
   4. tokenizer throughput (frames/s) of the full-size DALL-E encoder and the default small VQ tokenizer;
-  5. data pipeline throughput (clips/s per worker, in-process) on the synthetic videos.
+  5. data pipeline throughput (clips/s per worker, in-process) on the synthetic videos;
+  6. (--memory-swin-b true) the peak memory of one Swin-B encoder forward+backward, batch 1, with and without
+     --grad-checkpoint (a fresh process each).
 
     python bench.py                                   # tiny preset, 1 x 3 x 16 x 224 x 224, on the CPU if no GPU
     python bench.py --device cuda                     # base preset, batch 8, bf16 autocast
     python bench.py --preset nano --frames 4 --size 128 --n 1   # seconds (tests/test_bench.py)
+
+--check true runs instead the prepared check of one GPU (at most ~8 minutes, one JSON, see run_check): the official
+Swin-B joint micro-batch in bf16, eager and compiled; SDPA and the bias gradient against float64; 20 steps of
+`torchrun train.py` and a `finetune.py` run with its evaluation. --dry-run true runs the same functions on the CPU at
+nano sizes (tests/test_bench.py):
+
+    python bench.py --device cuda --check true --out check.json
+    python bench.py --check true --dry-run true --out check_dry.json
 """
+import copy
 import ctypes
 import dataclasses
 import gc
@@ -25,9 +37,11 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,14 +49,16 @@ import torchvision
 from torch.utils import flop_counter
 from torchvision.models.video.swin_transformer import SwinTransformer3d
 
+import convert
 import data
+import engine
 import masking
 import model as bevt_model
 import synthetic as synthetic_set
-import convert
-import engine
 import tokenizer as tok
 from cli import parse_flags
+
+ROOT = Path(__file__).resolve().parent
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config
@@ -64,12 +80,17 @@ class BenchConfig:
     compile: bool = False  # torch.compile the encoders (both sides of the A/B; the joint step's encoder)
     memory: bool = True  # peak memory per side (CPU: one fresh subprocess per side)
     joint_tokenizer: str = field(default="dalle", metadata={"choices": ("dalle", "vq")})  # the paper's is DALL-E
-    dalle_precision: str = field(default="fp32", metadata={"choices": ("fp32", "official", "bf16")})  # DalleConfig
+    # DalleConfig.precision: official = every conv fp16 on a GPU (apex O1), fp32 on a CPU
+    dalle_precision: str = field(default="official", metadata={"choices": ("official", "fp32")})
     tokenizer_frames: int = 0  # frames per tokenizer call; 0: 4 on CPU, 64 on GPU
     matmul_size: int = 0  # side of the square peak matmul; 0: 2048 on CPU, 8192 on GPU
     data_clips: int = 4  # clips read per data-pipeline measurement
     pretrain_sampling: tuple = (16, 8)  # (clip_len, frame_interval): official pretraining SampleFrames
     finetune_sampling: tuple = (32, 2)  # official K400 finetuning SampleFrames
+    memory_swin_b: bool = False  # section 6: Swin-B batch 1 peak memory, with and without grad checkpointing
+    check: bool = False  # the prepared GPU check instead of sections 1-5 (run_check)
+    dry_run: bool = False  # with --check: the same functions on the CPU at nano sizes, tiny steps
+    check_timeout: int = 240  # seconds for each of the check's train.py / finetune.py subprocesses
     seed: int = 0
     out: str = "bench.json"
 
@@ -124,18 +145,10 @@ def median_times(fns, cfg):
     return [statistics.median(t) for t in times]
 
 
-# The counter has no formula for the CPU flash-attention kernel (model.py calls it directly); give it the SDPA one.
-CPU_FLASH_FLOPS = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
-        lambda q, k, v, *args, out_shape=None, **kw: flop_counter.sdpa_flop_count(q, k, v),
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
-        lambda do, q, k, v, *args, out_shape=None, **kw: flop_counter.sdpa_backward_flop_count(do, q, k, v)}
-
-
 def count_flops(fn):
     """FLOPs of one call of fn as executed (matmuls, convolutions, attention, recomputation included; elementwise
     ops are not counted)."""
-    with flop_counter.FlopCounterMode(display=False, custom_mapping=CPU_FLASH_FLOPS) as counter:
+    with flop_counter.FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
 
@@ -220,16 +233,27 @@ def clip_input(cfg):
 
 
 def _memory_child(cfg, side, queue):
-    """Fresh process: build ONE side, then report its peak RSS increase over one forward+backward: the high-water
-    mark after the step minus the one once the model and the input exist (reset there)."""
+    """Fresh process: build ONE side ("ours", "ours_grad_checkpoint" or "torchvision"), then report (the resident
+    memory once the model and the input exist, the high-water mark of one forward+backward after that)."""
     torch.manual_seed(cfg.seed)
-    mcfg = encoder_config(cfg)
-    net = (build_ours if side == "ours" else build_torchvision)(mcfg).train()
+    mcfg = dataclasses.replace(encoder_config(cfg), grad_checkpoint=side == "ours_grad_checkpoint")
+    net = (build_torchvision if side == "torchvision" else build_ours)(mcfg).train()
     x = clip_input(cfg)
     reset_peak_rss()
     base = peak_rss_bytes()
     step_fn(net, x, cfg)()
-    queue.put(peak_rss_bytes() - base)
+    queue.put((base, peak_rss_bytes()))
+
+
+def child_memory(cfg, side):
+    """(resting bytes, peak bytes) of _memory_child in a fresh interpreter: nothing of this process's heap counts."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_memory_child, args=(cfg, side, queue))
+    child.start()
+    out = queue.get()
+    child.join()
+    return out
 
 
 def peak_memory(cfg, side, net, x):
@@ -242,13 +266,8 @@ def peak_memory(cfg, side, net, x):
         base = torch.cuda.memory_allocated()
         step_fn(net, x, cfg)()
         return torch.cuda.max_memory_allocated() - base
-    ctx = multiprocessing.get_context("spawn")  # fresh interpreter: nothing of the parent's heap is counted
-    queue = ctx.Queue()
-    child = ctx.Process(target=_memory_child, args=(cfg, side, queue))
-    child.start()
-    out = queue.get()
-    child.join()
-    return out
+    base, peak = child_memory(cfg, side)
+    return peak - base
 
 
 def bench_encoder(cfg):
@@ -277,7 +296,7 @@ def bench_encoder(cfg):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# 3. the joint pretraining step
+# 3. the joint pretraining step: engine.pretrain_step itself
 
 
 def build_tokenizer(kind, cfg):
@@ -291,103 +310,124 @@ def build_tokenizer(kind, cfg):
 
 
 def joint_batch(cfg, patch_t):
-    """One micro-batch as the loaders deliver it (CPU tensors): `batch` clips and `batch * images_per_clip` images,
-    uint8 tokenizer views, normalised student views, tube masks (video) and blockwise masks (image), True = masked."""
+    """One micro-batch as the loaders deliver it (CPU tensors, data.PretrainVideoDataset / PretrainImageDataset
+    layout): `batch` clips and `batch * images_per_clip` images, uint8 crops and uint8 half-size tokenizer views
+    (random pixels: the cost does not depend on them), tube masks (video) and blockwise masks (image), True = masked."""
     rng = np.random.default_rng(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     B, I, T, S, h = cfg.batch, cfg.batch * cfg.images_per_clip, cfg.frames, cfg.size, cfg.size // 16
-    video = torch.randint(0, 256, (B, 3, T, S, S), dtype=torch.uint8, generator=g)  # (B, 3, T, H, W)
-    image = torch.randint(0, 256, (I, 3, S, S), dtype=torch.uint8, generator=g)  # (I, 3, H, W)
-    # the tokenizer views (data.tokenizer_view: half size); random pixels, as the cost does not depend on them
-    video_tok = torch.randint(0, 256, (B, 3, T, S // 2, S // 2), dtype=torch.uint8, generator=g)  # (B, 3, T, H/2, W/2)
-    image_tok = torch.randint(0, 256, (I, 3, S // 2, S // 2), dtype=torch.uint8, generator=g)  # (I, 3, H/2, W/2)
     video_mask = np.stack([masking.video_mask("tube", T // patch_t, h, h, rng=rng) for _ in range(B)])  # (B, T', h, w)
     image_mask = np.stack([masking.blockwise_mask(h, h, h * h // 2, rng=rng) for _ in range(I)])  # (I, h, w)
-    return {"video": data.normalize_batch(video), "video_tok": video_tok,
+    return {"video": torch.randint(0, 256, (B, 3, T, S, S), dtype=torch.uint8, generator=g),  # (B, 3, T, H, W)
+            "video_tok": torch.randint(0, 256, (B, 3, T, S // 2, S // 2), dtype=torch.uint8,
+                                       generator=g),  # (B, 3, T, H/2, W/2)
             "video_mask": torch.from_numpy(video_mask),
-            "image": data.normalize_batch(image), "image_tok": image_tok,
+            "image": torch.randint(0, 256, (I, 3, S, S), dtype=torch.uint8, generator=g),  # (I, 3, H, W)
+            "image_tok": torch.randint(0, 256, (I, 3, S // 2, S // 2), dtype=torch.uint8,
+                                       generator=g),  # (I, 3, H/2, W/2)
             "image_mask": torch.from_numpy(image_mask)}
 
 
+@dataclass
+class StepConfig:
+    """What engine.pretrain_step reads of train.TrainConfig. official cfg swin_base_patch244_window877_bevt_in1k_k400
+    .py: grad_clip max_norm 3, loss weights 1 (λ of BEVT Eq. 5)."""
+    dtype: str
+    lam: float = 1.0
+    clip_grad: float = 3.0
+
+
+# official cfg swin_base_patch244_window877_bevt_in1k_k400.py: AdamW lr 5e-4, wd 0.05, betas (0.9, 0.999)
+OFFICIAL = dict(lr=5e-4, weight_decay=0.05, betas=(0.9, 0.999))
+
+
 class PhaseClock:
-    """Synchronised wall-clock seconds per named phase."""
+    """Synchronised wall-clock seconds spent inside named calls, summed since the last `take`."""
 
     def __init__(self, device):
-        self.device, self.times = device, {}
-        sync(device)
-        self.last = time.perf_counter()
+        self.device, self.times, self.started = device, {}, {}
 
-    def lap(self, name):
+    def start(self, name):
         sync(self.device)
-        now = time.perf_counter()
-        self.times[name], self.last = now - self.last, now
+        self.started[name] = time.perf_counter()
+
+    def stop(self, name):
+        sync(self.device)
+        self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - self.started.pop(name)
+
+    def around(self, name, fn, *args, **kwargs):
+        self.start(name)
+        out = fn(*args, **kwargs)
+        self.stop(name)
+        return out
+
+    def take(self):
+        times, self.times = self.times, {}
+        return times
 
 
-# official cfg swin_base_patch244_window877_bevt_in1k_k400.py: AdamW lr 5e-4, wd 0.05, betas (0.9, 0.999), clip 3, λ 1
-OFFICIAL = dict(lr=5e-4, weight_decay=0.05, betas=(0.9, 0.999), clip_grad=3.0, lam=1.0)
+class TimedTokenizer:
+    """The tokenizer as pretrain_step calls it (`encode`), its time on the clock."""
+
+    def __init__(self, tokenizer, clock):
+        self.tokenizer, self.clock = tokenizer, clock
+
+    def encode(self, views):
+        return self.clock.around("tokenizer", self.tokenizer.encode, views)
 
 
-def joint_step(model, tokenizer, batch, optimizer, scaler, cfg, env):
-    """train.train_step for one micro-batch on one process (train.py is a script, not imported): targets, the two
-    streams, Eq. (5) normalised by the batch's masked positions, backward, engine.optimizer_step."""
-    b = {k: v.to(cfg.device, non_blocking=True) for k, v in batch.items()}
-    counts = bevt_model.target_counts(b["video_mask"], b["image_mask"], model.cfg.patch_size[0])
-    with engine.autocast_context(cfg.device, cfg.dtype):
-        out = model(video=b["video"], video_mask=b["video_mask"], video_ids=tokenizer.encode(b["video_tok"]),
-                    image=b["image"], image_mask=b["image_mask"], image_ids=tokenizer.encode(b["image_tok"]))
-    loss = bevt_model.objective({k: v[0] for k, v in out.items()}, counts, OFFICIAL["lam"])
-    scaler.scale(loss).backward()
-    return engine.optimizer_step(optimizer, scaler, torch.isfinite(loss.detach()), OFFICIAL["clip_grad"], env,
-                                 OFFICIAL["lr"])
+class TimedModel(torch.nn.Module):
+    """The model as pretrain_step calls it (`model(**inputs)`); its forward (encoders, decoders, losses) is timed."""
+
+    def __init__(self, model, clock):
+        super().__init__()
+        self.model, self.clock = model, clock
+
+    def forward(self, **inputs):
+        return self.clock.around("forward", self.model, **inputs)
 
 
-def phase_step(model, tokenizer, batch, optimizer, cfg):
-    """The work of joint_step, split into timed phases (same calls, same order)."""
-    clock = PhaseClock(cfg.device)
-    b = {k: v.to(cfg.device, non_blocking=True) for k, v in batch.items()}
-    clock.lap("input_copy")
-    video_ids, image_ids = tokenizer.encode(b["video_tok"]), tokenizer.encode(b["image_tok"])  # (B, T, h, w), (I, h, w)
-    clock.lap("tokenizer")
-    with engine.autocast_context(cfg.device, cfg.dtype):
-        f_img = model.forward_encoder(b["image"], b["image_mask"])  # image stream first, as BEVT.forward
-        f_vid = model.forward_encoder(b["video"], b["video_mask"])
-        clock.lap("encoder")
-        loss_mim, _, _ = model.forward_loss(model.forward_decoder(*f_img, video=False), image_ids.unsqueeze(1),
-                                         b["image_mask"].unsqueeze(1))  # BEVT Eq. (3)
-        target_mask = masking.mask_to_target_grid(b["video_mask"], model.cfg.patch_size[0])  # (B, T, h, w)
-        loss_mvm, _, _ = model.forward_loss(model.forward_decoder(*f_vid, video=True), video_ids,
-                                            target_mask)  # BEVT Eq. (4)
-        counts = bevt_model.target_counts(b["video_mask"], b["image_mask"], model.cfg.patch_size[0])
-        loss = bevt_model.objective({"mim": loss_mim, "mvm": loss_mvm}, counts, OFFICIAL["lam"])  # BEVT Eq. (5)
-    clock.lap("decoder_loss")
-    loss.backward()
-    clock.lap("backward")
-    torch.nn.utils.clip_grad_norm_(model.parameters(), OFFICIAL["clip_grad"])
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    clock.lap("optimizer")
-    return clock.times
-
-
-def bench_joint(cfg):
+def joint_setup(cfg, tokenizer_kind, compile_backend=None):
+    """A BEVT of the preset with a `tokenizer_kind` tokenizer, its official AdamW groups, one micro-batch, and the
+    step: engine.pretrain_step on one process. Returns (step function, timed step function, model, tokenizer, batch);
+    the timed one runs the same function with the clock's wrappers and returns its phases."""
     torch.manual_seed(cfg.seed)
-    tokenizer = build_tokenizer(cfg.joint_tokenizer, cfg)
+    tokenizer = build_tokenizer(tokenizer_kind, cfg)
     mcfg = dataclasses.replace(bevt_model.PRESETS[cfg.preset], vocab_size=tokenizer.vocab_size)
     model = bevt_model.BEVT(mcfg).to(cfg.device).train()
     groups = engine.param_groups(model, OFFICIAL["weight_decay"], engine.NO_DECAY_KEYS)
     optimizer = torch.optim.AdamW(groups, lr=OFFICIAL["lr"], betas=OFFICIAL["betas"])
     env = engine.Dist(False, 0, 0, 1, cfg.device)
-    scaler = engine.make_scaler(env, cfg.dtype)
-    batch = joint_batch(cfg, mcfg.patch_size[0])
-    full = lambda: joint_step(model, tokenizer, batch, optimizer, scaler, cfg, env)  # noqa: E731
-    flops = count_flops(full)  # eager: the counter does not see inside compiled graphs
-    one = batch["image_tok"][:1]  # (1, 3, H, W): tokenizer FLOPs do not depend on content, so count one frame
+    scaler, step_cfg = engine.make_scaler(env, cfg.dtype), StepConfig(cfg.dtype)
+    batch, patch_t = joint_batch(cfg, mcfg.patch_size[0]), mcfg.patch_size[0]
+    run = torch.compile(model, backend=compile_backend) if compile_backend else model  # as train.py --compile
+    clock = PhaseClock(cfg.device)
+
+    def step(net=run, tokens=tokenizer):
+        return engine.pretrain_step(net, tokens, [batch], optimizer, scaler, step_cfg, env, OFFICIAL["lr"], patch_t)
+
+    def timed_step():
+        hooks = [optimizer.register_step_pre_hook(lambda *args: clock.start("optimizer")),
+                 optimizer.register_step_post_hook(lambda *args: clock.stop("optimizer"))]
+        total = timed(lambda: step(TimedModel(run, clock), TimedTokenizer(tokenizer, clock)), cfg.device)
+        for hook in hooks:
+            hook.remove()
+        phases = clock.take()
+        phases["backward_and_rest"] = max(total - sum(phases.values()), 0.0)  # backward, clip, copies, counts
+        return phases
+
+    return step, timed_step, model, tokenizer, batch
+
+
+def bench_joint(cfg):
+    step, timed_step, model, tokenizer, batch = joint_setup(cfg, cfg.joint_tokenizer)
+    flops = count_flops(step)  # eager: the counter does not see inside compiled graphs
+    one = batch["image_tok"][:1]  # (1, 3, h, w): tokenizer FLOPs do not depend on content, so count one frame
     tok_flops = count_flops(lambda: tokenizer.encode(one)) * (cfg.batch * cfg.frames + cfg.batch * cfg.images_per_clip)
     if cfg.compile:
-        model.encoder.compile()  # in place: keys unchanged, joint_step and phase_step both use it
+        model.encoder.compile()  # in place: both step functions use it
     phases = []
-    timed_phases = lambda: phases.append(phase_step(model, tokenizer, batch, optimizer, cfg))  # noqa: E731
-    t_full, _ = median_times([full, timed_phases], cfg)
+    t_full, _ = median_times([step, lambda: phases.append(timed_step())], cfg)
     phases = {k: statistics.median(p[k] for p in phases[cfg.warmup:]) for k in phases[0]}
     peak = matmul_peak(cfg)
     I = cfg.batch * cfg.images_per_clip
@@ -403,8 +443,9 @@ def bench_joint(cfg):
 
 def bench_tokenizers(cfg):
     g = torch.Generator().manual_seed(cfg.seed)
-    frames = torch.randint(0, 256, (cfg.tokenizer_frames, 3, cfg.size, cfg.size), dtype=torch.uint8, generator=g)
-    frames = frames.to(cfg.device)  # (N, 3, H, W) student views; encode makes the H/2 view
+    view = cfg.size // 2  # the tokenizer sees half-size views (data.tokenizer_view)
+    frames = torch.randint(0, 256, (cfg.tokenizer_frames, 3, view, view), dtype=torch.uint8, generator=g)
+    frames = frames.to(cfg.device)  # (N, 3, H/2, W/2)
     out = {"frames_per_call": cfg.tokenizer_frames, "view_px": cfg.size // 2}
     for kind in ("dalle", "vq"):
         t = build_tokenizer(kind, cfg)
@@ -419,8 +460,6 @@ def bench_data(cfg, patch_t):
     paths = synthetic_set.synthetic_paths(synthetic_set.synthetic_root())
     records, _ = data.read_annotations(paths["k400_train_csv"], paths["mp4_root"])
     records = records[:cfg.data_clips]
-    for r in records:  # frame counts are cached per process after the first epoch; measure the steady state
-        data.video_frame_count(r.path)
     scale = lambda s: round(cfg.size * s / 224)  # noqa: E731  official short sides are for 224 crops
     (pl, pi), (fl, fi) = cfg.pretrain_sampling, cfg.finetune_sampling
     pre = data.PretrainVideoDataset(records, clip_len=pl, frame_interval=pi, crop=cfg.size,
@@ -433,6 +472,166 @@ def bench_data(cfg, patch_t):
         times = [timed(lambda: ds[i], "cpu") for i in range(len(records))]
         out[name + "_clips_per_s"] = 1 / statistics.median(times)
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 6. Swin-B peak memory per micro-batch (CPU, fresh processes)
+
+
+def bench_memory_swin_b(cfg):
+    """Swin-B encoder forward+backward, batch 1, 3 x 16 x 224 x 224 fp32 on the CPU, with and without gradient
+    checkpointing: the resident memory once the model and the input exist, and the high-water mark of the step."""
+    base = dataclasses.replace(cfg, preset="base", batch=1, frames=16, size=224, device="cpu", dtype="float32")
+    out = {"input": "1x3x16x224x224 float32 cpu"}
+    for side in ("ours", "ours_grad_checkpoint"):
+        rest, peak = child_memory(base, side)
+        out[side + "_rest_bytes"], out[side + "_peak_bytes"] = rest, peak
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the prepared GPU check (--check): what one GPU must show before a real run; --dry-run: the same on a CPU
+
+
+def check_config(cfg):
+    """GPU: the official per-GPU micro-batch (4 clips x 16 x 224^2 + 32 images; TrainConfig videos_per_gpu /
+    images_per_gpu), Swin-B, full-size DALL-E (random weights), precision "official", bf16. Dry run: nano sizes on
+    the CPU (fp32, as engine.resolve_dtype gives a CPU)."""
+    if cfg.dry_run:
+        return dataclasses.replace(cfg, device="cpu", preset="nano", batch=1, frames=4, size=32, images_per_clip=2,
+                                   dtype="float32", n=1, warmup=1, matmul_size=1024, dalle_precision="official")
+    if not torch.cuda.is_available():
+        raise SystemExit("--check: no CUDA device (use --dry-run true for the CPU rehearsal)")
+    return dataclasses.replace(cfg, device="cuda", preset="base", batch=4, frames=16, size=224, images_per_clip=8,
+                               dtype=engine.resolve_dtype("cuda", "bfloat16"), n=max(cfg.n, 5), warmup=2,
+                               matmul_size=8192, dalle_precision="official")
+
+
+def peak_memory_of(fn, device):
+    """(seconds, peak bytes) of fn(): the CUDA allocator's peak, or this process's resident high-water mark."""
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        return timed(fn, device), torch.cuda.max_memory_allocated()
+    reset_peak_rss()
+    return timed(fn, device), peak_rss_bytes()
+
+
+def check_joint(cfg, compile_backend):
+    """The joint step (engine.pretrain_step, DALL-E targets) eager or compiled (`compile_backend`): median step time,
+    clips/s, images/s, the share of the matmul peak (eager FLOPs), peak memory, the tokenizer's share of the step."""
+    step, timed_step, _, _, _ = joint_setup(cfg, "dalle", compile_backend)
+    flops = count_flops(step)  # eager, before compiling anything (the counter does not see inside compiled graphs)
+    first_s, peak_mem = peak_memory_of(step, cfg.device)  # compiles here when compiled
+    phases = []
+    step_s, _ = median_times([step, lambda: phases.append(timed_step())], cfg)
+    phases = {k: statistics.median(p[k] for p in phases[cfg.warmup:]) for k in phases[0]}
+    I = cfg.batch * cfg.images_per_clip
+    return {"first_step_s": first_s, "step_s": step_s, "clips_per_s": cfg.batch / step_s, "images_per_s": I / step_s,
+            "flops": flops, "flops_per_s": flops / step_s, "peak_mem_bytes": peak_mem, "phases_s": phases,
+            "tokenizer_share": phases["tokenizer"] / sum(phases.values())}
+
+
+def check_attention(device, dtype, seed=0):
+    """model.WindowAttention (SDPA with the relative bias and a shift mask) under autocast(dtype) on `device` against
+    the same module in float64 on the CPU: max relative error of the output and of the bias table's gradient, and
+    the aten SDPA ops that ran (which kernel: efficient / flash / math)."""
+    torch.manual_seed(seed)
+    dim, heads, window, windows = 128, 4, (8, 7, 7), 4  # stage-1 Swin-B shapes, 4 windows of one shifted block
+    attn = bevt_model.WindowAttention(dim, heads, window, qkv_bias=True, attn_drop=0.0)
+    with torch.no_grad():
+        attn.relative_position_bias_table.normal_(0, 1.0)  # a visible bias (trunc_normal 0.02 at init)
+    shift_mask = bevt_model.shift_attention_mask((8, 14, 14), window, (4, 3, 3))  # (nW, N, N) of an 8x14x14 map
+    x = torch.randn(windows, 8 * 7 * 7, dim)  # (B*nW, N, D), one sample of 4 windows
+    grad_out = torch.randn(windows, 8 * 7 * 7, dim)
+
+    def run(module, inp, mask, dev, autocast_dtype):
+        module.zero_grad(set_to_none=True)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            with engine.autocast_context(dev, autocast_dtype):
+                y = module(inp, window, mask)
+            weights = grad_out.to(dev, torch.float64 if inp.dtype == torch.float64 else torch.float32)
+            (y.to(weights.dtype) * weights).sum().backward()  # a fixed random output gradient
+        ops = sorted({e.name for e in prof.events() if "scaled_dot_product" in e.name or "attention" in e.name})
+        return y.detach().double().cpu(), module.relative_position_bias_table.grad.double().cpu(), ops
+
+    ref = copy.deepcopy(attn).double()
+    y_ref, g_ref, _ = run(ref, x.double(), shift_mask.double(), "cpu", "float32")
+    out = {"shape": f"{windows} windows x {8 * 7 * 7} tokens x {dim} ch, {heads} heads, shift mask", "dtype": dtype}
+    for name, autocast_dtype in (("autocast", dtype), ("fp32", "float32")):
+        dev_attn = copy.deepcopy(attn).to(device)
+        y, g, ops = run(dev_attn, x.to(device), shift_mask.to(device), device, autocast_dtype)
+        out[name] = {"out_rel_err": float((y - y_ref).abs().max() / y_ref.abs().max()),
+                     "bias_grad_rel_err": float((g - g_ref).abs().max() / g_ref.abs().max()), "sdpa_ops": ops}
+    return out
+
+
+def run_script(argv, timeout, out_dir):
+    """A subprocess (the project's script, as a user runs it) with a timeout: return code, wall seconds, the last
+    lines of its output and the last row of out_dir/log.jsonl."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "4")}
+    start = time.perf_counter()
+    try:
+        run = subprocess.run(argv, cwd=ROOT, env=env, timeout=timeout, capture_output=True, text=True)
+        rc, output = run.returncode, run.stdout + run.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, output = "timeout", (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
+    log = Path(out_dir) / "log.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    return {"command": " ".join(map(str, argv)), "returncode": rc, "wall_s": time.perf_counter() - start,
+            "last_log_row": rows[-1] if rows else None, "output_tail": output.splitlines()[-15:]}
+
+
+def check_scripts(cfg, out_dir):
+    """`torchrun --nproc_per_node 1 train.py --max-steps 20` (the synthetic default) on this device, then
+    `finetune.py --max-steps 20` from its last checkpoint, with the evaluation (eval.json). Dry run: 1 step each."""
+    steps = 1 if cfg.dry_run else 20
+    train_dir, finetune_dir = Path(out_dir) / "train", Path(out_dir) / "finetune"
+    train = run_script([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
+                        str(29400 + os.getpid() % 500), "train.py", "--max-steps", str(steps), "--log-every", "1",
+                        "--out-dir", str(train_dir)], cfg.check_timeout, train_dir)
+    ckpt = engine.latest_checkpoint(train_dir)
+    train["checkpoint"] = str(ckpt) if ckpt else None
+    finetune = run_script([sys.executable, "finetune.py", "--max-steps", str(steps), "--log-every", "1",
+                           "--init", str(ckpt), "--out-dir", str(finetune_dir)], cfg.check_timeout, finetune_dir)
+    eval_json = finetune_dir / "eval.json"
+    if eval_json.is_file():
+        normal = json.loads(eval_json.read_text())["results"]["normal"]
+        finetune["test_top1"], finetune["test_top5"] = normal["top1"], normal["top5"]
+    return {"train": train, "finetune": finetune}
+
+
+def run_check(cfg):
+    """The prepared check, one JSON: joint step eager and compiled, the matmul peak, attention numerics, the two
+    scripts. On the GPU the compile backend is inductor (what train.py --compile uses); the dry run uses "eager"
+    (the same dynamo graph capture, no code generation: inductor takes many minutes on a small CPU)."""
+    cfg = check_config(cfg)
+    start = time.perf_counter()
+    res = {"config": asdict(cfg), "machine": machine(cfg), "dry_run": cfg.dry_run}
+    print(f"check: preset {cfg.preset}, {cfg.batch} clips x {cfg.frames} x {cfg.size}^2 + "
+          f"{cfg.batch * cfg.images_per_clip} images, {cfg.device} {cfg.dtype}, DALL-E {cfg.dalle_precision}",
+          flush=True)
+    peak = matmul_peak(cfg)
+    res["matmul_peak_flops_per_s"] = peak
+    joint = {}
+    for name, backend in (("eager", None), ("compiled", "eager" if cfg.dry_run else "inductor")):
+        joint[name] = check_joint(cfg, backend)
+        joint[name]["compile_backend"] = backend
+        joint[name]["peak_fraction"] = joint[name]["flops_per_s"] / peak
+        print(f"  joint {name}: {joint[name]['step_s']:.3f} s/step, {joint[name]['clips_per_s']:.2f} clips/s, "
+              f"{joint[name]['images_per_s']:.1f} img/s, {joint[name]['peak_fraction']:.0%} of the matmul peak, "
+              f"peak memory {joint[name]['peak_mem_bytes'] / 2 ** 30:.2f} GiB, "
+              f"tokenizer {joint[name]['tokenizer_share']:.0%}", flush=True)
+    res["joint"] = joint
+    res["attention"] = check_attention(cfg.device, "bfloat16")
+    print(f"  attention: {res['attention']}", flush=True)
+    res.update(check_scripts(cfg, Path(cfg.out).resolve().parent / (Path(cfg.out).stem + "_runs")))
+    for name in ("train", "finetune"):
+        print(f"  {name}: returncode {res[name]['returncode']}, {res[name]['wall_s']:.0f} s, "
+              f"last log row {res[name]['last_log_row']}", flush=True)
+    res["wall_s"] = time.perf_counter() - start
+    return res
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -478,13 +677,30 @@ def table(res):
         ("tokenizer", "VQ frames/s", f"{t['vq_frames_per_s']:.1f}"),
         ("data", "pretrain clips/s per worker", f"{d['pretrain_clips_per_s']:.2f}"),
         ("data", "finetune clips/s per worker", f"{d['finetune_clips_per_s']:.2f}")]
+    if "memory_swin_b" in res:
+        m, gb = res["memory_swin_b"], 2 ** 30
+        rows += [("memory", f"Swin-B {m['input']} {side}: rest / peak",
+                  f"{m[side + '_rest_bytes'] / gb:.2f} / {m[side + '_peak_bytes'] / gb:.2f} GiB")
+                 for side in ("ours", "ours_grad_checkpoint")]
     w = max(len(r[1]) for r in rows)
     return "\n".join(f"{s:<10} {m:<{w}}  {v}" for s, m, v in rows)
+
+
+def write_json(res, path):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(res, f, indent=1)
+    os.replace(tmp, path)  # atomic: an earlier result is never half-overwritten
+    print(f"wrote {path}")
 
 
 def main(argv=None):
     given = parse_flags(BenchConfig, sys.argv[1:] if argv is None else argv, __doc__.split("\n")[0])
     cfg = resolve(BenchConfig(**given))
+    if cfg.check:
+        res = run_check(cfg)
+        write_json(res, cfg.out)
+        return res
     patch_t = bevt_model.PRESETS[cfg.preset].patch_size[0]
     res = {"config": asdict(cfg), "machine": machine(cfg)}
     inp = f"{cfg.batch}x3x{cfg.frames}x{cfg.size}x{cfg.size}"
@@ -495,13 +711,11 @@ def main(argv=None):
     res["joint"] = bench_joint(cfg)
     res["tokenizer"] = bench_tokenizers(cfg)
     res["data"] = bench_data(cfg, patch_t)
+    if cfg.memory_swin_b:
+        res["memory_swin_b"] = bench_memory_swin_b(cfg)
     res["machine"]["load_avg_1min_end"] = os.getloadavg()[0]
     print(table(res))
-    tmp = cfg.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(res, f, indent=1)
-    os.replace(tmp, cfg.out)  # atomic: an earlier result is never half-overwritten
-    print(f"wrote {cfg.out}")
+    write_json(res, cfg.out)
     return res
 
 

@@ -2,7 +2,8 @@
 
 torchrun set-up, autocast and the run's dtype, the official optimizer groups (mmcv paramwise_cfg with its longest-key
 rule, layer-wise lr decay), the warmup + cosine schedule (BEVT §4.1), the optimizer step (clip, fp16 loss scaling),
-checkpoints with exact resume, the step loop, the log window, and the small VQ tokenizer's training.
+checkpoints with exact resume, one pretraining step (BEVT Eq. 5), the step loop with its data-wait clock, the log
+window, and the small VQ tokenizer's training.
 official: mmaction/apis/train.py (optimizer, hooks, runner), mmcv DefaultOptimizerConstructor (parameter groups),
 mmcv CosineAnnealingLrUpdaterHook (schedule), mmaction/utils/optimizer.py DistOptimizerHook (accumulation, clipping).
 """
@@ -18,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 import data
+import model as bevt_model
 import synthetic as synthetic_set
 import tokenizer as tok
 
@@ -245,6 +247,27 @@ class Progress:
         self.step, self.skipped, self.in_a_row, self.grad_norm = step, skipped, 0, float("nan")
         self.window = torch.zeros(stats_shape, dtype=torch.float64, device=env.device)
         self.env, self.first_step, self.t0 = env, step, time.time()
+        # the data-wait clock: seconds spent in next_batch since the window opened at data_t0
+        self.data_wait_s, self.data_t0 = 0.0, time.perf_counter()
+
+    def next_batch(self, batches):
+        """next(batches), the seconds it waits counted as data wait. Between two steps the device is idle (each
+        optimizer step ends with a host sync), so this is the time the GPU waits for the loader."""
+        start = time.perf_counter()
+        batch = next(batches)
+        self.data_wait_s += time.perf_counter() - start
+        return batch
+
+    def take_data_share(self):
+        """The share of the wall time since the last call (or the start) spent waiting for batches, the largest over
+        the ranks (every rank waits for the slowest one at the gradient all-reduce); then a new window."""
+        now = time.perf_counter()
+        share = torch.tensor(self.data_wait_s / max(now - self.data_t0, 1e-9), dtype=torch.float64,
+                             device=self.env.device)
+        if self.env.ddp:
+            dist.all_reduce(share, op=dist.ReduceOp.MAX)
+        self.data_wait_s, self.data_t0 = 0.0, now
+        return float(share)
 
     def record(self, result, stats):
         """After a step whose optimizer_step returned `result` = (grad norm, skipped) and whose stats are `stats`."""
@@ -329,6 +352,51 @@ def restore_rng(states, env):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# one pretraining step (train.py; bench.py times this same function)
+
+
+def pretrain_step(model, tokenizer, micro_batches, optimizer, scaler, cfg, env, lr, patch_t):
+    """Forward/backward over `accum` micro-batches, then one optimizer step. `cfg` gives dtype, lam and clip_grad
+    (train.TrainConfig); patch_t is the model's temporal patch size. Returns (optimizer_step's result, stats
+    (streams, 3): per stream the summed cross-entropy, correct predictions and masked positions).
+    Each stream's cross-entropy is averaged over its masked positions in the WHOLE step (every micro-batch on every
+    rank, counted before the first backward), so the update does not depend on how the batch is split across GPUs or
+    accumulation steps (model.objective, BEVT Eq. 5)."""
+    streams = [s for s in ("video", "image") if s in micro_batches[0]]
+    masks = [{s: b[s + "_mask"].to(env.device, non_blocking=True) for s in streams} for b in micro_batches]
+    per_micro = [bevt_model.target_counts(m.get("video"), m.get("image"), patch_t) for m in masks]
+    keys = list(per_micro[0])  # the model's stream names: "mvm" (video), "mim" (image)
+    totals = all_sum(torch.stack([sum(c[k] for c in per_micro) for k in keys]), env)  # (streams,)
+    counts = dict(zip(keys, totals))
+    stats = torch.zeros(len(keys), 3, dtype=torch.float64, device=env.device)
+    finite = torch.ones((), dtype=torch.bool, device=env.device)
+    for i, (batch, mask) in enumerate(zip(micro_batches, masks)):
+        inputs = {}
+        for s in streams:
+            inputs[s] = data.normalize_batch(batch[s].to(env.device, non_blocking=True))  # uint8 -> float, on device
+            # BEVT §3 "Tokenizer": targets from the frozen tokenizer, no_grad and outside autocast inside encode
+            inputs[s + "_ids"] = tokenizer.encode(batch[s + "_tok"].to(env.device, non_blocking=True))
+            inputs[s + "_mask"] = mask[s]
+        # DDP all-reduces the gradients on the last micro-batch only
+        with model.no_sync() if env.ddp and i < len(micro_batches) - 1 else nullcontext():
+            with autocast_context(env.device, cfg.dtype):
+                out = model(**inputs)
+            loss = bevt_model.objective({k: out[k][0] for k in keys}, counts, cfg.lam, env.world)
+            stats += torch.stack([torch.stack(out[k]) for k in keys]).detach().double()  # (streams, 3)
+            finite &= torch.isfinite(loss.detach())
+            scaler.scale(loss).backward()
+    return optimizer_step(optimizer, scaler, finite, cfg.clip_grad, env, lr), stats
+
+
+def summarise(sums, keys):
+    """(streams, 3) sums -> {"loss_mvm": mean CE, "acc_mvm": accuracy, "masked_mvm": positions, ...}."""
+    out = {}
+    for k, (total, correct, n) in zip(keys, sums):
+        out["loss_" + k], out["acc_" + k], out["masked_" + k] = total / max(n, 1), correct / max(n, 1), int(n)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # data, step counts and the step loop
 
 
@@ -353,16 +421,18 @@ def step_counts(dataset, batch_size, cfg, env):
     return steps_per_epoch, total_steps, min(total_steps, cfg.max_steps) if cfg.max_steps > 0 else total_steps
 
 
-def step_batches(dataset, batch_size, cfg, env, step, steps_per_epoch, stop_at):
+def step_batches(dataset, batch_size, cfg, env, step, steps_per_epoch, stop_at, progress=None):
     """Yields the `accum` micro-batches of each optimizer step from `step` to `stop_at`; a resumed run starts its
-    epoch's loader after the batches already used."""
+    epoch's loader after the batches already used. With `progress` (a Progress) the time spent waiting for the
+    batches, the loader's start included, is counted in its data-wait clock."""
+    fetch = progress.next_batch if progress is not None else next
     while step < stop_at:
         epoch, in_epoch = divmod(step, steps_per_epoch)
         it = iter(data.make_loader(dataset, batch_size, True, cfg.num_workers, cfg.seed, env.ddp, epoch,
                                    in_epoch * cfg.accum))
         end = min(stop_at, (epoch + 1) * steps_per_epoch)
         for _ in range(step, end):
-            yield [next(it) for _ in range(cfg.accum)]
+            yield [fetch(it) for _ in range(cfg.accum)]
         step = end
 
 
@@ -394,6 +464,12 @@ def append_log(row, line, env, out_dir):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # the small VQ tokenizer (the synthetic default's targets; `train.py --stage tokenizer` for other data)
+
+
+# The version of what ensure_small_vq produces, part of the synthetic run's cached tokenizer name: bump it when
+# data.load_frames / data.tokenizer_view (the frames it trains on), tokenizer.VQConfig or tokenizer.VQTokenizer change,
+# so a VQ trained by older code is not reused silently. 2: OpenCV Lanczos tokenizer views of uint8 crops.
+SMALL_VQ_VERSION = 2
 
 
 def ensure_small_vq(data_root, size, path, env):

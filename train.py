@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -157,21 +156,23 @@ def build_datasets(cfg):
 
 
 def build_tokenizer(cfg, env):
-    """The frozen target tokenizer on this rank's device (BEVT §3 "Tokenizer"): --tokenizer, or (the synthetic run
-    only) the small VQ for its views, trained once by rank 0 and cached per data folder and view size."""
+    """(the frozen target tokenizer on this rank's device, the resolved path of its file) (BEVT §3 "Tokenizer"):
+    --tokenizer, or (the synthetic run only) the small VQ for its views, trained once by rank 0 and cached per data
+    folder, view size and engine.SMALL_VQ_VERSION (the code that made it)."""
     path = cfg.tokenizer
     if not path:
         _, video_root, _, image_root = data_paths(cfg)
         root = str(Path(video_root or image_root).resolve())
-        size = cfg.img_size // 2  # BEVT §3 "Tokenizer": frames downsampled by 1/2 (inside tokenizer.encode)
-        path = synthetic_set.CACHE / f"vq_tokenizer_{size}_{hashlib.sha1(root.encode()).hexdigest()[:10]}.pt"
+        size = cfg.img_size // 2  # BEVT §3 "Tokenizer": frames downsampled by 1/2 (the dataset's tokenizer view)
+        key = hashlib.sha1(root.encode()).hexdigest()[:10]
+        path = synthetic_set.CACHE / f"vq_tokenizer_{size}_v{engine.SMALL_VQ_VERSION}_{key}.pt"
         engine.ensure_small_vq(root, size, path, env)
     size = Path(path).stat().st_size if Path(path).is_file() else None
     engine.same_on_all_ranks((str(path), size), env, "the tokenizer file (path, bytes)")
     if size is None:
         raise SystemExit(f"--tokenizer {path}: no such file")
     try:
-        return tok.load_tokenizer(path, env.device, precision=cfg.tokenizer_precision)
+        return tok.load_tokenizer(path, env.device, precision=cfg.tokenizer_precision), str(Path(path).resolve())
     except ValueError as e:
         raise SystemExit(f"--tokenizer: {e}") from None
 
@@ -189,7 +190,7 @@ def train_tokenizer_stage(cfg, env):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# model and one optimizer step
+# model (one optimizer step is engine.pretrain_step)
 
 
 def build_model(cfg, env, vocab_size, init):
@@ -206,47 +207,6 @@ def build_model(cfg, env, vocab_size, init):
     return raw_model, mcfg
 
 
-def train_step(model, tokenizer, micro_batches, optimizer, scaler, cfg, env, lr):
-    """Forward/backward over `accum` micro-batches, then one optimizer step. Returns (optimizer_step's result,
-    stats (streams, 3): per stream the summed cross-entropy, correct predictions and masked positions).
-    Each stream's cross-entropy is averaged over its masked positions in the WHOLE step (every micro-batch on every
-    rank, counted before the first backward), so the update does not depend on how the batch is split across GPUs or
-    accumulation steps (model.objective, BEVT Eq. 5)."""
-    patch_t = bevt_model.PRESETS[cfg.model].patch_size[0]
-    streams = [s for s in ("video", "image") if s in micro_batches[0]]
-    masks = [{s: b[s + "_mask"].to(env.device, non_blocking=True) for s in streams} for b in micro_batches]
-    per_micro = [bevt_model.target_counts(m.get("video"), m.get("image"), patch_t) for m in masks]
-    keys = list(per_micro[0])  # the model's stream names: "mvm" (video), "mim" (image)
-    totals = engine.all_sum(torch.stack([sum(c[k] for c in per_micro) for k in keys]), env)  # (streams,)
-    counts = dict(zip(keys, totals))
-    stats = torch.zeros(len(keys), 3, dtype=torch.float64, device=env.device)
-    finite = torch.ones((), dtype=torch.bool, device=env.device)
-    for i, (batch, mask) in enumerate(zip(micro_batches, masks)):
-        inputs = {}
-        for s in streams:
-            inputs[s] = data.normalize_batch(batch[s].to(env.device, non_blocking=True))  # uint8 -> float, on device
-            # BEVT §3 "Tokenizer": targets from the frozen tokenizer, no_grad and outside autocast inside encode
-            inputs[s + "_ids"] = tokenizer.encode(batch[s + "_tok"].to(env.device, non_blocking=True))
-            inputs[s + "_mask"] = mask[s]
-        # DDP all-reduces the gradients on the last micro-batch only
-        with model.no_sync() if env.ddp and i < len(micro_batches) - 1 else nullcontext():
-            with engine.autocast_context(env.device, cfg.dtype):
-                out = model(**inputs)
-            loss = bevt_model.objective({k: out[k][0] for k in keys}, counts, cfg.lam, env.world)
-            stats += torch.stack([torch.stack(out[k]) for k in keys]).detach().double()  # (streams, 3)
-            finite &= torch.isfinite(loss.detach())
-            scaler.scale(loss).backward()
-    return engine.optimizer_step(optimizer, scaler, finite, cfg.clip_grad, env, lr), stats
-
-
-def summarise(sums, keys):
-    """(streams, 3) sums -> {"loss_mvm": mean CE, "acc_mvm": accuracy, "masked_mvm": positions, ...}."""
-    out = {}
-    for k, (total, correct, n) in zip(keys, sums):
-        out["loss_" + k], out["acc_" + k], out["masked_" + k] = total / max(n, 1), correct / max(n, 1), int(n)
-    return out
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # the run
 
@@ -255,7 +215,7 @@ def log_line(row, env, out_dir):
     losses = " ".join(f"{k} {row[k]:.4f}" for k in ("loss_mim", "loss_mvm", "acc_mim", "acc_mvm") if k in row)
     line = (f"step {row['step']}/{row['total']} | epoch {row['epoch']:.2f} | {losses} | lr {row['lr']:.2e} | "
             f"grad {row['grad_norm']:.3f} | {row['clips_per_s']:.1f} clips/s {row['images_per_s']:.1f} img/s | "
-            f"eta {row['eta_min']:.1f} min")
+            f"data {row['data_share']:.0%} | eta {row['eta_min']:.1f} min")
     line += f" | fp16 skipped {row['skipped_steps']}" if row["skipped_steps"] else ""
     line += f" | {row['bad_samples']} unreadable samples replaced" if row["bad_samples"] else ""
     engine.append_log(row, line, env, out_dir)
@@ -273,7 +233,7 @@ def main(argv=None):
 
     # --- data, tokenizer, model, optimizer; the resume checkpoint first (it replaces --init)
     video_ds, image_ds = build_datasets(cfg)
-    tokenizer = build_tokenizer(cfg, env)
+    tokenizer, tokenizer_path = build_tokenizer(cfg, env)
     resume = engine.resume_checkpoint(cfg.out_dir, env) if cfg.resume else None
     raw_model, mcfg = build_model(cfg, env, tokenizer.vocab_size, cfg.init if resume is None else "")
     # official cfg paramwise_cfg: no weight decay for norms and bias tables, everything else (biases too) 0.05
@@ -318,14 +278,15 @@ def main(argv=None):
         if cfg.stage == "joint" else None
     keys = [k for k, ds in (("mvm", video_ds), ("mim", image_ds)) if ds is not None]
     progress, last_ckpt = engine.Progress(step, (len(keys), 3), env, skipped), resume
-    for micro in engine.step_batches(main_ds, main_bs, cfg, env, step, steps_per_epoch, stop_at):
+    for micro in engine.step_batches(main_ds, main_bs, cfg, env, step, steps_per_epoch, stop_at, progress):
         if images is not None:  # joint stage: each micro-batch also gets the next image batch
-            micro = [{**b, **next(images)} for b in micro]
+            micro = [{**b, **progress.next_batch(images)} for b in micro]
         lr = engine.lr_at(progress.step, total_steps, warmup_steps, cfg.lr, cfg.warmup_ratio, cfg.min_lr)
-        result, stats = train_step(model, tokenizer, micro, optimizer, scaler, cfg, env, lr)
+        result, stats = engine.pretrain_step(model, tokenizer, micro, optimizer, scaler, cfg, env, lr,
+                                             mcfg.patch_size[0])
         if result is None:
             sums = engine.all_sum(stats, env).tolist()
-            raise SystemExit(f"non-finite loss at step {progress.step + 1}: {summarise(sums, keys)}; "
+            raise SystemExit(f"non-finite loss at step {progress.step + 1}: {engine.summarise(sums, keys)}; "
                              f"last good checkpoint: {last_ckpt or 'none written yet'}")
         progress.record(result, stats)
         step = progress.step
@@ -333,16 +294,18 @@ def main(argv=None):
             rate = progress.steps_per_s()
             bad = sum(ds.num_bad for ds in (video_ds, image_ds) if ds is not None)
             row = {"step": step, "total": total_steps, "epoch": step / steps_per_epoch,
-                   **summarise(progress.take_window(), keys), "lr": lr, "grad_norm": progress.grad_norm,
+                   **engine.summarise(progress.take_window(), keys), "lr": lr, "grad_norm": progress.grad_norm,
                    "clips_per_s": rate * per_step.get("clips", 0), "images_per_s": rate * per_step.get("images", 0),
-                   "eta_min": (stop_at - step) / max(rate, 1e-9) / 60, "skipped_steps": progress.skipped,
+                   "eta_min": (stop_at - step) / max(rate, 1e-9) / 60, "data_share": progress.take_data_share(),
+                   "skipped_steps": progress.skipped,
                    "bad_samples": int(engine.all_sum(torch.tensor(float(bad), device=env.device), env))}
             log_line(row, env, cfg.out_dir)
         if step % cfg.save_every == 0 or step == stop_at:
             last_ckpt = engine.save_checkpoint(
                 {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                  "config": asdict(cfg), "model_config": asdict(mcfg), "step": step, "epoch": step // steps_per_epoch,
-                 "image_position": dict(image_pos), "skipped_steps": progress.skipped},
+                 "image_position": dict(image_pos), "skipped_steps": progress.skipped,
+                 "tokenizer": tokenizer_path},  # the file the targets came from (demo tools find it here)
                 env, cfg.out_dir, step, cfg.keep_last)
     env.log(f"done: {step} steps in {(time.time() - progress.t0) / 60:.1f} min; checkpoints in {cfg.out_dir}")
     if env.ddp:

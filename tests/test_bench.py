@@ -1,4 +1,5 @@
-"""bench.py: a nano run completes and writes the JSON report with every figure present, positive and finite.
+"""bench.py: a nano run completes and writes the JSON report with every figure present, positive and finite; the
+GPU check's dry run (the same functions on the CPU at nano sizes) writes its JSON with every figure finite.
 
 No timing is asserted (speed is measured by bench.py and recorded in README.md, never tested)."""
 import json
@@ -18,7 +19,7 @@ EXPECTED = {
     "tokenizer": ["dalle_frames_per_s", "dalle_flops_per_frame", "vq_frames_per_s", "vq_flops_per_frame"],
     "data": ["pretrain_clips_per_s", "finetune_clips_per_s"],
 }
-PHASES = {"input_copy", "tokenizer", "encoder", "decoder_loss", "backward", "optimizer"}
+PHASES = {"tokenizer", "forward", "optimizer", "backward_and_rest"}
 
 
 def positive(v):
@@ -42,3 +43,37 @@ def test_nano_run_writes_complete_json(tmp_path):
     assert set(joint["phases_s"]) == PHASES and all(v >= 0 for v in joint["phases_s"].values())
     assert math.isclose(sum(joint["phases_fraction"].values()), 1.0, rel_tol=1e-9)
     assert joint["images"] == 8 * joint["clips"] and joint["flops"] > joint["tokenizer_flops"] > 0
+
+
+def finite(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def test_gpu_check_dry_run_writes_every_figure(tmp_path):
+    """`python bench.py --check true --dry-run true`: joint step eager and compiled, matmul peak, attention numerics
+    against float64, `torchrun train.py` and `finetune.py` subprocesses (1 step each, the synthetic default)."""
+    out = tmp_path / "check.json"
+    bench.main(["--check", "true", "--dry-run", "true", "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert res["dry_run"] and res["config"]["preset"] == "nano" and finite(res["wall_s"])
+    assert positive(res["matmul_peak_flops_per_s"])
+    for name in ("eager", "compiled"):
+        joint = res["joint"][name]
+        for key in ("first_step_s", "step_s", "clips_per_s", "images_per_s", "flops", "flops_per_s",
+                    "peak_mem_bytes", "peak_fraction"):
+            assert positive(joint[key]), (name, key, joint[key])
+        assert set(joint["phases_s"]) == PHASES and 0 < joint["tokenizer_share"] < 1
+    assert res["joint"]["compiled"]["compile_backend"] == "eager"
+    attention = res["attention"]
+    for name in ("autocast", "fp32"):
+        assert all(finite(attention[name][k]) for k in ("out_rel_err", "bias_grad_rel_err"))
+    # bf16 keeps ~3 significant digits, fp32 ~7: the errors say which arithmetic ran
+    assert attention["fp32"]["out_rel_err"] < 1e-5 < attention["autocast"]["out_rel_err"] < 3e-2
+    assert attention["fp32"]["bias_grad_rel_err"] < 1e-5 < attention["autocast"]["bias_grad_rel_err"] < 3e-2
+    for name in ("train", "finetune"):
+        run = res[name]
+        assert run["returncode"] == 0, run["output_tail"]
+        assert run["last_log_row"]["step"] == 1 and finite(run["wall_s"])
+    assert 0 <= res["train"]["last_log_row"]["data_share"] <= 1
+    assert all(finite(res["train"]["last_log_row"][k]) for k in ("loss_mvm", "loss_mim"))
+    assert finite(res["finetune"]["last_log_row"]["loss"]) and 0 <= res["finetune"]["test_top1"] <= 100

@@ -75,14 +75,37 @@ def test_each_stage_runs_and_checkpoint_loads_weights_only(stage, tiny_tokenizer
     ckpt = torch.load(engine.latest_checkpoint(tmp_path), map_location="cpu", weights_only=True)
     assert ckpt["step"] == 2 and ckpt["config"]["stage"] == stage
     assert ckpt["model_config"]["grad_checkpoint"] == (stage == "joint")  # --grad-checkpoint reaches the model
+    assert ckpt["tokenizer"] == str(tiny_tokenizer.resolve())  # the file the targets came from
     rows = read_log(tmp_path)
     assert [r["step"] for r in rows] == [1, 2]
+    assert all(0 <= r["data_share"] <= 1 for r in rows)  # share of the step time spent waiting for batches
     expect = {"image": {"loss_mim"}, "video": {"loss_mvm"}, "joint": {"loss_mim", "loss_mvm"}}[stage]
     assert expect <= set(rows[-1]) and not ({"loss_mim", "loss_mvm"} - expect) & set(rows[-1])
     assert all(math.isfinite(r[k]) for r in rows for k in expect)
     # the checkpoint restores into a fresh model with the same key set
     m = bevt_model.BEVT(bevt_model.ModelConfig(**ckpt["model_config"]))
     engine.load_model_state(m, ckpt["model"], "ckpt")
+
+
+def test_default_tokenizer_is_cached_under_the_code_version_and_named_in_checkpoints(tiny_tokenizer, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """Without --tokenizer the synthetic run caches its small VQ under a name with engine.SMALL_VQ_VERSION (a VQ made
+    by older data / tokenizer code is not reused) and the checkpoint names that file. The VQ's training is replaced
+    by a copy of the fixture's (a minute at its defaults)."""
+    made = []
+
+    def fake_small_vq(root, size, path, env):
+        made.append(Path(path))
+        Path(path).write_bytes(Path(tiny_tokenizer).read_bytes())
+
+    monkeypatch.setattr(synthetic, "CACHE", tmp_path / "cache")
+    (tmp_path / "cache").mkdir()
+    monkeypatch.setattr(engine, "ensure_small_vq", fake_small_vq)
+    train.main(flags("", tmp_path / "run", max_steps=1))
+    assert len(made) == 1 and made[0].name.startswith(f"vq_tokenizer_48_v{engine.SMALL_VQ_VERSION}_")
+    ckpt = torch.load(engine.latest_checkpoint(tmp_path / "run"), map_location="cpu", weights_only=True)
+    assert ckpt["tokenizer"] == str(made[0].resolve())
+    assert "| data " in capsys.readouterr().out  # the log line shows the data-wait share
 
 
 def test_exact_resume_is_bitwise(tiny_tokenizer, tmp_path):
@@ -250,9 +273,9 @@ def step_once(cfg, vq, model, batch, dtype, compile_backend=None):
     optimizer = torch.optim.AdamW(engine.param_groups(model, cfg.weight_decay, engine.NO_DECAY_KEYS), lr=1e-3)
     scaler = engine.make_scaler(CPU, dtype)
     run = torch.compile(model, backend=compile_backend) if compile_backend else model
-    result, stats = train.train_step(run, vq, [batch], optimizer, scaler, dataclasses.replace(cfg, dtype=dtype),
-                                     CPU, 1e-3)
-    return result, train.summarise(stats.tolist(), ["mvm", "mim"])
+    result, stats = engine.pretrain_step(run, vq, [batch], optimizer, scaler, dataclasses.replace(cfg, dtype=dtype),
+                                         CPU, 1e-3, model.cfg.patch_size[0])
+    return result, engine.summarise(stats.tolist(), ["mvm", "mim"])
 
 
 def test_bf16_autocast_through_the_joint_step(tiny_tokenizer, tmp_path):
