@@ -12,9 +12,11 @@ import json
 import math
 import multiprocessing
 import os
+import re
+import shutil
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -22,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
@@ -50,6 +52,15 @@ class CheckConfig:
     min_frames: int = 16  # fewer decodable frames than this is reported as "too short" (sampling would loop)
 
 
+@dataclass
+class ExtractConfig:
+    ann: str = ""  # annotation of the videos (any format read_annotations reads)
+    root: str = ""  # folder its paths are relative to
+    out: str = ""  # output root of the frame folders and the list
+    format: str = field(default="jpg", metadata={"choices": ("jpg", "png")})  # png: the decoded frames exactly
+    quality: int = 95  # JPEG quality; official: OpenCV's default 95 (tools/data/build_rawframes.py:58-59)
+
+
 # --------------------------------------------------------------------------- decoding (PyAV)
 def _video_stream(container, path):
     if not container.streams.video:
@@ -75,25 +86,31 @@ def video_frame_count(path) -> int:
         return len(_frame_pts(container, _video_stream(container, path), path))
 
 
-def _decode(container, stream, path, pts, start, wanted) -> dict | None:
-    """{index: (H, W, 3) uint8} of the wanted frames: seek to the keyframe at or before frame `start`, decode forward
-    to the last wanted frame, name each frame by its pts. None if the seek landed past the first wanted frame."""
-    index_of, wanted_pts, found = {p: i for i, p in enumerate(pts)}, {pts[i] for i in wanted}, {}
-    container.seek(pts[start], stream=stream, backward=True, any_frame=False)
-    for packet in container.demux(stream):
-        # A frame that is not wanted is decoded only if it is a reference for others (BEVT wants 16 of 128 frames):
-        # skipping the others leaves the wanted frames' pixels unchanged. The last (flush) packet has no pts.
+def _decoded(container, stream, path, pts, wanted):
+    """(frame index, av.VideoFrame) from the container's position on, in decoding order. A frame that is not wanted is
+    decoded only if it is a reference for others (BEVT wants 16 of 128 frames): skipping the others leaves the
+    wanted frames' pixels unchanged."""
+    index_of, wanted_pts = {p: i for i, p in enumerate(pts)}, {pts[i] for i in wanted}
+    for packet in container.demux(stream):  # the last (flush) packet has no pts
         stream.codec_context.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted_pts else "NONREF"
         for frame in packet.decode():
-            i = index_of.get(frame.pts)
-            if i is None:
+            if frame.pts not in index_of:
                 raise MediaError(f"{path}: a decoded frame has pts {frame.pts}, which no packet has")
-            if not found and i > min(wanted):
-                return None
-            if i in wanted:
-                found[i] = frame.to_ndarray(format="rgb24")
-            if i >= max(wanted):
-                return found
+            yield index_of[frame.pts], frame
+
+
+def _decode(container, stream, path, pts, start, wanted) -> dict | None:
+    """{index: (H, W, 3) uint8} of the wanted frames: seek to the keyframe at or before frame `start`, decode forward
+    to the last wanted frame. None if the seek landed past the first wanted frame."""
+    container.seek(pts[start], stream=stream, backward=True, any_frame=False)
+    found = {}
+    for i, frame in _decoded(container, stream, path, pts, wanted):
+        if not found and i > min(wanted):
+            return None
+        if i in wanted:
+            found[i] = frame.to_ndarray(format="rgb24")
+        if i >= max(wanted):
+            break
     return found
 
 
@@ -130,6 +147,66 @@ def read_image(path) -> torch.Tensor:
         raise MediaError(f"{path}: {err}") from None
 
 
+# --------------------------------------------------------------------------- frame folders (rawframes)
+# official: mmaction's RawframeDataset names frame i (0-based, as sampled) img_{i + 1:05}.jpg: filename_tmpl
+# 'img_{:05}.jpg' and start_index 1 (mmaction/datasets/rawframe_dataset.py:93, :97), which SampleFrames adds to its
+# 0-based indices (mmaction/datasets/pipelines/loading.py:265-266). We also read img_{:05}.png (exact frames).
+FRAME_FILE = re.compile(r"img_(\d{5,})\.(jpg|png)")
+
+
+def frame_file(folder, index, ext=".jpg") -> Path:
+    """The file of frame `index` (0-based) of a frame folder."""
+    return Path(folder) / f"img_{index + 1:05d}{ext}"
+
+
+def frame_numbers(folder) -> list:
+    """The sorted frame numbers (1-based) of the img_NNNNN.jpg / .png files in a folder."""
+    return sorted(int(m[1]) for m in map(FRAME_FILE.fullmatch, os.listdir(folder)) if m)
+
+
+def _frame_ext(folder):
+    return ".png" if frame_file(folder, 0, ".png").exists() else ".jpg"
+
+
+def read_frame_folder(folder, total_frames, pick) -> np.ndarray:
+    """uint8 (T, H, W, 3) holding frames pick(total_frames) (0-based; repeats allowed) of a frame folder, decoded with
+    OpenCV as the official RawFrameDecode does (decoding_backend 'cv2', mmcv.imfrombytes to RGB, loading.py:1342,
+    :1374-1377). total_frames comes from the annotation, as in mmaction; two file lookups check it (frame
+    total_frames - 1 exists, frame total_frames does not), so a wrong count fails every sample, not some."""
+    ext = _frame_ext(folder)
+    last, after = frame_file(folder, total_frames - 1, ext), frame_file(folder, total_frames, ext)
+    if not last.exists():
+        raise MediaError(f"{folder}: missing frames or a wrong total_frames ({total_frames}): no {last.name}")
+    if after.exists():
+        raise MediaError(f"{folder}: wrong total_frames ({total_frames}): {after.name} exists")
+    indices = np.asarray(pick(total_frames), dtype=np.int64).reshape(-1)
+    if indices.size == 0 or indices.min() < 0 or indices.max() >= total_frames:
+        raise MediaError(f"{folder}: frame indices {indices.tolist()} are not all in [0, {total_frames})")
+    found = {}
+    for i in set(indices.tolist()):
+        bgr = cv2.imread(str(frame_file(folder, i, ext)), cv2.IMREAD_COLOR)  # None if absent or undecodable
+        if bgr is None:
+            raise MediaError(f"{folder}: missing frames: {frame_file(folder, i, ext).name} is absent or undecodable")
+        found[i] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # (H, W, 3)
+    return np.stack([found[i] for i in indices.tolist()])  # (T, H, W, 3)
+
+
+def frame_folder_problem(folder, total_frames) -> tuple | None:
+    """None, or ("missing frames" | "wrong total_frames", text) for a frame folder listed with total_frames: the
+    folder must hold exactly img_00001 .. img_{total_frames:05} (.jpg or .png)."""
+    present, ext = frame_numbers(folder), _frame_ext(folder)
+    if present and present == list(range(1, len(present) + 1)) and len(present) != total_frames:
+        return "wrong total_frames", f"{folder}: the list says {total_frames}, the folder holds {len(present)} frames"
+    missing = sorted(set(range(1, total_frames + 1)) - set(present))
+    if missing:
+        return "missing frames", (f"{folder}: first missing {frame_file(folder, missing[0] - 1, ext).name} "
+                                  f"({len(missing)} of {total_frames} missing)")
+    if present[-1] > total_frames:
+        return "wrong total_frames", (f"{folder}: the list says {total_frames}, the folder also holds "
+                                      f"{frame_file(folder, present[-1] - 1, ext).name}")
+    return None
+
+
 # --------------------------------------------------------------------------- annotation readers
 @dataclass
 class VideoRecord:
@@ -137,6 +214,7 @@ class VideoRecord:
     label: int
     start_frame: int = 0
     end_frame: int | None = None  # exclusive; None = the end of the file
+    total_frames: int | None = None  # set: `path` is a frame folder of this many frames (a rawframes list)
 
 
 @dataclass
@@ -176,7 +254,8 @@ def read_k400_csv(csv_path, root, classes=None):
 
 
 def read_list(list_path, root):
-    """`relative/path label` per line (mmaction VideoDataset / the ImageNet list); images or videos by extension."""
+    """`relative/path label` per line (mmaction VideoDataset / the ImageNet list); images or videos by extension.
+    Class names: `<list stem>_classes.txt` beside the list (one a line) if present, else "0", "1", ..."""
     root, records = _need_root(root), []
     with open(list_path) as fh:
         for line_no, line in enumerate(fh, 1):
@@ -188,8 +267,42 @@ def read_list(list_path, root):
             path = str(root / parts[0].strip())
             kind = ImageRecord if path.lower().endswith(IMAGE_EXTS) else VideoRecord
             records.append(kind(path, int(parts[1])))
-    num_classes = max((r.label for r in records), default=-1) + 1
-    return _nonempty(records, list_path), [str(i) for i in range(num_classes)]
+    return _nonempty(records, list_path), _list_classes(list_path, records)
+
+
+def read_rawframes(list_path, root):
+    """mmaction's rawframes list (rawframe_dataset.py:117-142): `frame_dir total_frames label` per line, frame_dir a
+    folder under root holding img_00001.jpg .. (or .png); class names as read_list's."""
+    root, records = _need_root(root), []
+    with open(list_path) as fh:
+        for line_no, line in enumerate(fh, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) < 1 or not parts[2].isdigit():
+                raise ValueError(f"{list_path}:{line_no}: expected 'frame_dir total_frames label' (total >= 1), "
+                                 f"got {line.strip()!r}")
+            records.append(VideoRecord(str(root / parts[0]), int(parts[2]), total_frames=int(parts[1])))
+    return _nonempty(records, list_path), _list_classes(list_path, records)
+
+
+def _list_classes(list_path, records):
+    names = Path(list_path).with_name(Path(list_path).stem + "_classes.txt")
+    classes = names.read_text().splitlines() if names.exists() else \
+        [str(i) for i in range(max((r.label for r in records), default=-1) + 1)]
+    if any(r.label >= len(classes) for r in records):
+        raise ValueError(f"{list_path}: labels up to {max(r.label for r in records)}, but {names} names "
+                         f"{len(classes)} classes")
+    return classes
+
+
+def is_rawframes_list(list_path, root) -> bool:
+    """A list is a rawframes list if its first line has three fields, the middle one an integer, and the first names
+    a folder under root. (A `path label` line whose path has a space, `my clip 12`, splits into three fields too,
+    but its first field is no folder under root.)"""
+    with open(list_path) as fh:
+        parts = next((line.split() for line in fh if line.strip()), [])
+    return len(parts) == 3 and parts[1].isdigit() and root is not None and (Path(root) / parts[0]).is_dir()
 
 
 def read_ssv2(json_path, labels_path, root):
@@ -232,7 +345,8 @@ def read_image_folder(root):
 
 
 def read_annotations(annotation, root):
-    """Pick the reader from the annotation itself (folder, .csv, .json kind, or a path-label list)."""
+    """Pick the reader from the annotation itself: a folder (ImageNet layout), .csv (Kinetics), .json (SSv2 if its
+    entries have a 'template', else Diving-48), a rawframes list (is_rawframes_list), else a `path label` list."""
     annotation = Path(annotation)
     if annotation.is_dir():
         return read_image_folder(annotation)
@@ -245,7 +359,7 @@ def read_annotations(annotation, root):
         if items and isinstance(items[0], dict) and "template" in items[0]:
             return read_ssv2(annotation, next(annotation.parent.glob("*labels.json")), root)
         return read_diving48(annotation, root)
-    return read_list(annotation, root)
+    return read_rawframes(annotation, root) if is_rawframes_list(annotation, root) else read_list(annotation, root)
 
 
 def _load_json_list(path):
@@ -406,19 +520,37 @@ def normalize_batch(x):
 
 
 # --------------------------------------------------------------------------- datasets
+def read_segment(record, pick) -> np.ndarray:
+    """uint8 (T, H, W, 3): frames pick(segment length) (0-based) of [start_frame, end_frame) of a record's video, or
+    of its frame folder if the record has total_frames."""
+    def pick_in_segment(num_frames):
+        end = min(record.end_frame or math.inf, num_frames)
+        if end <= record.start_frame:
+            raise MediaError(f"{record.path}: no frames in [{record.start_frame}, {end})")
+        return record.start_frame + np.asarray(pick(end - record.start_frame))
+    if record.total_frames is not None:
+        return read_frame_folder(record.path, record.total_frames, pick_in_segment)
+    return read_frames(record.path, pick_in_segment)
+
+
 class _Base(Dataset):
     """Per-sample rng from (seed, epoch, index) and bounded replacement of unreadable samples."""
 
     def __init__(self, records, seed, crop, short_side=math.inf):
         if short_side < crop:
             raise ValueError(f"the rescaled short side {short_side} is smaller than the crop {crop}")
-        self.records, self.seed, self.crop, self.epoch, self.views = records, seed, crop, 0, 1
+        self.records, self.seed, self.crop, self.epoch, self.views, self.replace = records, seed, crop, 0, 1, True
         self._bad = multiprocessing.Value("i", 0)  # shared with DataLoader workers
+        self._loader = None  # (settings, DataLoader): make_loader's training loader, kept across epochs
 
     def __len__(self):
         return len(self.records) * self.views
 
+    def __getstate__(self):  # a worker's copy (spawn start method) leaves the loader that feeds it behind
+        return {**self.__dict__, "_loader": None}
+
     def set_epoch(self, epoch):
+        """The epoch of plain integer indices; the training loader passes (epoch, index) pairs instead."""
         self.epoch = epoch
 
     @property
@@ -426,30 +558,25 @@ class _Base(Dataset):
         """Samples replaced (train) or blanked (test) because their file could not be read, over all workers."""
         return self._bad.value
 
-    def __getitem__(self, index, replace=True):
-        """self._load(index, rng); an unreadable sample is replaced by a random other one, or if not `replace`, None."""
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def __getitem__(self, item):
+        """item: an index, or (epoch, index) from make_loader's training order (a persistent worker's copy of the
+        dataset never sees set_epoch). self._load(index, rng), rng from (seed, epoch, index); an unreadable sample is
+        replaced by a random other one, or where replacing is off (test views) self._blank(index)."""
+        epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
+        rng = np.random.default_rng([self.seed, epoch, index])
         for _ in range(MAX_RETRIES + 1):
             try:
                 return self._load(index, rng)
             except (OSError, av.FFmpegError, MediaError) as err:  # only I/O problems; code errors propagate
                 path = self.records[index // self.views].path
-                warnings.warn(f"unreadable sample {path}: {err}; {'replaced by another' if replace else 'blanked'}")
+                action = "replaced by another" if self.replace else "blanked"
+                warnings.warn(f"unreadable sample {path}: {err}; {action}")
                 with self._bad.get_lock():
                     self._bad.value += 1
-                if not replace:
-                    return None
+                if not self.replace:
+                    return self._blank(index)
                 index = int(rng.integers(len(self)))
         raise RuntimeError(f"{MAX_RETRIES + 1} unreadable samples in a row (last {path}); run `python data.py check`")
-
-    def _frames(self, record, pick):
-        """Decode the frames chosen by pick(num_frames) within [start_frame, end_frame): uint8 (T, H, W, 3) numpy."""
-        def pick_in_segment(num_frames):
-            end = min(record.end_frame or math.inf, num_frames)
-            if end <= record.start_frame:
-                raise MediaError(f"{record.path}: no frames in [{record.start_frame}, {end})")
-            return record.start_frame + pick(end - record.start_frame)
-        return read_frames(record.path, pick_in_segment)  # (T, H, W, 3)
 
 
 def pretrain_crop(frames, crop, rescale, rng, jitter=lambda frames: frames):
@@ -471,7 +598,7 @@ class PretrainVideoDataset(_Base):
         self.mask_strategy, self.tube_range, self.mask_ratio = mask_strategy, tube_range, mask_ratio
 
     def _load(self, index, rng):
-        frames = self._frames(self.records[index],
+        frames = read_segment(self.records[index],
                               lambda n: dense_indices(n, self.clip_len, self.frame_interval, 1, True, rng)[0])
         frames = pretrain_crop(frames, self.crop, self.rescale, rng)  # (T, crop, crop, 3)
         grid = self.crop // 16  # BEVT §3 "Mask strategy": masks live on the 14x14 (224/16) token grid
@@ -517,18 +644,16 @@ class FinetuneVideoDataset(_Base):
             raise ValueError("sampling must be dense|uniform (uniform has one clip), num_crops 1 or 3")
         self.train, self.sampling, self.clip_len, self.frame_interval = train, sampling, clip_len, frame_interval
         self.num_clips, self.num_crops = (1, 1) if train else (num_clips, num_crops)  # training takes one view
-        self.views, self.flip = self.num_clips * self.num_crops, flip
+        self.views, self.flip, self.replace = self.num_clips * self.num_crops, flip, train
         self.short_side = short_side or (256 if train else 224)
         self.randaugment = v2.RandAugment(*randaugment) if randaugment else None  # (num_ops, magnitude)
         self.erase_prob, self.area = erase_prob, area  # area: RandomResizedCrop's range; official: (0.08, 1.0)
 
-    def __getitem__(self, index):
+    def _blank(self, index):
+        """A test view of an unreadable video: a blank clip keeps every video's views in place."""
         video_index = index // self.views
-        item = super().__getitem__(index, replace=self.train)
-        if item is None:  # test view of an unreadable video: a blank clip keeps every video's views in place
-            blank = torch.zeros(3, self.clip_len, self.crop, self.crop)
-            item = {"video": blank, "label": self.records[video_index].label, "video_index": video_index}
-        return item
+        blank = torch.zeros(3, self.clip_len, self.crop, self.crop)
+        return {"video": blank, "label": self.records[video_index].label, "video_index": video_index}
 
     def _load(self, index, rng):
         video_index, view = divmod(index, self.views)
@@ -539,7 +664,7 @@ class FinetuneVideoDataset(_Base):
                 return uniform_indices(num_frames, self.clip_len, self.train, rng)
             clips = dense_indices(num_frames, self.clip_len, self.frame_interval, self.num_clips, self.train, rng)
             return clips[clip_index]  # (clip_len,)
-        frames = resize_short(self._frames(record, pick), self.short_side)  # (T, H, W, 3)
+        frames = resize_short(read_segment(record, pick), self.short_side)  # (T, H, W, 3)
         if not self.train:
             clip = to_clip(fixed_crop(frames, self.crop, position, self.num_crops))  # (3, T, crop, crop)
             return {"video": normalize_batch(clip[None])[0], "label": record.label, "video_index": video_index}
@@ -556,23 +681,44 @@ class FinetuneVideoDataset(_Base):
 
 
 # --------------------------------------------------------------------------- loaders
+class TrainOrder(Sampler):
+    """(epoch, index) pairs: the DistributedSampler order for (seed, epoch) on this rank from batch `start_batch` on
+    (exact resume). The epoch travels with each index because a persistent worker's copy of the dataset never sees
+    the main process's set_epoch; make_loader re-aims the order at each epoch."""
+
+    def __init__(self, dataset, batch_size, seed, world, rank):
+        self.shuffle = DistributedSampler(dataset, world, rank, shuffle=True, seed=seed, drop_last=True)
+        self.batch_size, self.epoch, self.start_batch = batch_size, 0, 0
+
+    def __len__(self):
+        return max(0, len(self.shuffle) - self.start_batch * self.batch_size)
+
+    def __iter__(self):
+        self.shuffle.set_epoch(self.epoch)
+        return iter([(self.epoch, index) for index in list(self.shuffle)[self.start_batch * self.batch_size:]])
+
+
 def make_loader(dataset, batch_size, train, num_workers, seed, distributed, epoch=0, start_batch=0) -> DataLoader:
-    """Train: the DistributedSampler order for (seed, epoch) on this rank, from batch `start_batch` on (exact resume),
-    drop_last; the dataset draws each sample's randomness from (seed, epoch, index), so nothing depends on the
-    worker count. Eval: rank r takes samples r, r + world, ... (no padding, no duplicates, the last batch uneven)."""
+    """Train: batches of the TrainOrder for (seed, epoch) from batch `start_batch` on, drop_last; each sample's
+    randomness comes from (seed, epoch, index), so nothing depends on the worker count. The training loader of a
+    dataset is made once and kept, its workers persistent: a later call (next epoch, resume) returns the same
+    DataLoader re-aimed, so earlier handles to it follow, and a dataset feeds one training stream at a time.
+    Eval: a new loader, rank r takes samples r, r + world, ... (no padding, no duplicates, the last batch uneven)."""
     world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
-    if train:
-        sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=seed, drop_last=True)
-        sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)  # workers are not persistent: each loader's workers see this epoch
-        indices = list(sampler)[start_batch * batch_size:]
-    else:
-        indices = range(rank, len(dataset), world)
-    # a private generator: creating a loader must not advance the global torch RNG (drop path), or a resumed run,
-    # which creates its loaders at another point of that RNG's stream, would diverge from an uninterrupted one
-    return DataLoader(dataset, batch_size, sampler=indices, num_workers=num_workers, drop_last=train,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=False,
-                      generator=torch.Generator().manual_seed(seed + epoch))
+    # a private generator (it only seeds the workers): creating a loader must not advance the global torch RNG (drop
+    # path), or a resumed run, which creates its loaders at another point of that stream, would diverge
+    settings = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available(), drop_last=train,
+                    generator=torch.Generator().manual_seed(seed))
+    if not train:
+        return DataLoader(dataset, batch_size, sampler=range(rank, len(dataset), world), **settings)
+    key = (batch_size, num_workers, seed, world, rank)
+    if dataset._loader is None or dataset._loader[0] != key:
+        order = TrainOrder(dataset, batch_size, seed, world, rank)
+        dataset._loader = key, DataLoader(dataset, batch_size, sampler=order, persistent_workers=num_workers > 0,
+                                          **settings)
+    loader = dataset._loader[1]
+    loader.sampler.epoch, loader.sampler.start_batch = epoch, start_batch
+    return loader
 
 
 def cycled_batches(dataset, batch_size, num_workers, seed, distributed, position):
@@ -611,20 +757,23 @@ def load_frames(root, num_frames, size, seed) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- check + CLI
 def check(cfg: CheckConfig) -> int:
-    """Open every file of a dataset, count frames and decode the last one; print a summary. Returns #problems."""
+    """Open every file of a dataset, decode the last frame of each video's segment (and check each frame folder's
+    files against its total_frames); print a summary. Returns the number of problems."""
     records, classes = read_annotations(cfg.annotation, cfg.root)
-    problems = {"missing": [], "unreadable": [], "too short": []}
+    problems = {kind: [] for kind in ("missing", "unreadable", "too short", "missing frames", "wrong total_frames")}
     for done, record in enumerate(records, 1):
         try:
             if not os.path.exists(record.path):
                 problems["missing"].append(record.path)
             elif isinstance(record, ImageRecord):
                 read_image(record.path)
+            elif record.total_frames and (problem := frame_folder_problem(record.path, record.total_frames)):
+                problems[problem[0]].append(problem[1])
             else:
-                n = min(record.end_frame or math.inf, video_frame_count(record.path))
-                read_video(record.path, [n - 1])
-                if n - record.start_frame < cfg.min_frames:
-                    problems["too short"].append(f"{record.path} ({n - record.start_frame} frames)")
+                lengths = []  # the segment's length, as the sampling sees it
+                read_segment(record, lambda n: lengths.append(n) or [n - 1])  # decodes its last frame
+                if lengths[0] < cfg.min_frames:
+                    problems["too short"].append(f"{record.path} ({lengths[0]} frames)")
         except (OSError, av.FFmpegError, MediaError) as err:
             problems["unreadable"].append(f"{record.path} ({err})")
         if done % 50 == 0 or done == len(records):
@@ -637,12 +786,100 @@ def check(cfg: CheckConfig) -> int:
     return sum(len(v) for v in problems.values())
 
 
+def frame_folder_name(record, root) -> str:
+    """The frame folder of a video record under the output root: its path under `root` without the extension,
+    whitespace as '_' (rawframes lists are split at whitespace), and its segment if it has one."""
+    name = re.sub(r"\s", "_", os.path.splitext(os.path.relpath(record.path, root))[0])
+    has_segment = record.start_frame or record.end_frame is not None
+    return f"{name}_{record.start_frame}-{record.end_frame}" if has_segment else name
+
+
+def _write_frames(record, folder, ext, params) -> int:
+    """Frames [start_frame, end_frame) of the record's video as folder/img_00001{ext} ..., numbered as read_frames
+    numbers them (decoded from the first frame). Returns the number written."""
+    with av.open(record.path) as container:
+        stream = _video_stream(container, record.path)
+        pts = _frame_pts(container, stream, record.path)  # demuxes to the end: seek back to the first frame
+        start, end = record.start_frame, min(record.end_frame or math.inf, len(pts))
+        if end <= start:
+            raise MediaError(f"{record.path}: no frames in [{start}, {end})")
+        container.seek(pts[0], stream=stream, backward=True, any_frame=False)
+        written = 0
+        for i, frame in _decoded(container, stream, record.path, pts, range(start, end)):
+            if start <= i < end:
+                path = frame_file(folder, i - start, ext)
+                bgr = cv2.cvtColor(frame.to_ndarray(format="rgb24"), cv2.COLOR_RGB2BGR)  # (H, W, 3)
+                if not cv2.imwrite(str(path), bgr, params):
+                    raise OSError(f"cannot write {path}")
+                written += 1
+            if i >= end - 1:
+                break
+    if written < end - start:
+        raise MediaError(f"{record.path}: {end - start - written} frames of [{start}, {end}) could not be decoded")
+    return written
+
+
+def extract_frames(cfg: ExtractConfig) -> list:
+    """Writes the rawframes layout of a video dataset: OUT/<frame_folder_name>/img_00001.jpg .. and the list
+    OUT/<annotation stem>_rawframes.txt (`frame_dir total_frames label`) with its class names beside it, so
+    read_annotations gives the same classes. Each video is written into `<folder>.part` and renamed when complete;
+    folders already there are kept (a rerun resumes). Returns the unreadable videos (they are left out of the list)."""
+    if not (cfg.ann and cfg.root and cfg.out):
+        raise SystemExit("extract-frames needs --ann, --root and --out")
+    records, classes = read_annotations(cfg.ann, cfg.root)
+    not_videos = [r.path for r in records if isinstance(r, ImageRecord) or r.total_frames is not None]
+    if not_videos:
+        raise SystemExit(f"{cfg.ann}: extract-frames reads videos, not images or frame folders ({not_videos[0]})")
+    names = {}
+    for record in records:  # the same folder for two different videos (or segments) would mix their frames
+        key, name = (record.path, record.start_frame, record.end_frame), frame_folder_name(record, cfg.root)
+        if names.setdefault(name, key) != key:
+            raise SystemExit(f"{cfg.ann}: {key[0]} and {names[name][0]} would share the frame folder {name}")
+    out, ext = Path(cfg.out), "." + cfg.format
+    # official: tools/data/build_rawframes.py:58-59 writes JPEG with mmcv.imwrite, i.e. cv2 at OpenCV's quality 95
+    params = [cv2.IMWRITE_JPEG_QUALITY, cfg.quality] if cfg.format == "jpg" else []
+    lines, failed, skipped = [], [], 0
+    for done, record in enumerate(records, 1):
+        name = frame_folder_name(record, cfg.root)
+        folder, part = out / name, out / (name + ".part")
+        try:
+            numbers = frame_numbers(folder) if folder.is_dir() else []
+            if numbers and numbers == list(range(1, len(numbers) + 1)):  # done before (a damaged folder is redone)
+                total = len(numbers)
+                skipped += 1
+            else:
+                shutil.rmtree(part, ignore_errors=True)  # left by an interrupted run
+                part.mkdir(parents=True)
+                total = _write_frames(record, part, ext, params)
+                shutil.rmtree(folder, ignore_errors=True)  # a damaged folder, replaced only now
+                part.rename(folder)
+            lines.append(f"{name} {total} {record.label}\n")
+        except (OSError, av.FFmpegError, MediaError) as err:
+            shutil.rmtree(part, ignore_errors=True)
+            failed.append(f"{record.path} ({err})")
+        print(f"\rextract {done}/{len(records)} skipped={skipped} failed={len(failed)}", end="", file=sys.stderr,
+              flush=True)
+    print(file=sys.stderr)
+    list_path = out / f"{Path(cfg.ann).stem}_rawframes.txt"
+    for path, text in ((list_path, "".join(lines)), (list_path.with_name(list_path.stem + "_classes.txt"),
+                                                     "".join(c + "\n" for c in classes))):
+        path.with_suffix(".tmp").write_text(text)
+        path.with_suffix(".tmp").replace(path)
+    print(f"{len(lines)} videos in {list_path} ({len(lines) - skipped} extracted, {skipped} already there), "
+          f"{len(classes)} classes; unreadable: {len(failed)}" + "".join(f"\n  {f}" for f in failed))
+    return failed
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] != ["check"]:
-        sys.exit("usage: python data.py check ANNOTATION ROOT [--min-frames 16]")
-    cfg = CheckConfig(**parse_flags(CheckConfig, argv[1:], "validate a dataset", ("annotation", "root")))
-    sys.exit(1 if check(cfg) else 0)
+    if argv[:1] == ["check"]:
+        cfg = CheckConfig(**parse_flags(CheckConfig, argv[1:], "validate a dataset", ("annotation", "root")))
+        sys.exit(1 if check(cfg) else 0)
+    if argv[:1] == ["extract-frames"]:
+        cfg = ExtractConfig(**parse_flags(ExtractConfig, argv[1:], "write the frames of a video dataset (rawframes)"))
+        sys.exit(1 if extract_frames(cfg) else 0)
+    sys.exit("usage: python data.py check ANNOTATION ROOT [--min-frames 16]\n"
+             "       python data.py extract-frames --ann LIST --root DIR --out DIR [--format jpg|png] [--quality 95]")
 
 
 if __name__ == "__main__":
