@@ -44,6 +44,9 @@ class TrainConfig:
     model: str = field(default="base", metadata={"choices": tuple(bevt_model.PRESETS)})  # official: Swin-B
     drop_path: float = 0.3  # official cfg: drop_path_rate=0.3 (pretraining)
     grad_checkpoint: bool = False  # recompute each block in backward; official: use_checkpoint=False
+    # image stream attention: "official" = the released code's (the 2D shift mask on every block, the shift kept at
+    # stage 4; the paper's numbers), "swin" = 2D Swin semantics (model.Stage.forward, docs/differences.md)
+    image_attention: str = field(default="official", metadata={"choices": ("official", "swin")})
     # (mmaction/models/backbones/swin_transformer_bevt.py:626, not set by the cfgs)
     init: str = ""  # image-stage checkpoint (ours or the official release) to inflate into the joint stage
     tokenizer: str = ""  # converted DALL-E encoder or VQ .pt (needed with data flags); empty: the synthetic run's VQ
@@ -195,7 +198,7 @@ def train_tokenizer_stage(cfg, env):
 
 def build_model(cfg, env, vocab_size, init):
     mcfg = dataclasses.replace(bevt_model.PRESETS[cfg.model], drop_path_rate=cfg.drop_path, vocab_size=vocab_size,
-                               grad_checkpoint=cfg.grad_checkpoint)
+                               grad_checkpoint=cfg.grad_checkpoint, image_attention=cfg.image_attention)
     raw_model = bevt_model.BEVT(mcfg).to(env.device)
     if init:
         # BEVT §3 "Training strategies": the image stream's weights initialise the joint model (3D inflation)
