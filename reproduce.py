@@ -1,0 +1,422 @@
+"""The paper's claims in miniature: BEVT Tables 1, 2 and 8 on the synthetic set, with the nano model, on the CPU.
+
+BEVT Table 1: finetuned top-1 from scratch, from BEVT-I (the image stream's pretraining, inflated), from BEVT-V (the
+video stream only, from scratch) and from BEVT (image stage, then the joint stage). Table 2: the drop under the
+Single-frame and Random-Shuffling tests (here for the BEVT and scratch models, per class group: the synthetic set's
+appearance classes play K400, its motion classes SSv2 / Diving-48). Table 8: tube masking of the video stream
+against Random-3D, Frame-Diff and Random-Frame masks.
+
+Every run is a subprocess of train.py or finetune.py with explicit flags (nothing imports a script): this file plans
+the runs of a fixed protocol, skips those already finished (so a long run resumes), and reads their log.jsonl and
+eval.json into the tables, with a 95 % t-interval over seeds per cell and for the paired differences between arms.
+
+    python reproduce.py                       # Tables 1, 2 and 8, seeds 1,2,3 (about 2 h on 2 idle cores)
+    python reproduce.py --quick true          # Table 1, one seed (about 15 min); the full run reuses its runs
+    python reproduce.py --seeds 1,2,3,4,5     # more seeds: finished runs are kept
+
+The protocol (equal pretraining steps per arm, one finetune recipe, paired seeds, a held-out test split of 208
+videos) is written out in PROTOCOL below and in results.json.
+"""
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+import convert
+import engine
+import model as bevt_model
+import synthetic as synthetic_set
+from cli import parse_flags
+
+# ----------------------------------------------------------------------------------------------------------------------
+# config and the protocol's fixed values
+
+
+@dataclass
+class ReproduceConfig:
+    seeds: str = "1,2,3"  # seed s drives every arm's run s (pretraining and finetuning): paired across arms
+    quick: bool = False  # Table 1 with the first seed only
+    budget: str = field(default="full", metadata={"choices": ("full", "tiny")})  # tiny: the end-to-end test's
+    out_dir: str = "runs/reproduce"
+    train_set: str = ""  # a synthetic set (synthetic.py layout); empty: the default synthetic-v5
+    test_set: str = ""  # a synthetic set with a test split (test_per_class > 0); empty: generated, see TEST_SET
+    tokenizer: str = ""  # the small VQ .pt; empty: `train.py --stage tokenizer` on the training set, once
+
+
+@dataclass(frozen=True)
+class Budget:
+    pretrain_steps: int  # optimizer steps of every pretrained arm; BEVT: half image stage, half joint stage
+    finetune_epochs: int  # every finetune, scratch included
+    log_every: int  # optimizer steps per log.jsonl row (the "loss went down" check reads them)
+    save_every: int  # optimizer steps between checkpoints (an interrupted run resumes from the last)
+
+
+BUDGETS = {
+    # 468 = 12 epochs of the 156 training videos at 4 clips per step; BEVT: 234 image + 234 joint steps.
+    # 16 epochs: the finetune's no-data recipe unchanged. Chosen for the time (Table 1 of one seed in ~15 min on 2
+    # idle cores), not from any result.
+    "full": Budget(pretrain_steps=468, finetune_epochs=16, log_every=10, save_every=100),
+    # the end-to-end test's (a set of 1 training video per class: 1 finetune step per epoch)
+    "tiny": Budget(pretrain_steps=8, finetune_epochs=12, log_every=1, save_every=1000),
+}
+
+# The no-data (synthetic) recipes of train.py and finetune.py, passed explicitly: with a data flag both scripts
+# switch to the official recipe (tests/test_reproduce.py checks these against the scripts' own no-data values).
+PRETRAIN_RECIPE = dict(
+    model="nano", drop_path=0.0, img_size=128, rescale=(146, 183), clip_len=8, frame_interval=2, videos_per_gpu=4,
+    images_per_gpu=8, accum=1, warmup_epochs=1.0, lr=1e-3, num_workers=2, dtype="float32",
+)
+FINETUNE_RECIPE = dict(
+    model="nano", img_size=128, train_short_side=146, test_short_side=128, clip_len=8, sampling="uniform",
+    window_size=(0, 0, 0), flip=False, crop_area=(0.5, 1.0), drop_path=0.1, head_dropout=0.0, warmup_epochs=1.0,
+    lr=1e-3, videos_per_gpu=8, accum=1, ema_momentum=0.01, test_clips=1, test_crops=3, test_batch=8, num_workers=2,
+    dtype="float32",
+)
+# The held-out test split: 16 videos per class x 13 classes = 208 (one video = 0.48 % of top-1), rendered from
+# their own seeds (synthetic.SPLITS), never seen in training or used for a choice. The training set's own val split
+# (52 videos) is the validation split for anything that would be tuned (nothing is, in this protocol).
+TEST_SET_CONFIG = synthetic_set.SyntheticConfig(train_per_class=0, val_per_class=0, test_per_class=16,
+                                                images_per_class=0)
+TEST_SET = synthetic_set.CACHE / "synthetic-v5-test16"
+MASKS = ("tube", "random_3d", "frame_diff", "random_frame")  # BEVT Table 8; tube is BEVT's own (Table 1's BEVT run)
+GROUPS = ("all", "appearance", "motion")
+TEMPORAL_TESTS = ("single-frame", "shuffle")  # BEVT Table 2
+PROTOCOL = """\
+Pretraining compute: every pretrained arm runs the same number of optimizer steps S (the budget), each step with
+the same batch per stream: 4 clips of 8 frames (video stream) and/or 8 images (image stream), 128 px, nano.
+  BEVT-I: S image-stage steps. BEVT-V: S video-stage steps. BEVT: S/2 image-stage steps, inflated into S/2
+  joint-stage steps (each joint step = one video batch + one image batch). Table 8: BEVT with the mask strategy of
+  the video stream changed, from the same S/2-step image stage.
+  Counted as steps, a joint step is one step although it also holds an image batch: in encoder tokens per step an
+  image step is 8 x 1,024, a video step 4 x 4,096, a joint step both (see tokens_per_arm in results.json).
+  Each run's cosine schedule spans ceil(steps / steps_per_epoch) epochs and stops at exactly its steps.
+Finetuning: one recipe for every arm (finetune.py's no-data values: 8 clips per step, lr 1e-3, layer decay 0.9,
+  uniform 8 frames, test 1 clip x 3 crops), the same epochs, on the 156 training videos of synthetic-v5.
+Seeds: seed s is --seed s of every run of arm s (pretraining, finetuning, temporal tests): differences are paired.
+Test: 208 held-out videos (16 per class), 80 appearance and 128 motion; never used for a choice.
+Intervals: mean +- half-width of the 95 % t-interval over seeds (Student t, n-1 degrees of freedom); for a
+  difference between arms the interval of the per-seed paired differences. With one seed: no interval."""
+
+# Student t quantiles t(0.975, df) for df = 1..30
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# running one subprocess, skipped when its result exists
+
+
+def as_flags(values: dict) -> list:
+    """{"clip_len": 8, "rescale": (146, 183), "flip": False} -> ["--clip-len", "8", "--rescale", "146", "183", ...]."""
+    out = []
+    for name, value in values.items():
+        out.append("--" + name.replace("_", "-"))
+        if isinstance(value, tuple):
+            out += [str(v) for v in value]
+        else:
+            out.append(str(value).lower() if isinstance(value, bool) else str(value))
+    return out
+
+
+def run_script(script, flags: dict, out_dir: Path, done: Path) -> float:
+    """`python script flags` unless `done` exists; console output in out_dir/console.log. Returns the minutes it
+    took (0.0 when skipped). A failed run stops everything, naming its command and log."""
+    if done.exists():
+        return 0.0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, script, *as_flags({**flags, "out_dir": str(out_dir)})]
+    print(f"  running {' '.join(command[1:])}", flush=True)
+    start = time.time()
+    with open(out_dir / "console.log", "a") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parent).returncode
+    if code != 0 or not done.exists():
+        tail = "".join((out_dir / "console.log").read_text().splitlines(keepends=True)[-15:])
+        raise SystemExit(f"reproduce.py: {script} failed (exit {code}; no {done.name}): {' '.join(command)}\n"
+                         f"last lines of {out_dir / 'console.log'}:\n{tail}")
+    return (time.time() - start) / 60
+
+
+def losses(out_dir: Path) -> dict:
+    """{loss name: {"start", "end", "rows"}} from a run's log.jsonl (each key starting "loss"): the mean of the first
+    and of the last quarter of its logged rows (at least one each), and how many rows there are. A run that was
+    interrupted and resumed logs some steps twice: the later row of a step wins."""
+    by_step = {}
+    for line in (out_dir / "log.jsonl").read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            by_step[row["step"]] = row
+    rows = [by_step[step] for step in sorted(by_step)]
+    quarter = max(1, len(rows) // 4)
+    return {k: {"start": sum(r[k] for r in rows[:quarter]) / quarter,
+                "end": sum(r[k] for r in rows[-quarter:]) / quarter, "rows": len(rows)}
+            for k in rows[0] if k.startswith("loss")}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the data: training set, test set, tokenizer
+
+
+def prepare(cfg, out_dir: Path):
+    """(training set root, test set root, tokenizer path, steps per epoch {stage: n}, tokenizer minutes)."""
+    train_root = Path(cfg.train_set) if cfg.train_set else synthetic_set.synthetic_root()
+    test_root = Path(cfg.test_set) if cfg.test_set else synthetic_set.synthetic_root(TEST_SET, TEST_SET_CONFIG)
+    for root, what, key in ((train_root, "--train-set", "k400_train_csv"), (test_root, "--test-set", "k400_test_csv")):
+        if not synthetic_set.synthetic_paths(root)[key].exists():
+            raise SystemExit(f"reproduce.py: {what} {root}: no {synthetic_set.synthetic_paths(root)[key]}")
+    paths = synthetic_set.synthetic_paths(train_root)
+    videos = len(engine.read_dataset(paths["k400_train_csv"], paths["mp4_root"], "--train-set")[0])
+    images = len(engine.read_dataset(paths["images_train"], paths["images_train"], "--train-set")[0])
+    # train.py: an epoch is the video set (video and joint stages) or the image set (image stage)
+    per_epoch = {"video": videos // PRETRAIN_RECIPE["videos_per_gpu"],
+                 "image": images // PRETRAIN_RECIPE["images_per_gpu"]}
+    per_epoch["joint"] = per_epoch["video"]
+    tokenizer, minutes = Path(cfg.tokenizer) if cfg.tokenizer else None, 0.0
+    if tokenizer is None:  # the small VQ on the training videos' frames, as the no-data run trains its own
+        size = PRETRAIN_RECIPE["img_size"] // 2
+        tokenizer = out_dir / "tokenizer" / f"vq_tokenizer_{size}.pt"
+        minutes = run_script("train.py", {"stage": "tokenizer", "video_ann": paths["k400_train_csv"],
+                                          "video_root": paths["mp4_root"], "img_size": PRETRAIN_RECIPE["img_size"]},
+                             out_dir / "tokenizer", tokenizer)
+    return train_root, test_root, tokenizer, per_epoch, minutes
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the runs of one seed
+
+
+def pretrain(stage, steps, seed, out_dir, ctx, **extra) -> Path:
+    """One train.py run of exactly `steps` optimizer steps; returns its final checkpoint."""
+    paths = synthetic_set.synthetic_paths(ctx["train_root"])
+    flags = {"stage": stage, **PRETRAIN_RECIPE, "tokenizer": ctx["tokenizer"], "seed": seed,
+             "epochs": math.ceil(steps / ctx["per_epoch"][stage]), "max_steps": steps,
+             "log_every": ctx["budget"].log_every, "save_every": ctx["budget"].save_every, "resume": True, **extra}
+    if stage in ("video", "joint"):
+        flags.update(video_ann=paths["k400_train_csv"], video_root=paths["mp4_root"])
+    if stage in ("image", "joint"):
+        flags.update(image_root=paths["images_train"])
+    final = out_dir / f"ckpt_{steps:08d}.pt"
+    ctx["minutes"][str(out_dir)] = run_script("train.py", flags, out_dir, final)
+    return final
+
+
+def finetune(init, seed, out_dir, ctx, temporal_test="none") -> dict:
+    """One finetune.py run (train, then the multi-view test, optionally with a Table 2 test); returns eval.json."""
+    train_paths, test_paths = (synthetic_set.synthetic_paths(ctx[k]) for k in ("train_root", "test_root"))
+    flags = {**FINETUNE_RECIPE, "init": init, "seed": seed, "epochs": ctx["budget"].finetune_epochs,
+             "train_ann": train_paths["k400_train_csv"], "train_root": train_paths["mp4_root"],
+             "test_ann": test_paths["k400_test_csv"], "test_root": test_paths["mp4_root"],
+             "temporal_test": temporal_test, "log_every": ctx["budget"].log_every,
+             "save_every": ctx["budget"].save_every, "resume": True}
+    ctx["minutes"][str(out_dir)] = run_script("finetune.py", flags, out_dir, out_dir / "eval.json")
+    return json.loads((out_dir / "eval.json").read_text())
+
+
+def temporal_eval(checkpoint, test, seed, out_dir, ctx) -> dict:
+    """finetune.py --eval true of a finetuned checkpoint under a Table 2 test; returns eval.json."""
+    test_paths = synthetic_set.synthetic_paths(ctx["test_root"])
+    flags = {**FINETUNE_RECIPE, "init": checkpoint, "eval": True, "seed": seed, "temporal_test": test,
+             "test_ann": test_paths["k400_test_csv"], "test_root": test_paths["mp4_root"]}
+    ctx["minutes"][str(out_dir)] = run_script("finetune.py", flags, out_dir, out_dir / "eval.json")
+    return json.loads((out_dir / "eval.json").read_text())
+
+
+def inflate_for_finetune(image_ckpt: Path) -> Path:
+    """An image-stage checkpoint with its video layers made from the image ones, as the joint stage's --init does
+    (convert.inflate_image_checkpoint: the 3D patch embed = the trained 2D one repeated over patch_t / patch_t, the
+    bias tables' dt = 0 slice tiled over all temporal offsets). finetune.py --init loads an image-stage checkpoint's
+    3D patch embed and tables as they are, and the image stage never trains them; this file is what BEVT-I means."""
+    out = image_ckpt.with_name(image_ckpt.stem + "_inflated.pt")
+    if out.exists():
+        return out
+    state = engine.load_checkpoint(image_ckpt)
+    mcfg = bevt_model.ModelConfig(**state["model_config"])
+    model = bevt_model.BEVT(mcfg)
+    missing, unexpected = model.load_state_dict(convert.inflate_image_checkpoint(state, mcfg), strict=False)
+    encoder_missing = [k for k in missing if k.startswith("encoder.")]
+    if unexpected or encoder_missing:
+        raise SystemExit(f"reproduce.py: inflating {image_ckpt}: unexpected {unexpected}, encoder keys not filled "
+                         f"{encoder_missing}")
+    tmp = out.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "config": state["config"], "model_config": state["model_config"],
+                "step": state["step"]}, tmp)
+    tmp.rename(out)
+    return out
+
+
+def run_seed(seed, tables, ctx) -> dict:
+    """All runs of one seed -> {"finetune": {arm: eval.json}, "temporal": {arm: {test: eval.json}}, "runs": {...}}."""
+    root, steps = Path(ctx["out_dir"]) / f"seed{seed}", ctx["budget"].pretrain_steps
+    half = steps // 2
+    print(f"seed {seed}", flush=True)
+    ckpt = {}
+    ckpt["image_full"] = pretrain("image", steps, seed, root / "pretrain_image_full", ctx)  # BEVT-I
+    ckpt["video"] = pretrain("video", steps, seed, root / "pretrain_video", ctx)  # BEVT-V
+    ckpt["image_half"] = pretrain("image", half, seed, root / "pretrain_image_half", ctx)  # BEVT's image stage
+    masks = MASKS if 8 in tables else MASKS[:1]
+    for mask in masks:  # BEVT: the joint stage, inflated from the image stage (train.py --init)
+        ckpt["joint_" + mask] = pretrain("joint", steps - half, seed, root / f"pretrain_joint_{mask}", ctx,
+                                         init=ckpt["image_half"], mask_strategy=mask)
+    arms = {"scratch": "none", "bevt_i": inflate_for_finetune(ckpt["image_full"]), "bevt_v": ckpt["video"],
+            "bevt": ckpt["joint_tube"]}
+    arms.update({"bevt_" + m: ckpt["joint_" + m] for m in masks[1:]})
+    results = {"finetune": {}, "temporal": {}}
+    for arm, init in arms.items():
+        temporal = TEMPORAL_TESTS[0] if 2 in tables and arm in ("scratch", "bevt") else "none"
+        results["finetune"][arm] = finetune(init, seed, root / f"finetune_{arm}", ctx, temporal)
+    if 2 in tables:
+        for arm in ("scratch", "bevt"):
+            out = root / f"finetune_{arm}"
+            results["temporal"][arm] = {
+                TEMPORAL_TESTS[0]: results["finetune"][arm],  # normal + single-frame in the finetune's eval.json
+                TEMPORAL_TESTS[1]: temporal_eval(engine.latest_checkpoint(out), TEMPORAL_TESTS[1], seed,
+                                                 root / f"eval_{arm}_{TEMPORAL_TESTS[1]}", ctx)}
+    results["runs"] = {p.name: losses(p) for p in sorted(root.iterdir()) if (p / "log.jsonl").exists()}
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# statistics and tables
+
+
+def top1(evaluation, test, kinds) -> dict:
+    """{"all", "appearance", "motion"} top-1 (%) of one eval.json's `test` results; groups from its per-class top-1
+    and class counts (the class kinds come from the training set's classes.json)."""
+    result = evaluation["results"][test]
+    out = {"all": result["top1"]}
+    for group in GROUPS[1:]:
+        labels = [i for i, name in enumerate(evaluation["classes"]) if kinds[name] == group]
+        correct = sum(result["per_class"][i] * result["class_count"][i] / 100 for i in labels)
+        out[group] = 100 * correct / sum(result["class_count"][i] for i in labels)
+    return out
+
+
+def interval(values) -> dict:
+    """Mean and the half-width of its 95 % Student t-interval over the values (None for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return {"mean": mean, "ci95": None, "values": list(values)}
+    if n - 1 > len(T975):
+        raise SystemExit(f"reproduce.py: at most {len(T975) + 1} seeds (the t table)")
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return {"mean": mean, "ci95": T975[n - 2] * sd / math.sqrt(n), "values": list(values)}
+
+
+def cells(per_seed: list) -> dict:
+    """[{group: value} per seed] -> {group: interval}."""
+    return {g: interval([s[g] for s in per_seed]) for g in per_seed[0]}
+
+
+def paired(a: list, b: list) -> dict:
+    """a - b per seed (same seed = same data order and masks), then the interval of the differences."""
+    return {g: interval([x[g] - y[g] for x, y in zip(a, b)]) for g in a[0]}
+
+
+def show(cell) -> str:
+    return f"{cell['mean']:6.1f}" + (f" ± {cell['ci95']:4.1f}" if cell["ci95"] is not None else "       ")
+
+
+def table(title, rows: dict) -> str:
+    """rows {label: {group: interval}} -> text with a column per group."""
+    lines = [title, f"  {'':<28}" + "".join(f"{g:>16}" for g in GROUPS)]
+    lines += [f"  {label:<28}" + "".join(f"{show(row[g]):>16}" for g in GROUPS) for label, row in rows.items()]
+    return "\n".join(lines)
+
+
+ARM_NAMES = {"scratch": "scratch", "bevt_i": "BEVT-I", "bevt_v": "BEVT-V", "bevt": "BEVT",
+             "bevt_random_3d": "BEVT, random-3D mask", "bevt_frame_diff": "BEVT, frame-diff mask",
+             "bevt_random_frame": "BEVT, random-frame mask"}
+
+
+def build_tables(per_seed: list, tables, kinds) -> dict:
+    """per_seed: run_seed's results per seed -> {"table1": ..., "table2": ..., "table8": ...} with intervals."""
+    acc = {arm: [top1(s["finetune"][arm], "normal", kinds) for s in per_seed] for arm in per_seed[0]["finetune"]}
+    out = {"table1": {"top1": {arm: cells(acc[arm]) for arm in ("scratch", "bevt_i", "bevt_v", "bevt")},
+                      "paired": {f"{a} - {b}": paired(acc[a], acc[b]) for a, b in (
+                          ("bevt", "scratch"), ("bevt_i", "scratch"), ("bevt_v", "scratch"), ("bevt", "bevt_i"),
+                          ("bevt", "bevt_v"))}}}
+    if 2 in tables:
+        drop = {}  # normal - temporal test, per seed
+        for arm in ("scratch", "bevt"):
+            for test in TEMPORAL_TESTS:
+                tested = [top1(s["temporal"][arm][test], test, kinds) for s in per_seed]
+                drop[arm, test] = [{g: n[g] - t[g] for g in GROUPS} for n, t in zip(acc[arm], tested)]
+        out["table2"] = {"drop": {f"{arm} {test}": cells(d) for (arm, test), d in drop.items()},
+                         "paired": {f"bevt - scratch {test}": paired(drop["bevt", test], drop["scratch", test])
+                                    for test in TEMPORAL_TESTS}}
+    if 8 in tables:
+        out["table8"] = {"top1": {m: cells(acc["bevt" if m == "tube" else "bevt_" + m]) for m in MASKS},
+                         "paired": {f"tube - {m}": paired(acc["bevt"], acc["bevt_" + m]) for m in MASKS[1:]}}
+    return out
+
+
+def print_tables(result):
+    t1 = result["table1"]
+    print(table("Table 1: finetuned top-1 (%) on the held-out test split",
+                {ARM_NAMES[a]: c for a, c in t1["top1"].items()}))
+    print(table("  paired differences (same seed)",
+                {" - ".join(ARM_NAMES[arm] for arm in k.split(" - ")): c for k, c in t1["paired"].items()}))
+    if "table2" in result:
+        t2 = result["table2"]
+        print(table("Table 2: top-1 drop (normal - test, points)", t2["drop"]))
+        print(table("  paired: drop of BEVT - drop of scratch", t2["paired"]))
+    if "table8" in result:
+        t8 = result["table8"]
+        print(table("Table 8: BEVT's finetuned top-1 (%) by the video stream's mask", t8["top1"]))
+        print(table("  paired differences (same seed)", t8["paired"]))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the run
+
+
+def main(argv=None):
+    cfg = ReproduceConfig(**parse_flags(ReproduceConfig, sys.argv[1:] if argv is None else argv,
+                                        __doc__.split("\n")[0]))
+    try:
+        seeds = [int(s) for s in cfg.seeds.split(",")]
+    except ValueError:
+        raise SystemExit(f"--seeds {cfg.seeds!r}: expected comma-separated integers, e.g. 1,2,3") from None
+    seeds, tables = (seeds[:1], (1,)) if cfg.quick else (seeds, (1, 2, 8))
+    out_dir, budget, start = Path(cfg.out_dir), BUDGETS[cfg.budget], time.time()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(PROTOCOL)
+    train_root, test_root, tokenizer, per_epoch, tokenizer_minutes = prepare(cfg, out_dir)
+    ctx = {"out_dir": out_dir, "budget": budget, "train_root": train_root, "test_root": test_root,
+           "tokenizer": tokenizer, "per_epoch": per_epoch, "minutes": {"tokenizer": tokenizer_minutes}}
+    per_seed = [run_seed(seed, tables, ctx) for seed in seeds]
+    kinds = {c["name"]: c["kind"] for c in json.loads(synthetic_set.synthetic_paths(train_root)["classes"].read_text())}
+    result = build_tables(per_seed, tables, kinds)
+    steps, half = budget.pretrain_steps, budget.pretrain_steps // 2
+    image_tokens = PRETRAIN_RECIPE["images_per_gpu"] * (PRETRAIN_RECIPE["img_size"] // 4) ** 2
+    video_tokens = PRETRAIN_RECIPE["videos_per_gpu"] * (PRETRAIN_RECIPE["clip_len"] // 2) * \
+        (PRETRAIN_RECIPE["img_size"] // 4) ** 2
+    patch = bevt_model.PRESETS[PRETRAIN_RECIPE["model"]].patch_size  # (2, 4, 4) for nano
+    assert patch == (2, 4, 4), "tokens_per_arm assumes nano's 2 x 4 x 4 patches"
+    test_records = engine.read_dataset(synthetic_set.synthetic_paths(test_root)["k400_test_csv"],
+                                       synthetic_set.synthetic_paths(test_root)["mp4_root"], "--test-set")[0]
+    summary = {
+        "protocol": PROTOCOL, "config": asdict(cfg), "seeds": seeds, "tables": list(tables), "budget": asdict(budget),
+        "pretrain_recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in PRETRAIN_RECIPE.items()},
+        "finetune_recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in FINETUNE_RECIPE.items()},
+        "train_set": str(train_root), "test_set": str(test_root), "test_videos": len(test_records),
+        "steps_per_epoch": per_epoch,
+        "tokens_per_arm": {"bevt_i": steps * image_tokens, "bevt_v": steps * video_tokens,
+                           "bevt": half * image_tokens + (steps - half) * (image_tokens + video_tokens)},
+        **result,
+        "per_seed": {str(s): r for s, r in zip(seeds, per_seed)},
+        "minutes": {"total": (time.time() - start) / 60, **ctx["minutes"]},
+    }
+    (out_dir / "results.json").write_text(json.dumps(summary, indent=1, default=str))
+    print_tables(result)
+    print(f"seeds {seeds}; {len(test_records)} test videos; all numbers in {out_dir / 'results.json'} "
+          f"({summary['minutes']['total']:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
