@@ -219,7 +219,8 @@ def synthetic_paths(root) -> dict:
     return {"classes": root / "classes.json", "mp4_root": root / "mp4", "webm_root": root / "webm",
             "k400_train_csv": root / "k400/train.csv", "k400_val_csv": root / "k400/val.csv",
             "k400_train_list": root / "k400/train_list.txt", "k400_val_list": root / "k400/val_list.txt",
-            "k400_test_csv": root / "k400/test.csv", "k400_test_list": root / "k400/test_list.txt",  # test_per_class > 0
+            # the test split's files exist when test_per_class > 0
+            "k400_test_csv": root / "k400/test.csv", "k400_test_list": root / "k400/test_list.txt",
             "ssv2_test": root / "ssv2/test.json", "diving48_heldout": root / "diving48/Diving48_V2_heldout.json",
             "ssv2_train": root / "ssv2/train.json", "ssv2_val": root / "ssv2/validation.json",
             "ssv2_labels": root / "ssv2/labels.json",
