@@ -8,6 +8,7 @@ configs/recognition/swin/: swin_base_patch244_window877_bevt_in1k_k400.py (pretr
 and ..._window1677_bevt_finetune_ssv2.py (finetuning). Frame i of a video is its i-th frame in display order, as
 decord (the official decoder) numbers frames. Pretraining samples are uint8; `normalize_batch` runs on the device.
 """
+import copy
 import csv
 import functools
 import json
@@ -544,16 +545,11 @@ class _Base(Dataset):
             raise ValueError(f"the rescaled short side {short_side} is smaller than the crop {crop}")
         self.records, self.seed, self.crop, self.epoch, self.views, self.replace = records, seed, crop, 0, 1, True
         self._bad = multiprocessing.Value("i", 0)  # shared with DataLoader workers
-        self._loader = None  # (settings, DataLoader): make_loader's training loader, kept across epochs
 
     def __len__(self):
         return len(self.records) * self.views
 
-    def __getstate__(self):  # a worker's copy (spawn start method) leaves the loader that feeds it behind
-        return {**self.__dict__, "_loader": None}
-
     def set_epoch(self, epoch):
-        """The epoch of plain integer indices; the training loader passes (epoch, index) pairs instead."""
         self.epoch = epoch
 
     @property
@@ -561,12 +557,10 @@ class _Base(Dataset):
         """Samples replaced (train) or blanked (test) because their file could not be read, over all workers."""
         return self._bad.value
 
-    def __getitem__(self, item):
-        """item: an index, or (epoch, index) from make_loader's training order (a persistent worker's copy of the
-        dataset never sees set_epoch). self._load(index, rng), rng from (seed, epoch, index); an unreadable sample is
-        replaced by a random other one, or where replacing is off (test views) self._blank(index)."""
-        epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
-        rng = np.random.default_rng([self.seed, epoch, index])
+    def __getitem__(self, index):
+        """self._load(index, rng), rng from (seed, epoch, index); an unreadable sample is replaced by a random other
+        one, or where replacing is off (test views) self._blank(index)."""
+        rng = np.random.default_rng([self.seed, self.epoch, index])
         for _ in range(MAX_RETRIES + 1):
             try:
                 return self._load(index, rng)
@@ -686,8 +680,7 @@ class FinetuneVideoDataset(_Base):
 # --------------------------------------------------------------------------- loaders
 class TrainOrder(Sampler):
     """(epoch, index) pairs: the DistributedSampler order for (seed, epoch) on this rank from batch `start_batch` on
-    (exact resume). The epoch travels with each index because a persistent worker's copy of the dataset never sees
-    the main process's set_epoch; make_loader re-aims the order at each epoch."""
+    (exact resume). make_loader re-aims it at each epoch."""
 
     def __init__(self, dataset, batch_size, seed, world, rank):
         self.shuffle = DistributedSampler(dataset, world, rank, shuffle=True, seed=seed, drop_last=True)
@@ -701,12 +694,34 @@ class TrainOrder(Sampler):
         return iter([(self.epoch, index) for index in list(self.shuffle)[self.start_batch * self.batch_size:]])
 
 
+class AtEpoch(Dataset):
+    """dataset[index] at an epoch, for (epoch, index) items: a persistent worker's copy of the dataset never sees the
+    main process's set_epoch, so the epoch travels with each index and the worker sets it on its copy."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        epoch, index = item
+        self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+    def __getstate__(self):  # workers started by spawn / forkserver get the dataset without the loader kept on it
+        dataset = copy.copy(self.dataset)
+        vars(dataset).pop("_train_loader", None)
+        return {"dataset": dataset}
+
+
 def make_loader(dataset, batch_size, train, num_workers, seed, distributed, epoch=0, start_batch=0) -> DataLoader:
-    """Train: batches of the TrainOrder for (seed, epoch) from batch `start_batch` on, drop_last; each sample's
-    randomness comes from (seed, epoch, index), so nothing depends on the worker count. The training loader of a
-    dataset is made once and kept, its workers persistent: a later call (next epoch, resume) returns the same
-    DataLoader re-aimed, so earlier handles to it follow, and a dataset feeds one training stream at a time.
-    Eval: a new loader, rank r takes samples r, r + world, ... (no padding, no duplicates, the last batch uneven)."""
+    """Train: batches of the TrainOrder for (seed, epoch) from batch `start_batch` on, drop_last; the dataset (with
+    set_epoch) draws each sample's randomness from (seed, epoch, index), so nothing depends on the worker count. The
+    training loader of a dataset is made once and kept on it, its workers persistent: a later call (next epoch,
+    resume) returns the same DataLoader re-aimed, so earlier handles to it follow, and a dataset feeds one training
+    stream at a time. Eval: a new loader; rank r takes samples r, r + world, ... (no padding, no duplicates, the
+    last batch uneven)."""
     world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
     # a private generator (it only seeds the workers): creating a loader must not advance the global torch RNG (drop
     # path), or a resumed run, which creates its loaders at another point of that stream, would diverge
@@ -715,11 +730,11 @@ def make_loader(dataset, batch_size, train, num_workers, seed, distributed, epoc
     if not train:
         return DataLoader(dataset, batch_size, sampler=range(rank, len(dataset), world), **settings)
     key = (batch_size, num_workers, seed, world, rank)
-    if dataset._loader is None or dataset._loader[0] != key:
+    if getattr(dataset, "_train_loader", (None,))[0] != key:
         order = TrainOrder(dataset, batch_size, seed, world, rank)
-        dataset._loader = key, DataLoader(dataset, batch_size, sampler=order, persistent_workers=num_workers > 0,
-                                          **settings)
-    loader = dataset._loader[1]
+        dataset._train_loader = key, DataLoader(AtEpoch(dataset), batch_size, sampler=order,
+                                                persistent_workers=num_workers > 0, **settings)
+    loader = dataset._train_loader[1]
     loader.sampler.epoch, loader.sampler.start_batch = epoch, start_batch
     return loader
 
