@@ -11,6 +11,11 @@ Diving-48 has no official config (see PRESETS).
     torchrun --nproc_per_node 8 finetune.py --preset k400 --init bevt_joint.pth \
         --train-ann k400/train.csv --train-root k400/train --test-ann k400/val.csv --test-root k400/val
     python finetune.py --eval true --init runs/finetune/ckpt_00010000.pt --temporal-test single-frame ...
+    python finetune.py --linear-probe true --init bevt_joint.pth ...   # frozen encoder, BatchNorm + Linear head
+
+Multi-view testing and the Table 2 test are evaluate.py's (shared with demo.py and reproduce.py). The linear probe is
+MAE's (main_linprobe.py: BatchNorm1d without affine before a trunc_normal(0.01) Linear, the encoder frozen); MAE
+trains it with LARS, lr 0.1 x batch / 256, no weight decay, 90 epochs; we keep the preset's AdamW and schedule.
 
 DDP, AMP, the lr schedule, optimizer groups, checkpoints and the step loop are engine.py's.
 """

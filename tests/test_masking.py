@@ -1,15 +1,13 @@
-"""Tests for masking.py: official blockwise/tube statistics, Table 8 ablations, determinism, grid helpers; and the
-mask picture that `python demo.py masks` draws from them."""
+"""Tests for masking.py: official blockwise/tube statistics, Table 8 ablations, determinism, grid helpers. (The mask
+picture that `python demo.py masks` draws: tests/test_demo.py.)"""
 import random
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image  # torchvision's own dependency, used by save_image
 from hypothesis import given, settings, strategies as st
 
-import demo
 from masking import (VIDEO_MASK_STRATEGIES, blockwise_mask, expected_tube_ratio, mask_to_patch_grid,
                      mask_to_target_grid, random_3d_mask, tube_mask, video_mask)
 
@@ -238,30 +236,3 @@ def test_grid_helpers_reject_non_bool():
         mask_to_patch_grid(torch.zeros(14, 14), 4)
     with pytest.raises(ValueError, match="bool"):
         mask_to_target_grid(torch.zeros(2, 14, 14, dtype=torch.bool), 2)
-
-
-# --- the mask picture (demo.py masks) -----------------------------------------------------------------------
-
-def test_cli_writes_png_of_the_drawn_masks(tmp_path, capsys):
-    out = tmp_path / "docs" / "masks.png"
-    demo.main(["masks", "--out", str(out), "--seed", "3"])
-    assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    with Image.open(out) as png:
-        img = torch.from_numpy(np.array(png.convert("RGB"))).permute(2, 0, 1)  # (3, H, W)
-    tile = 14 * 8 + 2  # grid * cell_px + padding
-    assert img.shape == (3, 5 * tile + 2, 8 * tile + 2)
-    gen = rng(3, 0)
-    expected = [np.stack([blockwise_mask(14, 14, 98, rng=gen) for _ in range(8)])]
-    expected += [video_mask(s, 8, 14, 14, rng=rng(3, r)) for r, s in enumerate(VIDEO_MASK_STRATEGIES, 1)]
-    centres = 2 + torch.arange(14) * 8 + 4  # pixel at the centre of each mask cell inside a tile
-    for r, masks in enumerate(expected):
-        for c in range(8):
-            cells = img[0][r * tile + centres[:, None], c * tile + centres[None, :]]  # (14, 14)
-            assert torch.equal(cells < 128, torch.from_numpy(masks[c]))  # masked = dark
-    assert str(out) in capsys.readouterr().out
-
-
-def test_cli_bad_flag_is_named(tmp_path, capsys):
-    with pytest.raises(SystemExit, match="--out"):
-        demo.main(["masks", "--out", str(tmp_path / "masks.jpg")])
-    assert not (tmp_path / "masks.jpg").exists()
