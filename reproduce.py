@@ -98,7 +98,7 @@ the same batch per stream: 4 clips of 8 frames (video stream) and/or 8 images (i
 Finetuning: one recipe for every arm (finetune.py's no-data values: 8 clips per step, lr 1e-3, layer decay 0.9,
   uniform 8 frames, test 1 clip x 3 crops), the same epochs, on the 156 training videos of synthetic-v5.
 Seeds: seed s is --seed s of every run of arm s (pretraining, finetuning, temporal tests): differences are paired.
-Test: 208 held-out videos (16 per class), 80 appearance and 128 motion; never used for a choice.
+Test: the default test set's 208 held-out videos (16 per class: 80 appearance, 128 motion); never used for a choice.
 Intervals: mean +- half-width of the 95 % t-interval over seeds (Student t, n-1 degrees of freedom); for a
   difference between arms the interval of the per-seed paired differences. With one seed: no interval."""
 
@@ -230,7 +230,7 @@ def inflate_for_finetune(image_ckpt: Path) -> Path:
     (convert.inflate_image_checkpoint: the 3D patch embed = the trained 2D one repeated over patch_t / patch_t, the
     bias tables' dt = 0 slice tiled over all temporal offsets). finetune.py --init loads an image-stage checkpoint's
     3D patch embed and tables as they are, and the image stage never trains them; this file is what BEVT-I means."""
-    out = image_ckpt.with_name(image_ckpt.stem + "_inflated.pt")
+    out = image_ckpt.with_name("inflated_" + image_ckpt.name)  # not ckpt_*.pt: train.py --resume would take it
     if out.exists():
         return out
     state = engine.load_checkpoint(image_ckpt)
@@ -248,9 +248,14 @@ def inflate_for_finetune(image_ckpt: Path) -> Path:
     return out
 
 
+def budget_dir(out_dir, budget) -> Path:
+    """Runs of different budgets never share a folder (a resumed run must not continue another budget's run)."""
+    return Path(out_dir) / f"pretrain{budget.pretrain_steps}_finetune{budget.finetune_epochs}"
+
+
 def run_seed(seed, tables, ctx) -> dict:
     """All runs of one seed -> {"finetune": {arm: eval.json}, "temporal": {arm: {test: eval.json}}, "runs": {...}}."""
-    root, steps = Path(ctx["out_dir"]) / f"seed{seed}", ctx["budget"].pretrain_steps
+    root, steps = budget_dir(ctx["out_dir"], ctx["budget"]) / f"seed{seed}", ctx["budget"].pretrain_steps
     half = steps // 2
     print(f"seed {seed}", flush=True)
     ckpt = {}
@@ -318,7 +323,7 @@ def paired(a: list, b: list) -> dict:
 
 
 def show(cell) -> str:
-    return f"{cell['mean']:6.1f}" + (f" ± {cell['ci95']:4.1f}" if cell["ci95"] is not None else "       ")
+    return f"{cell['mean']:6.1f}" + (f" ± {cell['ci95']:5.1f}" if cell["ci95"] is not None else " " * 8)
 
 
 def table(title, rows: dict) -> str:
@@ -363,8 +368,9 @@ def print_tables(result):
                 {" - ".join(ARM_NAMES[arm] for arm in k.split(" - ")): c for k, c in t1["paired"].items()}))
     if "table2" in result:
         t2 = result["table2"]
-        print(table("Table 2: top-1 drop (normal - test, points)", t2["drop"]))
-        print(table("  paired: drop of BEVT - drop of scratch", t2["paired"]))
+        print(table("Table 2: top-1 drop (normal - test, points)",
+                    {f"{ARM_NAMES[k.split()[0]]}, {k.split()[1]}": c for k, c in t2["drop"].items()}))
+        print(table("  paired: drop of BEVT - drop of scratch", {k.split()[-1]: c for k, c in t2["paired"].items()}))
     if "table8" in result:
         t8 = result["table8"]
         print(table("Table 8: BEVT's finetuned top-1 (%) by the video stream's mask", t8["top1"]))

@@ -98,14 +98,14 @@ def test_protocol_end_to_end_on_a_tiny_budget(tiny):
         assert sum(w["end"] for w in run.values()) < sum(w["start"] for w in run.values()), (name, run)
     # the pretrained runs stopped at exactly the budget's steps; BEVT's two stages add up to BEVT-V's
     steps = reproduce.BUDGETS["tiny"].pretrain_steps
-    seed_dir = out / "runs" / "seed1"
+    seed_dir = reproduce.budget_dir(out / "runs", reproduce.BUDGETS["tiny"]) / "seed1"
     assert (seed_dir / "pretrain_video" / f"ckpt_{steps:08d}.pt").exists()
     assert (seed_dir / "pretrain_image_half" / f"ckpt_{steps // 2:08d}.pt").exists()
     assert (seed_dir / "pretrain_joint_tube" / f"ckpt_{steps - steps // 2:08d}.pt").exists()
     # BEVT-I finetunes from the image stage inflated as the joint stage's --init: the 3D patch embed is the trained
     # 2D one repeated over patch_t / patch_t (the image stage itself never trains the 3D one)
     image = torch.load(seed_dir / "pretrain_image_full" / f"ckpt_{steps:08d}.pt", weights_only=True)["model"]
-    inflated = torch.load(seed_dir / "pretrain_image_full" / f"ckpt_{steps:08d}_inflated.pt",
+    inflated = torch.load(seed_dir / "pretrain_image_full" / f"inflated_ckpt_{steps:08d}.pt",
                           weights_only=True)["model"]
     kernel_2d = image["encoder.patch_embed_2d.proj.weight"]  # (D, 3, 4, 4)
     patch_t = inflated["encoder.patch_embed.proj.weight"].shape[2]
