@@ -738,6 +738,9 @@ def test_cycled_image_stream_resumes_exactly(syn):
     after = [next(stream) for _ in range(2)]
     resumed = data.cycled_batches(ids, 4, 0, 0, False, saved)  # a checkpoint's copy of the position
     assert all(torch.equal(a["image"], b["image"]) for a, b in zip(after, [next(resumed) for _ in range(2)]))
+    workers = data.cycled_batches(data.PretrainImageDataset(images[:6], crop=32, rescale=(48, 56)), 4, 2, 0, False,
+                                  {"epoch": 0, "batch": 0})  # persistent workers, the same images
+    assert all(torch.equal(a["image"], next(workers)["image"]) for a in first + after)
 
 
 def test_load_frames(syn, tmp_path):
