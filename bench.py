@@ -90,6 +90,7 @@ class BenchConfig:
     memory_swin_b: bool = False  # section 6: Swin-B batch 1 peak memory, with and without grad checkpointing
     check: bool = False  # the prepared GPU check instead of sections 1-5 (run_check)
     dry_run: bool = False  # with --check: the same functions on the CPU at nano sizes, tiny steps
+    check_budget: int = 480  # seconds the whole --check may take; the subprocesses get what is left, at most:
     check_timeout: int = 240  # seconds for each of the check's train.py / finetune.py subprocesses
     seed: int = 0
     out: str = "bench.json"
@@ -583,18 +584,20 @@ def run_script(argv, timeout, out_dir):
             "last_log_row": rows[-1] if rows else None, "output_tail": output.splitlines()[-15:]}
 
 
-def check_scripts(cfg, out_dir):
+def check_scripts(cfg, out_dir, deadline):
     """`torchrun --nproc_per_node 1 train.py --max-steps 20` (the synthetic default) on this device, then
-    `finetune.py --max-steps 20` from its last checkpoint, with the evaluation (eval.json). Dry run: 1 step each."""
+    `finetune.py --max-steps 20` from its last checkpoint, with the evaluation (eval.json). Dry run: 1 step each.
+    Each gets at most --check-timeout seconds and not more than what is left before `deadline` (at least 30)."""
     steps = 1 if cfg.dry_run else 20
+    timeout = lambda: max(30, min(cfg.check_timeout, deadline - time.perf_counter()))  # noqa: E731
     train_dir, finetune_dir = Path(out_dir) / "train", Path(out_dir) / "finetune"
     train = run_script([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
                         str(29400 + os.getpid() % 500), "train.py", "--max-steps", str(steps), "--log-every", "1",
-                        "--out-dir", str(train_dir)], cfg.check_timeout, train_dir)
+                        "--out-dir", str(train_dir)], timeout(), train_dir)
     ckpt = engine.latest_checkpoint(train_dir)
     train["checkpoint"] = str(ckpt) if ckpt else None
     finetune = run_script([sys.executable, "finetune.py", "--max-steps", str(steps), "--log-every", "1",
-                           "--init", str(ckpt), "--out-dir", str(finetune_dir)], cfg.check_timeout, finetune_dir)
+                           "--init", str(ckpt), "--out-dir", str(finetune_dir)], timeout(), finetune_dir)
     eval_json = finetune_dir / "eval.json"
     if eval_json.is_file():
         normal = json.loads(eval_json.read_text())["results"]["normal"]
@@ -626,7 +629,8 @@ def run_check(cfg):
     res["joint"] = joint
     res["attention"] = check_attention(cfg.device, "bfloat16")
     print(f"  attention: {res['attention']}", flush=True)
-    res.update(check_scripts(cfg, Path(cfg.out).resolve().parent / (Path(cfg.out).stem + "_runs")))
+    runs = Path(cfg.out).resolve().parent / (Path(cfg.out).stem + "_runs")
+    res.update(check_scripts(cfg, runs, start + (10 ** 6 if cfg.dry_run else cfg.check_budget)))
     for name in ("train", "finetune"):
         print(f"  {name}: returncode {res[name]['returncode']}, {res[name]['wall_s']:.0f} s, "
               f"last log row {res[name]['last_log_row']}", flush=True)
