@@ -189,6 +189,10 @@ def prepare(cfg, out_dir: Path):
 # the runs of one seed
 
 
+def run_name(out_dir: Path) -> str:
+    return f"{out_dir.parent.name}/{out_dir.name}"  # seed1/pretrain_video
+
+
 def pretrain(stage, steps, seed, out_dir, ctx, **extra) -> Path:
     """One train.py run of exactly `steps` optimizer steps; returns its final checkpoint."""
     paths = synthetic_set.synthetic_paths(ctx["train_root"])
@@ -200,7 +204,7 @@ def pretrain(stage, steps, seed, out_dir, ctx, **extra) -> Path:
     if stage in ("image", "joint"):
         flags.update(image_root=paths["images_train"])
     final = out_dir / f"ckpt_{steps:08d}.pt"
-    ctx["minutes"][str(out_dir)] = run_script("train.py", flags, out_dir, final)
+    ctx["minutes"][run_name(out_dir)] = run_script("train.py", flags, out_dir, final)
     return final
 
 
@@ -212,7 +216,7 @@ def finetune(init, seed, out_dir, ctx, temporal_test="none") -> dict:
              "test_ann": test_paths["k400_test_csv"], "test_root": test_paths["mp4_root"],
              "temporal_test": temporal_test, "log_every": ctx["budget"].log_every,
              "save_every": ctx["budget"].save_every, "resume": True}
-    ctx["minutes"][str(out_dir)] = run_script("finetune.py", flags, out_dir, out_dir / "eval.json")
+    ctx["minutes"][run_name(out_dir)] = run_script("finetune.py", flags, out_dir, out_dir / "eval.json")
     return json.loads((out_dir / "eval.json").read_text())
 
 
@@ -221,7 +225,7 @@ def temporal_eval(checkpoint, test, seed, out_dir, ctx) -> dict:
     test_paths = synthetic_set.synthetic_paths(ctx["test_root"])
     flags = {**FINETUNE_RECIPE, "init": checkpoint, "eval": True, "seed": seed, "temporal_test": test,
              "test_ann": test_paths["k400_test_csv"], "test_root": test_paths["mp4_root"]}
-    ctx["minutes"][str(out_dir)] = run_script("finetune.py", flags, out_dir, out_dir / "eval.json")
+    ctx["minutes"][run_name(out_dir)] = run_script("finetune.py", flags, out_dir, out_dir / "eval.json")
     return json.loads((out_dir / "eval.json").read_text())
 
 
