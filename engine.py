@@ -421,18 +421,17 @@ def step_counts(dataset, batch_size, cfg, env):
     return steps_per_epoch, total_steps, min(total_steps, cfg.max_steps) if cfg.max_steps > 0 else total_steps
 
 
-def step_batches(dataset, batch_size, cfg, env, step, steps_per_epoch, stop_at, progress=None):
+def step_batches(dataset, batch_size, cfg, env, step, steps_per_epoch, stop_at, progress):
     """Yields the `accum` micro-batches of each optimizer step from `step` to `stop_at`; a resumed run starts its
-    epoch's loader after the batches already used. With `progress` (a Progress) the time spent waiting for the
-    batches, the loader's start included, is counted in its data-wait clock."""
-    fetch = progress.next_batch if progress is not None else next
+    epoch's loader after the batches already used. The time spent waiting for the batches, the loader's start
+    included, is counted in `progress`'s data-wait clock (the log's data share)."""
     while step < stop_at:
         epoch, in_epoch = divmod(step, steps_per_epoch)
         it = iter(data.make_loader(dataset, batch_size, True, cfg.num_workers, cfg.seed, env.ddp, epoch,
                                    in_epoch * cfg.accum))
         end = min(stop_at, (epoch + 1) * steps_per_epoch)
         for _ in range(step, end):
-            yield [fetch(it) for _ in range(cfg.accum)]
+            yield [progress.next_batch(it) for _ in range(cfg.accum)]
         step = end
 
 

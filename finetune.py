@@ -352,7 +352,8 @@ def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
     env.log("\n".join(engine.batch_report({"clips": cfg.videos_per_gpu}, OFFICIAL_BATCH, cfg, env, synthetic)))
     progress, clips_per_step = engine.Progress(step, 3, env), cfg.videos_per_gpu * cfg.accum * env.world
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-    for micro in engine.step_batches(train_ds, cfg.videos_per_gpu, cfg, env, step, steps_per_epoch, stop_at):
+    for micro in engine.step_batches(train_ds, cfg.videos_per_gpu, cfg, env, step, steps_per_epoch, stop_at,
+                                     progress):
         # official: mmcv CosineAnnealing by_epoch=True (the cosine value changes once per epoch), warmup per iteration
         lr = engine.lr_at(progress.step, total_steps, warmup_steps, cfg.lr, cfg.warmup_ratio, cfg.min_lr,
                           cosine_every=steps_per_epoch)
@@ -367,10 +368,12 @@ def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
         if step % cfg.log_every == 0 or step == stop_at:  # means over the steps since the last line
             loss, correct, n = progress.take_window()
             row = {"step": step, "epoch": step / steps_per_epoch, "loss": loss / n, "acc": correct / n, "lr": lr,
-                   "grad_norm": progress.grad_norm, "skipped_steps": progress.skipped}
+                   "grad_norm": progress.grad_norm, "skipped_steps": progress.skipped,
+                   "data_share": progress.take_data_share()}
             engine.append_log(row, f"step {step}/{total_steps} | epoch {row['epoch']:.2f} | loss {row['loss']:.4f} | "
                               f"acc {row['acc']:.3f} | lr {lr:.2e} | grad {row['grad_norm']:.3f} | "
-                              f"{progress.steps_per_s() * clips_per_step:.1f} clips/s", env, cfg.out_dir)
+                              f"{progress.steps_per_s() * clips_per_step:.1f} clips/s | data {row['data_share']:.0%}",
+                              env, cfg.out_dir)
         if step % cfg.save_every == 0 or step == stop_at:
             engine.save_checkpoint({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                                     "scaler": scaler.state_dict(), "ema": ema, "config": asdict(cfg),
