@@ -242,6 +242,11 @@ def classifier_state(state, classifier):
     kind = checkpoint_kind(state)
     if kind == "torchvision swin3d":
         state = from_torchvision(state)
+    elif kind == "our pretraining" and state.get("config", {}).get("stage") == "image":
+        # BEVT-I: the image stage trained only patch_embed_2d and the dt = 0 slice of every bias table, so the video
+        # classifier starts from their inflation, as the joint stage's --init does (official inflate_weights)
+        kind = kind + " (image stage, inflated)"
+        state = {**state["model"], **inflate_image_checkpoint(state, classifier.encoder.cfg)}
     elif kind.startswith("our") and state.get("ema"):
         kind, state = kind + " (EMA weights)", {**state["model"], **state["ema"]}
     elif kind.startswith("our"):

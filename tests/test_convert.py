@@ -238,6 +238,27 @@ def test_classifier_state_detects_each_format_and_merges_the_ema():
         convert.classifier_state({"state_dict": {"backbone.surprise": torch.zeros(1)}}, clf)
 
 
+@torch.no_grad()
+def test_classifier_from_an_image_stage_checkpoint_is_inflated():
+    """BEVT-I: an image-stage checkpoint trained only patch_embed_2d and the dt = 0 bias slices; the classifier must get
+    their inflation (as train.py --init), not the untrained 3D patch embedding: a static clip then gives the image's
+    features."""
+    torch.manual_seed(0)
+    img_model = BEVT(dataclasses.replace(NANO, image_attention="swin")).eval()
+    for p in img_model.parameters():
+        p.add_(0.05 * torch.randn_like(p))
+    clf = VideoClassifier(NANO, num_classes=3).eval()
+    sd, _, kind = convert.classifier_state({"model": img_model.state_dict(), "config": {"stage": "image"}}, clf)
+    assert kind == "our pretraining (image stage, inflated)"
+    w2d = img_model.encoder.patch_embed_2d.proj.weight                      # (C, 3, 4, 4)
+    torch.testing.assert_close(sd["encoder.patch_embed.proj.weight"], w2d.unsqueeze(2).repeat(1, 1, 2, 1, 1) / 2)
+    clf.load_state_dict({**clf.state_dict(), **sd})
+    img = torch.randn(2, 3, 64, 64)
+    f_img = img_model.encoder.norm(img_model.encoder(img)[-1]).mean(dim=(1, 2, 3))       # (B, C8)
+    f_vid = clf.encoder.norm(clf.encoder(img.unsqueeze(2).repeat(1, 1, 8, 1, 1))[-1]).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(f_vid, f_img, atol=1e-5, rtol=0)
+
+
 def test_fold_probe_norm_gives_the_probe_logits():
     torch.manual_seed(0)
     norm = torch.nn.BatchNorm1d(16, affine=False, eps=1e-6).eval()
