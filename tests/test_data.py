@@ -21,6 +21,7 @@ import data
 import synthetic
 
 PHOTOS = sorted((Path(__file__).parent / "data").glob("*.png"))  # real photographs (scikit-image's sample images)
+assert len(PHOTOS) == 3, "tests/data/{astronaut,chelsea,coffee}.png are missing"  # never test on nothing
 
 SMALL = synthetic.SyntheticConfig(train_per_class=2, val_per_class=1, frames=24, width=64, height=48,
                                   images_per_class=3)
