@@ -52,8 +52,10 @@ def from_torchvision(sd):
 
 def to_torchvision(sd, window_size=(8, 7, 7)):
     """VideoClassifier state dict -> torchvision swin3d state dict (load_state_dict(strict=True) works);
-    re-creates the relative_position_index buffers for the full window."""
+    re-creates the relative_position_index buffers for the full window. A linear probe's BatchNorm is folded into
+    its Linear first (fold_probe_norm)."""
     out = {}
+    sd = fold_probe_norm(sd)
     index = relative_position_index(window_size, window_size)   # (N, N)
     for k, v in sd.items():
         if k.startswith("encoder.layers."):
@@ -237,8 +239,8 @@ def classifier_state(state, classifier):
     Formats: ours (pretraining {'model': BEVT} of any stage, or a finetune checkpoint, with its EMA weights merged in
     if any), the official release (mmcv {'state_dict': backbone.*, cls_head.*}), a torchvision swin3d_* state dict.
     load_official does the surgery (decoders, 2D patch embed, mask token, lm_head and DALL-E keys dropped by name,
-    bias tables interpolated to the classifier's window). head.* is absent when the checkpoint has no head of the
-    classifier's shape (the caller keeps a fresh one). Raises ValueError naming unexpected or missing keys."""
+    bias tables interpolated to the classifier's window). When the checkpoint has no head of the classifier's shape,
+    the classifier's own (fresh) head is kept. Raises ValueError naming unexpected or missing keys."""
     kind = checkpoint_kind(state)
     if kind == "torchvision swin3d":
         state = from_torchvision(state)
@@ -254,4 +256,6 @@ def classifier_state(state, classifier):
     if "head.0.running_mean" in state and "head.0.running_mean" not in classifier.state_dict():
         kind, state = kind + " (linear probe, norm folded into the head)", fold_probe_norm(state)
     sd, dropped = load_official(state, classifier)
-    return sd, dropped, kind
+    kind += " (head from the checkpoint)" if "head.weight" in sd else " (new head)"
+    fresh_head = {k: v for k, v in classifier.state_dict().items() if k.startswith("head.")}
+    return {**fresh_head, **sd}, dropped, kind

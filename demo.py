@@ -196,7 +196,8 @@ def reconstruction_rows(crops, ids, pred, mask, tokenizer):
     hit = mask_to_patch_grid(pred == ids, cell)[:, None]  # (T, 1, S, S)
     verdict = torch.where(pixel_mask, torch.where(hit, right, wrong), torch.full((1, 3, 1, 1), 0.6))
     return {"frames": frames, "masked": torch.where(pixel_mask, 0.5, frames),
-            "target tokens": up(decode(tokenizer, ids)), "predicted": up(decode(tokenizer, torch.where(mask, pred, ids))),
+            "target tokens": up(decode(tokenizer, ids)),
+            "predicted": up(decode(tokenizer, torch.where(mask, pred, ids))),
             "right / wrong": verdict.expand(T, 3, S, S)}
 
 
@@ -263,7 +264,7 @@ def classifier_from(state, path, model_name="", window_size=(0, 0, 0)):
         sd, _, kind = convert.classifier_state(state, model)
     except ValueError as e:
         raise SystemExit(f"cannot read {path}: {e}") from e
-    engine.load_model_state(model, {**model.state_dict(), **sd}, path)  # no head in sd: the encoder only matters
+    engine.load_model_state(model, sd, path)  # a checkpoint without a head keeps a fresh one: only the encoder matters
     return model.eval(), classes, kind
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+import convert
 import data
 import model as bevt_model
 import synthetic as synthetic_set
@@ -334,12 +335,59 @@ def load_checkpoint(path):
         raise SystemExit(f"cannot load checkpoint {path}: {e}") from e
 
 
+def init_classifier(path, classifier):
+    """(the classifier's full state dict, the dropped keys, a description) from the checkpoint at `path`, in any
+    format convert.classifier_state reads (ours of any stage, with its EMA; the official release; torchvision
+    swin3d_*). A key that does not fit stops the run naming the file, its format and the keys."""
+    state = load_checkpoint(path)
+    try:
+        sd, dropped, kind = convert.classifier_state(state, classifier)
+    except ValueError as e:
+        raise SystemExit(f"cannot initialise from {path} ({convert.checkpoint_kind(state)} checkpoint): {e}") from e
+    return sd, dropped, f"{kind} checkpoint {path} ({len(dropped)} keys dropped by name)"
+
+
 def load_model_state(module, state, path):
     """strict load; a wrong key set fails naming the file and the keys."""
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise SystemExit(f"checkpoint {path} does not match the model:\n  missing keys: {missing}\n"
                          f"  unexpected keys: {unexpected}")
+
+
+def resume_from(path, raw_model, optimizer, scaler, cfg, env, ignore=()):
+    """Exact resume: the model, and when training (optimizer given) the optimizer, the scaler and every rank's RNG
+    state, from the checkpoint at `path`. Flags that differ from the saved config (except `ignore`) are logged.
+    Returns the checkpoint's other entries (step, EMA, data positions); the weights are not kept twice."""
+    ckpt = load_checkpoint(path)
+    load_model_state(raw_model, ckpt.pop("model"), path)
+    changed = {k: (v, getattr(cfg, k)) for k, v in ckpt["config"].items()
+               if k not in ("init", "resume", "max_steps", *ignore) and hasattr(cfg, k)
+               and (tuple(v) if isinstance(v, list) else v) != getattr(cfg, k)}
+    if changed:
+        env.log(f"note: flags differ from the checkpoint's (saved, now): {changed}")
+    optimizer_state = ckpt.pop("optimizer")
+    if optimizer is not None:
+        try:
+            optimizer.load_state_dict(optimizer_state)
+        except ValueError as e:
+            raise SystemExit(f"cannot resume from {path}: {e} (the optimizer groups follow the lr/decay flags; "
+                             f"differing flags: {changed})") from e
+        scaler.load_state_dict(ckpt["scaler"])
+        restore_rng(ckpt["rng"], env)
+    env.log(f"{'evaluating' if optimizer is None else 'resumed from'} {path} (step {ckpt['step']})")
+    return ckpt
+
+
+@torch.no_grad()
+def ema_update(ema, model, momentum, accum):
+    """ema <- (1 - m) ema + m param, once per optimizer step. mmcv EMAHook runs after every forward iteration with
+    m = min(2e-4, (1 + it) / (warm_up + it)) = 2e-4 (warm_up=100 never binds), after the optimizer hook of the same
+    iteration; with update_interval=accum the parameters stay fixed for the accum iterations that follow a step, so one
+    update per optimizer step with m' = 1 - (1 - m)^accum gives exactly the official EMA."""
+    m = 1.0 - (1.0 - momentum) ** accum
+    for name, p in model.named_parameters():
+        ema[name].mul_(1.0 - m).add_(p.detach(), alpha=m)
 
 
 def restore_rng(states, env):

@@ -13,11 +13,10 @@ Diving-48 has no official config (see PRESETS).
     python finetune.py --eval true --init runs/finetune/ckpt_00010000.pt --temporal-test single-frame ...
     python finetune.py --linear-probe true --init bevt_joint.pth ...   # frozen encoder, BatchNorm + Linear head
 
-Multi-view testing and the Table 2 test are evaluate.py's (shared with demo.py and reproduce.py). The linear probe is
-MAE's (main_linprobe.py: BatchNorm1d without affine before a trunc_normal(0.01) Linear, the encoder frozen); MAE
-trains it with LARS, lr 0.1 x batch / 256, no weight decay, 90 epochs; we keep the preset's AdamW and schedule.
-
-DDP, AMP, the lr schedule, optimizer groups, checkpoints and the step loop are engine.py's.
+Multi-view testing and the Table 2 test are evaluate.py's; DDP, AMP, the lr schedule, optimizer groups, checkpoints
+and the step loop are engine.py's. The linear probe is MAE's (main_linprobe.py: BatchNorm1d without affine before a
+trunc_normal(0.01) Linear, the encoder frozen); MAE trains it with LARS, lr 0.1 x batch / 256, no weight decay, 90
+epochs; we keep the preset's AdamW and schedule.
 """
 import dataclasses
 import sys
@@ -152,7 +151,7 @@ def build_config(argv):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# optimizer groups and EMA
+# optimizer groups and one optimizer step
 
 
 def custom_keys(cfg, mcfg):
@@ -165,44 +164,6 @@ def custom_keys(cfg, mcfg):
         keys["backbone"] = {"lr_mult": cfg.backbone_lr_scale}
     return keys
 
-
-@torch.no_grad()
-def ema_update(ema, model, momentum, accum):
-    """ema <- (1 - m) ema + m param. mmcv EMAHook runs after every forward iteration with m = min(2e-4,
-    (1 + it) / (warm_up + it)) = 2e-4 (warm_up=100 never binds), after the optimizer hook of the same iteration; with
-    update_interval=accum the parameters stay fixed for the accum iterations that follow a step, so one update per
-    optimizer step with m' = 1 - (1 - m)^accum gives exactly the official EMA."""
-    m = 1.0 - (1.0 - momentum) ** accum
-    for name, p in model.named_parameters():
-        ema[name].mul_(1.0 - m).add_(p.detach(), alpha=m)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# initialisation: ours (any stage), the official release, torchvision swin3d_*, or nothing
-
-
-def init_state(path, classifier):
-    """(the classifier's full state dict, the dropped keys, a description) from the checkpoint at `path`: any format of
-    convert.classifier_state (ours of any stage with its EMA, the official release, torchvision swin3d_*); a key
-    that does not fit stops the run naming the file, its format and the keys."""
-    state = engine.load_checkpoint(path)
-    try:
-        sd, dropped, kind = convert.classifier_state(state, classifier)
-    except ValueError as e:
-        raise SystemExit(f"cannot initialise from {path} ({convert.checkpoint_kind(state)} checkpoint): {e}") from e
-    head = "head from the checkpoint" if "head.weight" in sd else "new head"
-    sd = {**{k: v for k, v in classifier.state_dict().items() if k.startswith("head.")}, **sd}  # fresh head if none
-    return sd, dropped, f"{kind} checkpoint {path} ({head}, {len(dropped)} keys dropped by name)"
-
-
-def export_torchvision(model, path):
-    """Our classifier -> a state dict that torchvision.models.video.swin3d_t/s/b(num_classes=...) loads strictly."""
-    sd = convert.fold_probe_norm(model.state_dict())  # a linear probe's BatchNorm folded into the Linear
-    torch.save(convert.to_torchvision(sd, tuple(model.encoder.cfg.window_size)), path)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# one optimizer step
 
 
 def train_step(model, micro_batches, optimizer, scaler, cfg, env, lr):
@@ -237,8 +198,7 @@ def datasets(cfg, synthetic):
         paths = synthetic_set.synthetic_paths(synthetic_set.synthetic_root())
         train_ann, test_ann = paths["k400_train_csv"], paths["k400_val_csv"]
         train_root = test_root = paths["mp4_root"]
-        kinds = synthetic_set.class_kinds(synthetic_set.synthetic_root())  # 'appearance' | 'motion' per label
-        groups = {g: [c for c, k in enumerate(kinds) if k == g] for g in ("appearance", "motion")}
+        groups = synthetic_set.class_groups(synthetic_set.synthetic_root())  # top-1 per group too
     else:
         train_ann, train_root, test_ann, test_root = cfg.train_ann, cfg.train_root, cfg.test_ann, cfg.test_root
         groups = None
@@ -275,9 +235,8 @@ def start_weights(cfg, synthetic, env):
 
 
 def probe_head(linear):
-    """The linear probe's head, as MAE main_linprobe.py: BatchNorm1d(affine=False, eps=1e-6) before the Linear, whose
-    weight is trunc_normal(std 0.01) (MAE, following MoCo v3), bias 0. Keys head.0.running_* and head.1.*;
-    convert.fold_probe_norm folds the norm into a plain head for export and for demo.py."""
+    """MAE main_linprobe.py's head: BatchNorm1d(affine=False, eps=1e-6), then the Linear with trunc_normal(0.01)
+    weights and zero bias. Keys head.0.running_* and head.1.*; convert.fold_probe_norm folds it into a plain head."""
     torch.nn.init.trunc_normal_(linear.weight, std=0.01)
     torch.nn.init.zeros_(linear.bias)
     return torch.nn.Sequential(torch.nn.BatchNorm1d(linear.in_features, affine=False, eps=1e-6), linear)
@@ -293,7 +252,7 @@ def build_model(cfg, env, num_classes, init):
         raw_model.head = probe_head(raw_model.head)
     raw_model = raw_model.to(env.device)
     if init not in (None, "", "none"):
-        sd, dropped, what = init_state(init, raw_model)
+        sd, dropped, what = engine.init_classifier(init, raw_model)  # ours, official or torchvision swin3d_*
         engine.load_model_state(raw_model, sd, init)
         env.log(f"initialised from {what}: " + ", ".join(sorted({".".join(k.split(".")[:2]) for k in dropped})))
     elif init is not None:  # None: the resume checkpoint's weights follow
@@ -305,27 +264,7 @@ def build_model(cfg, env, num_classes, init):
     return raw_model, mcfg
 
 
-def load_resume(path, cfg, raw_model, optimizer, scaler, env):
-    """Loads the checkpoint into the model (and, when training, the optimizer, scaler and RNG states). Returns (step,
-    its EMA weights or None). The checkpoint is not kept: the model and optimizer hold their own copies."""
-    ckpt = engine.load_checkpoint(path)
-    engine.load_model_state(raw_model, ckpt["model"], path)
-    changed = {k: (v, getattr(cfg, k)) for k, v in ckpt["config"].items()
-               if k not in ("init", "resume", "eval", "max_steps", "temporal_test", "export_torchvision")
-               and (tuple(v) if isinstance(v, list) else v) != getattr(cfg, k)}
-    if changed:
-        env.log(f"note: flags differ from the checkpoint's (saved, now): {changed}")
-    if optimizer is not None:
-        try:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except ValueError as e:
-            raise SystemExit(f"cannot resume from {path}: {e} (the optimizer groups follow the lr/decay flags; "
-                             f"differing flags: {changed})") from e
-        scaler.load_state_dict(ckpt["scaler"])
-        engine.restore_rng(ckpt["rng"], env)
-    env.log(f"{'evaluating' if optimizer is None else 'resumed from'} {path} (step {ckpt['step']})")
-    ema = {n: t.to(env.device) for n, t in ckpt["ema"].items()} if ckpt.get("ema") else None
-    return ckpt["step"], ema
+RESUME_IGNORES = ("eval", "temporal_test", "export_torchvision")  # flags of what happens after training
 
 
 def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
@@ -334,7 +273,9 @@ def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
     groups = engine.param_groups(raw_model, cfg.weight_decay, custom_keys(cfg, mcfg))
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
     scaler = engine.make_scaler(env, cfg.dtype)
-    step, ema = load_resume(resume, cfg, raw_model, optimizer, scaler, env) if resume else (0, None)
+    state = engine.resume_from(resume, raw_model, optimizer, scaler, cfg, env, RESUME_IGNORES) if resume else {}
+    step, ema = state.get("step", 0), state.get("ema")
+    ema = {n: t.to(env.device) for n, t in ema.items()} if ema else None
     train_ds = data.FinetuneVideoDataset(
         records, train=True, sampling=cfg.sampling, clip_len=cfg.clip_len, frame_interval=cfg.frame_interval,
         crop=cfg.img_size, short_side=cfg.train_short_side, flip=cfg.flip,
@@ -344,7 +285,7 @@ def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
     model = torch.compile(raw_model) if cfg.compile else raw_model
     if env.ddp:  # every parameter is used in every step: no find_unused_parameters
         model = DDP(model, device_ids=[env.local_rank] if env.device.startswith("cuda") else None)
-    if cfg.ema and ema is None:
+    if cfg.ema and ema is None:  # after DDP broadcast rank 0's weights
         ema = {n: p.detach().clone() for n, p in raw_model.named_parameters()}
     env.log(f"finetune {cfg.preset} | model {cfg.model} | {len(classes)} classes | {len(records)} train videos | "
             f"{env.world} process(es) on {env.device} {cfg.dtype} | {steps_per_epoch} steps/epoch x {cfg.epochs} = "
@@ -363,17 +304,16 @@ def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
                              f"{engine.latest_checkpoint(cfg.out_dir) or 'none written yet'}")
         progress.record(result, stats)
         if ema is not None:
-            ema_update(ema, raw_model, cfg.ema_momentum, cfg.accum)
+            engine.ema_update(ema, raw_model, cfg.ema_momentum, cfg.accum)
         step = progress.step
         if step % cfg.log_every == 0 or step == stop_at:  # means over the steps since the last line
             loss, correct, n = progress.take_window()
             row = {"step": step, "epoch": step / steps_per_epoch, "loss": loss / n, "acc": correct / n, "lr": lr,
                    "grad_norm": progress.grad_norm, "skipped_steps": progress.skipped,
-                   "data_share": progress.take_data_share()}
+                   "clips_per_s": progress.steps_per_s() * clips_per_step, "data_share": progress.take_data_share()}
             engine.append_log(row, f"step {step}/{total_steps} | epoch {row['epoch']:.2f} | loss {row['loss']:.4f} | "
                               f"acc {row['acc']:.3f} | lr {lr:.2e} | grad {row['grad_norm']:.3f} | "
-                              f"{progress.steps_per_s() * clips_per_step:.1f} clips/s | data {row['data_share']:.0%}",
-                              env, cfg.out_dir)
+                              f"{row['clips_per_s']:.1f} clips/s | data {row['data_share']:.0%}", env, cfg.out_dir)
         if step % cfg.save_every == 0 or step == stop_at:
             engine.save_checkpoint({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                                     "scaler": scaler.state_dict(), "ema": ema, "config": asdict(cfg),
@@ -389,20 +329,20 @@ def main(argv=None):
     resume, init = start_weights(cfg, synthetic, env)
     train_records, test_records, classes, groups = datasets(cfg, synthetic)
     raw_model, mcfg = build_model(cfg, env, len(classes), init if resume is None else None)
-    if cfg.eval:
-        ema = load_resume(resume, cfg, raw_model, None, None, env)[1] if resume else None
-    else:
+    if not cfg.eval:
         ema = train(cfg, synthetic, env, raw_model, mcfg, train_records, classes, resume)
+    else:  # a checkpoint of out_dir (or --init, loaded by build_model)
+        ema = engine.resume_from(resume, raw_model, None, None, cfg, env, RESUME_IGNORES).get("ema") if resume else None
     if ema is not None and cfg.ema:  # official: EMAHook swaps the EMA weights in for testing
         raw_model.load_state_dict({**raw_model.state_dict(), **ema})
         env.log("evaluating the EMA weights")
     results = {"normal": evaluate.run_eval(raw_model, test_records, len(classes), cfg, env, "none", groups)}
     if cfg.temporal_test != "none":  # BEVT Table 2
-        results[cfg.temporal_test] = evaluate.run_eval(raw_model, test_records, len(classes), cfg, env, cfg.temporal_test,
-                                              groups)
+        results[cfg.temporal_test] = evaluate.run_eval(raw_model, test_records, len(classes), cfg, env,
+                                                       cfg.temporal_test, groups)
     evaluate.report(results, classes, env, cfg.out_dir)
     if cfg.export_torchvision and env.master:
-        export_torchvision(raw_model, cfg.export_torchvision)
+        torch.save(convert.to_torchvision(raw_model.state_dict(), mcfg.window_size), cfg.export_torchvision)
         print(f"wrote {cfg.export_torchvision}: loads into torchvision.models.video.swin3d_* "
               f"(num_classes={len(classes)}) with strict=True")
     if env.ddp:

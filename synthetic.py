@@ -235,6 +235,12 @@ def class_kinds(root) -> list:
     return [c["kind"] for c in json.loads(Path(synthetic_paths(root)["classes"]).read_text())]
 
 
+def class_groups(root) -> dict:
+    """{"appearance": [labels], "motion": [labels]}: the class groups finetune.py reports top-1 for."""
+    kinds = class_kinds(root)
+    return {g: [c for c, k in enumerate(kinds) if k == g] for g in ("appearance", "motion")}
+
+
 def synthetic_root(root=SYNTHETIC_ROOT, cfg: SyntheticConfig = SyntheticConfig()) -> Path:
     """The synthetic dataset, generated on first use into a temporary folder and renamed into place (atomic)."""
     root = Path(root)

@@ -252,14 +252,8 @@ def main(argv=None):
     # --- resume
     step, skipped, image_pos = 0, 0, {"epoch": 0, "batch": 0}
     if resume is not None:
-        state = engine.load_checkpoint(resume)
-        engine.load_model_state(raw_model, state["model"], resume)
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        state = engine.resume_from(resume, raw_model, optimizer, scaler, cfg, env)
         step, skipped, image_pos = state["step"], state["skipped_steps"], state["image_position"]
-        engine.restore_rng(state["rng"], env)
-        del state  # the model and optimizer hold their own copies now
-        env.log(f"resumed from {resume} at step {step}")
     model = torch.compile(raw_model) if cfg.compile else raw_model
     if env.ddp:
         # the image and video stages leave the other stream's patch embed and decoder unused; the joint stage uses

@@ -222,18 +222,18 @@ def test_classifier_state_detects_each_format_and_merges_the_ema():
     ours = clf.state_dict()
     ema = {n: torch.randn_like(p) for n, p in clf.named_parameters()}
     sd, dropped, kind = convert.classifier_state({"model": ours, "ema": ema, "config": {}}, clf)
-    assert kind == "our finetune (EMA weights)" and dropped == []
+    assert kind == "our finetune (EMA weights) (head from the checkpoint)" and dropped == []
     assert all(torch.equal(sd[k], ema[k]) for k in ema)  # the EMA replaces every parameter
     assert all(torch.equal(sd[k], ours[k]) for k in ours if k not in ema)  # buffers from the model
     sd, _, kind = convert.classifier_state({"model": ours, "ema": None, "config": {}}, clf)
-    assert kind == "our finetune" and all(torch.equal(sd[k], ours[k]) for k in ours)
+    assert kind == "our finetune (head from the checkpoint)" and all(torch.equal(sd[k], ours[k]) for k in ours)
     pre = BEVT(TINY)
     sd, dropped, kind = convert.classifier_state({"model": pre.state_dict(), "config": {}}, clf)
-    assert kind == "our pretraining" and not any(k.startswith("head.") for k in sd)  # the caller keeps a fresh head
-    assert set(sd) == {k for k in ours if not k.startswith("head.")}
+    assert kind == "our pretraining (new head)" and set(sd) == set(ours)
+    assert all(torch.equal(sd[k], ours[k]) for k in ours if k.startswith("head."))  # the classifier's fresh head
     tv = convert.to_torchvision(ours, TINY.window_size)
     sd, _, kind = convert.classifier_state(tv, clf)
-    assert kind == "torchvision swin3d" and all(torch.equal(sd[k], ours[k]) for k in ours)
+    assert kind == "torchvision swin3d (head from the checkpoint)" and all(torch.equal(sd[k], ours[k]) for k in ours)
     with pytest.raises(ValueError, match="surprise"):
         convert.classifier_state({"state_dict": {"backbone.surprise": torch.zeros(1)}}, clf)
 
@@ -249,7 +249,7 @@ def test_classifier_from_an_image_stage_checkpoint_is_inflated():
         p.add_(0.05 * torch.randn_like(p))
     clf = VideoClassifier(NANO, num_classes=3).eval()
     sd, _, kind = convert.classifier_state({"model": img_model.state_dict(), "config": {"stage": "image"}}, clf)
-    assert kind == "our pretraining (image stage, inflated)"
+    assert kind == "our pretraining (image stage, inflated) (new head)"
     w2d = img_model.encoder.patch_embed_2d.proj.weight                      # (C, 3, 4, 4)
     torch.testing.assert_close(sd["encoder.patch_embed.proj.weight"], w2d.unsqueeze(2).repeat(1, 1, 2, 1, 1) / 2)
     clf.load_state_dict({**clf.state_dict(), **sd})

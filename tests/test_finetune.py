@@ -15,6 +15,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cli  # noqa: E402
+import convert  # noqa: E402
 import engine  # noqa: E402
 import finetune  # noqa: E402
 import model as bevt_model  # noqa: E402
@@ -149,7 +150,7 @@ def test_ema_one_update_per_step_equals_official_per_iteration_updates():
         for _ in range(8):  # mmcv EMAHook: after every forward iteration; params unchanged between steps
             for n, p in m.named_parameters():
                 ref[n] = (1 - 2e-4) * ref[n] + 2e-4 * p.detach().double()
-        finetune.ema_update(ema, m, 2e-4, accum=8)
+        engine.ema_update(ema, m, 2e-4, accum=8)
         with torch.no_grad():
             for p in m.parameters():
                 p.add_(1.0)
@@ -159,6 +160,11 @@ def test_ema_one_update_per_step_equals_official_per_iteration_updates():
 
 # ----------------------------------------------------------------------------------------------------------------------
 # acceptance 4: export to torchvision
+
+
+def export_torchvision(model, path):
+    """What `finetune.py --export-torchvision PATH` writes."""
+    torch.save(convert.to_torchvision(model.state_dict(), model.encoder.cfg.window_size), path)
 
 
 def randomised(model):
@@ -172,7 +178,7 @@ def randomised(model):
 def test_export_loads_strictly_into_torchvision_swin3d_t(tmp_path):
     torch.manual_seed(0)
     ours = randomised(bevt_model.VideoClassifier(bevt_model.PRESETS["tiny"], num_classes=5))
-    finetune.export_torchvision(ours, tmp_path / "tv.pt")
+    export_torchvision(ours, tmp_path / "tv.pt")
     tv = torchvision.models.video.swin3d_t(num_classes=5)
     tv.load_state_dict(torch.load(tmp_path / "tv.pt", weights_only=True), strict=True)
     torch.testing.assert_close(tv.state_dict()["features.4.5.mlp.3.weight"],
@@ -193,7 +199,7 @@ def test_export_same_logits_as_torchvision(tmp_path):
     torch.manual_seed(0)
     mcfg = dataclasses.replace(TINY, window_size=(2, 2, 2))
     ours = randomised(bevt_model.VideoClassifier(mcfg, num_classes=5, head_dropout=0.5))
-    finetune.export_torchvision(ours, tmp_path / "tv.pt")
+    export_torchvision(ours, tmp_path / "tv.pt")
     tv = tiny_torchvision(mcfg, 5)
     tv.load_state_dict(torch.load(tmp_path / "tv.pt", weights_only=True), strict=True)
     x = torch.randn(2, 3, 4, 64, 64)  # token maps 16, 8, 4, 2: every window (2, 2, 2) fits, shifts in stages 1-3
@@ -229,7 +235,7 @@ def test_official_checkpoint_drops_exactly_the_pretraining_keys(tmp_path):
     ckpt = official_layout(pre.state_dict())
     torch.save(ckpt, tmp_path / "bevt.pth")
     clf = bevt_model.VideoClassifier(TINY, num_classes=6)
-    sd, dropped, msg = finetune.init_state(str(tmp_path / "bevt.pth"), clf)
+    sd, dropped, msg = engine.init_classifier(str(tmp_path / "bevt.pth"), clf)
     assert set(sd) == set(clf.state_dict())
     pretrain_only = {k for k in pre.state_dict() if k.startswith(
         ("encoder.patch_embed_2d.", "encoder.mask_token", "lm_head.", "fpn.", "fpn_s.", "fpn_t.", "lm_down.",
@@ -245,7 +251,7 @@ def test_official_checkpoint_drops_exactly_the_pretraining_keys(tmp_path):
     ckpt["state_dict"]["backbone.surprise.weight"] = torch.zeros(1)
     torch.save(ckpt, tmp_path / "bad.pth")
     with pytest.raises(SystemExit, match="backbone.surprise|surprise.weight"):
-        finetune.init_state(str(tmp_path / "bad.pth"), clf)
+        engine.init_classifier(str(tmp_path / "bad.pth"), clf)
 
 
 def test_our_pretraining_and_torchvision_checkpoints_load(tmp_path):
@@ -254,7 +260,7 @@ def test_our_pretraining_and_torchvision_checkpoints_load(tmp_path):
     torch.save({"model": pre.state_dict(), "config": {}, "step": 1}, tmp_path / "ours.pt")
     wide = dataclasses.replace(TINY, window_size=(4, 2, 2))  # ssv2-style: a longer temporal window, tables resized
     clf = bevt_model.VideoClassifier(wide, num_classes=3)
-    sd, _, msg = finetune.init_state(str(tmp_path / "ours.pt"), clf)
+    sd, _, msg = engine.init_classifier(str(tmp_path / "ours.pt"), clf)
     clf.load_state_dict(sd, strict=True)
     assert "our pretraining" in msg
     key = "encoder.layers.0.blocks.0.attn.relative_position_bias_table"
@@ -262,7 +268,7 @@ def test_our_pretraining_and_torchvision_checkpoints_load(tmp_path):
     tv = tiny_torchvision(TINY, 4)
     torch.save(tv.state_dict(), tmp_path / "tv.pth")
     clf = bevt_model.VideoClassifier(TINY, num_classes=4)
-    sd, _, msg = finetune.init_state(str(tmp_path / "tv.pth"), clf)
+    sd, _, msg = engine.init_classifier(str(tmp_path / "tv.pth"), clf)
     clf.load_state_dict(sd, strict=True)
     assert "torchvision" in msg and "head from the checkpoint" in msg
     torch.testing.assert_close(sd["head.weight"], tv.state_dict()["head.weight"])
@@ -382,11 +388,11 @@ def test_linear_probe_checkpoint_evaluates_and_exports_as_a_plain_head(tmp_path)
     probe.eval()
     torch.save({"model": probe.state_dict(), "config": dataclasses.asdict(cfg), "step": 1}, tmp_path / "probe.pt")
     plain = bevt_model.VideoClassifier(mcfg, 4, head_dropout=0.0).eval()
-    sd, _, msg = finetune.init_state(str(tmp_path / "probe.pt"), plain)
+    sd, _, msg = engine.init_classifier(str(tmp_path / "probe.pt"), plain)
     plain.load_state_dict(sd, strict=True)
     assert "linear probe" in msg and "head from the checkpoint" in msg
     x = torch.randn(2, 3, 4, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(plain(x), probe(x), rtol=0, atol=1e-5)
-    finetune.export_torchvision(probe, tmp_path / "tv.pt")
+    export_torchvision(probe, tmp_path / "tv.pt")
     assert {"head.weight", "head.bias"} <= set(torch.load(tmp_path / "tv.pt", weights_only=True))
