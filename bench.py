@@ -11,7 +11,7 @@ machine at hand, never claimed. One run prints one table and writes it as JSON t
      images/s, and where its time goes (synchronised timers around the tokenizer, the model's forward and the
      optimizer's step inside that same function; the rest is backward, clipping and the input copies);
   4. tokenizer throughput (frames/s) of the full-size DALL-E encoder and the default small VQ tokenizer;
-  5. data pipeline throughput (clips/s per worker, in-process) on the synthetic videos;
+  5. data pipeline throughput (clips/s per worker, in-process) on K400-like H.264 files and on their rawframes;
   6. (--memory-swin-b true) the peak memory of one Swin-B encoder forward+backward, batch 1, with and without
      --grad-checkpoint (a fresh process each).
 
@@ -84,7 +84,9 @@ class BenchConfig:
     dalle_precision: str = field(default="official", metadata={"choices": ("official", "fp32")})
     tokenizer_frames: int = 0  # frames per tokenizer call; 0: 4 on CPU, 64 on GPU
     matmul_size: int = 0  # side of the square peak matmul; 0: 2048 on CPU, 8192 on GPU
-    data_clips: int = 4  # clips read per data-pipeline measurement
+    data_clips: int = 24  # samples read per data-pipeline configuration
+    data_files: int = 4  # K400-like videos generated for the data section
+    data_frames: int = 300  # frames per K400-like video (K400: 10 s at 30 fps)
     pretrain_sampling: tuple = (16, 8)  # (clip_len, frame_interval): official pretraining SampleFrames
     finetune_sampling: tuple = (32, 2)  # official K400 finetuning SampleFrames
     memory_swin_b: bool = False  # section 6: Swin-B batch 1 peak memory, with and without grad checkpointing
@@ -112,8 +114,10 @@ def resolve(cfg):
     pt = bevt_model.PRESETS[preset].patch_size[0]
     if cfg.size % 32 or cfg.frames % pt:
         raise SystemExit(f"--size must be a multiple of 32 (got {cfg.size}) and --frames of {pt} (got {cfg.frames})")
-    if min(cfg.n, cfg.batch, cfg.images_per_clip, cfg.data_clips) < 1 or cfg.warmup < 0:
-        raise SystemExit("--n, --batch, --images-per-clip and --data-clips must be >= 1, --warmup >= 0")
+    if min(cfg.n, cfg.batch, cfg.images_per_clip, cfg.data_clips, cfg.data_files, cfg.data_frames) < 1 \
+            or cfg.warmup < 0:
+        raise SystemExit("--n, --batch, --images-per-clip, --data-clips, --data-files and --data-frames must be >= 1, "
+                         "--warmup >= 0")
     return cfg
 
 
@@ -456,22 +460,84 @@ def bench_tokenizers(cfg):
     return out
 
 
+def k400_like_frames(seed, t, h=256, w=340):
+    """uint8 (t, h, w, 3) frames with real-world statistics for a video codec: four drifting sinusoid gratings over a
+    low-pass noise field that pans across the frame (smooth, textured, everything moving, as camera footage)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    noise = torch.from_numpy(rng.normal(size=(3, (h + t // 2) // 16 + 2, (w + t) // 16 + 2)).astype(np.float32))
+    noise = torch.nn.functional.interpolate(noise[None], scale_factor=16, mode="bicubic")[0]  # (3, ~h + t/2, ~w + t)
+    noise = noise.permute(1, 2, 0).numpy()                                                    # (~h + t/2, ~w + t, 3)
+    waves = [(rng.uniform(0.01, 0.08), rng.uniform(0, 2 * np.pi), rng.uniform(0.5, 3), rng.uniform(0, 1, 3))
+             for _ in range(4)]  # (spatial frequency, direction, speed, colour)
+    frames = np.empty((t, h, w, 3), dtype=np.uint8)
+    for i in range(t):
+        img = 128 + 40 * noise[i // 2:i // 2 + h, i:i + w]  # the noise pans 1 px right, 0.5 px down per frame
+        for freq, angle, speed, colour in waves:
+            img = img + 25 * np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)) + speed * i * 0.1)[..., None] \
+                * colour
+        frames[i] = np.clip(img, 0, 255).astype(np.uint8)
+    return frames
+
+
+def k400_like_files(num_files, num_frames):
+    """K400-like videos (generated once into the cache): 340x256 (short side 256, as the resized K400 that mmaction
+    trains on), 30 fps, x264's defaults (preset medium, crf 23, keyframe every 250 frames, 3 B-frames with pyramid),
+    and their rawframes (data.py extract-frames, JPEG q95). Returns (video records, rawframes records)."""
+    root = synthetic_set.CACHE / f"bench-k400-like-{num_files}x{num_frames}"
+    if not (root / "videos_rawframes.txt").exists():
+        tmp = root.with_name(root.name + ".part")
+        tmp.mkdir(parents=True, exist_ok=True)
+        for k in range(num_files):
+            synthetic_set.write_video(tmp / f"clip{k}.mp4", k400_like_frames(k, num_frames), fps=30, gop=None,
+                                      options={"threads": "1"})
+        (tmp / "videos.txt").write_text("".join(f"clip{k}.mp4 0\n" for k in range(num_files)))
+        data.extract_frames(data.ExtractConfig(str(tmp / "videos.txt"), str(tmp), str(tmp / "frames")))
+        os.replace(tmp / "frames" / "videos_rawframes.txt", tmp / "videos_rawframes.txt")
+        os.replace(tmp / "frames" / "videos_rawframes_classes.txt", tmp / "videos_rawframes_classes.txt")
+        os.rename(tmp, root)
+    videos, _ = data.read_annotations(root / "videos.txt", root)
+    frames, _ = data.read_annotations(root / "videos_rawframes.txt", root / "frames")
+    return videos, frames
+
+
 def bench_data(cfg, patch_t):
-    """Clips/s of one worker (in-process, as num_workers=0): decode + the official transforms, per sampling."""
-    paths = synthetic_set.synthetic_paths(synthetic_set.synthetic_root())
-    records, _ = data.read_annotations(paths["k400_train_csv"], paths["mp4_root"])
-    records = records[:cfg.data_clips]
+    """Clips/s of one data-loader worker for the pretraining sample (PretrainVideoDataset, official 16x8) and the K400
+    finetuning sample (FinetuneVideoDataset, 32x2), on K400-like H.264 files and on their rawframes. A worker is one
+    process on one core (torch, OpenCV and PyAV run one thread in it), so the figure is samples per CPU-second of
+    this process (time.process_time), which other jobs on a shared machine disturb least; the configurations
+    alternate sample by sample and each figure is the median."""
+    videos, frames = k400_like_files(cfg.data_files, cfg.data_frames)
     scale = lambda s: round(cfg.size * s / 224)  # noqa: E731  official short sides are for 224 crops
     (pl, pi), (fl, fi) = cfg.pretrain_sampling, cfg.finetune_sampling
-    pre = data.PretrainVideoDataset(records, clip_len=pl, frame_interval=pi, crop=cfg.size,
-                                    rescale=(scale(256), scale(320)), patch_t=patch_t, seed=cfg.seed)
-    fine = data.FinetuneVideoDataset(records, train=True, sampling="dense", clip_len=fl, frame_interval=fi,
-                                     crop=cfg.size, short_side=scale(256), seed=cfg.seed)
-    sc = synthetic_set.SyntheticConfig
-    out = {"videos": f"synthetic {os.path.splitext(str(records[0].path))[1]} {sc.width}x{sc.height}"}
-    for name, ds in (("pretrain", pre), ("finetune", fine)):
-        times = [timed(lambda: ds[i], "cpu") for i in range(len(records))]
-        out[name + "_clips_per_s"] = 1 / statistics.median(times)
+    datasets = {}
+    for kind, records in (("h264", videos), ("rawframes", frames)):
+        datasets["pretrain_" + kind] = data.PretrainVideoDataset(
+            records, clip_len=pl, frame_interval=pi, crop=cfg.size, rescale=(scale(256), scale(320)),
+            patch_t=patch_t, seed=cfg.seed)
+        datasets["finetune_" + kind] = data.FinetuneVideoDataset(
+            records, train=True, sampling="dense", clip_len=fl, frame_interval=fi, crop=cfg.size,
+            short_side=scale(256), seed=cfg.seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    times = {name: [] for name in datasets}
+    try:
+        for ds in datasets.values():
+            ds[0]  # warm-up: first open, imports
+        for i in range(cfg.data_clips):
+            for name, ds in datasets.items():
+                start = time.process_time()
+                ds.set_epoch(1 + i // len(videos))  # a new draw on every pass over the files
+                ds[i % len(videos)]
+                times[name].append(time.process_time() - start)
+    finally:
+        torch.set_num_threads(threads)
+    size = lambda paths: sum(p.stat().st_size for p in paths) / len(videos) / 2 ** 20  # noqa: E731
+    out = {"videos": f"{len(videos)} K400-like H.264 files, 340x256, {cfg.data_frames} frames, x264 defaults",
+           "pretrain": f"{pl}x{pi}", "finetune": f"{fl}x{fi}",
+           "h264_mb_per_video": size([Path(r.path) for r in videos]),
+           "rawframes_mb_per_video": size([p for r in frames for p in Path(r.path).glob("*.jpg")])}
+    out.update({name + "_clips_per_s": 1 / statistics.median(t) for name, t in times.items()})
     return out
 
 
@@ -679,8 +745,12 @@ def table(res):
         ("tokenizer", f"DALL-E frames/s ({t['view_px']} px view)", f"{t['dalle_frames_per_s']:.2f}"),
         ("tokenizer", "DALL-E GFLOPs per frame", f"{t['dalle_flops_per_frame'] / gf:.1f}"),
         ("tokenizer", "VQ frames/s", f"{t['vq_frames_per_s']:.1f}"),
-        ("data", "pretrain clips/s per worker", f"{d['pretrain_clips_per_s']:.2f}"),
-        ("data", "finetune clips/s per worker", f"{d['finetune_clips_per_s']:.2f}")]
+        ("data", f"{d['videos']}", f"{d['h264_mb_per_video']:.1f} MB per video, "
+                                     f"rawframes {d['rawframes_mb_per_video']:.1f} MB"),
+        ("data", f"pretrain {d['pretrain']} clips/s per worker H.264 / rawframes",
+         f"{d['pretrain_h264_clips_per_s']:.1f} / {d['pretrain_rawframes_clips_per_s']:.1f}"),
+        ("data", f"finetune {d['finetune']} clips/s per worker H.264 / rawframes",
+         f"{d['finetune_h264_clips_per_s']:.1f} / {d['finetune_rawframes_clips_per_s']:.1f}")]
     if "memory_swin_b" in res:
         m, gb = res["memory_swin_b"], 2 ** 30
         rows += [("memory", f"Swin-B {m['input']} {side}: rest / peak",

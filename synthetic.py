@@ -140,18 +140,21 @@ def render_clip(name, seed, t, h, w) -> np.ndarray:
     return frames
 
 
-def write_video(path, frames: np.ndarray, fps: int = 25, gop: int = 12) -> None:
-    """Encode uint8 (T, H, W, 3) frames: H.264 for .mp4, VP9 for .webm (even H and W)."""
+def write_video(path, frames: np.ndarray, fps: int = 25, gop: int | None = 12, options: dict | None = None) -> None:
+    """Encode uint8 (T, H, W, 3) frames: H.264 for .mp4, VP9 for .webm (even H and W). `options` replaces the encoder
+    options below and gop=None keeps the encoder's keyframe interval (x264: 250), e.g. for K400-like files."""
     h264 = str(path).endswith(".mp4")
     # Same frames, same bytes, so the synthetic set and every result on it are reproducible: x264's macroblock-tree
     # rate control (its assembly) made some files differ from run to run here, even on one thread (decoded pixels up
     # to 22 levels apart), so it is off and x264 runs on one thread; bitexact muxing (Matroska writes random UIDs).
-    options = {"crf": "18", "preset": "veryfast", "threads": "1", "x264-params": "no-mbtree=1"} if h264 else \
-        {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "0"}
+    if options is None:
+        options = {"crf": "18", "preset": "veryfast", "threads": "1", "x264-params": "no-mbtree=1"} if h264 else \
+            {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "0"}
     with av.open(str(path), "w", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream("libx264" if h264 else "libvpx-vp9", rate=fps, options=options)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.codec_context.gop_size = gop  # keyframes every `gop` frames, so seeks land mid-file
+        if gop is not None:
+            stream.codec_context.gop_size = gop  # keyframes every `gop` frames, so seeks land mid-file
         for array in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")))
         container.mux(stream.encode())

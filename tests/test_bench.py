@@ -8,8 +8,8 @@ import math
 import bench
 
 NANO = ["--preset", "nano", "--device", "cpu", "--frames", "4", "--size", "128", "--n", "1", "--warmup", "0",
-        "--joint-tokenizer", "vq", "--tokenizer-frames", "1", "--data-clips", "1",
-        "--pretrain-sampling", "4", "2", "--finetune-sampling", "8", "2"]
+        "--joint-tokenizer", "vq", "--tokenizer-frames", "1", "--data-clips", "1", "--data-files", "1",
+        "--data-frames", "24", "--pretrain-sampling", "4", "2", "--finetune-sampling", "8", "2"]
 
 EXPECTED = {
     "encoder": ["ours_s", "torchvision_s", "speedup_vs_torchvision", "flops", "flops_ours_executed", "ours_flops_per_s",
@@ -17,7 +17,8 @@ EXPECTED = {
                 "ours_peak_mem_bytes", "torchvision_peak_mem_bytes"],
     "joint": ["step_s", "clips_per_s", "images_per_s", "flops", "tokenizer_flops", "flops_per_s", "peak_fraction"],
     "tokenizer": ["dalle_frames_per_s", "dalle_flops_per_frame", "vq_frames_per_s", "vq_flops_per_frame"],
-    "data": ["pretrain_clips_per_s", "finetune_clips_per_s"],
+    "data": ["pretrain_h264_clips_per_s", "finetune_h264_clips_per_s", "pretrain_rawframes_clips_per_s",
+             "finetune_rawframes_clips_per_s", "h264_mb_per_video", "rawframes_mb_per_video"],
 }
 PHASES = {"tokenizer", "forward", "optimizer", "backward_and_rest"}
 
