@@ -375,8 +375,23 @@ def resume_from(path, raw_model, optimizer, scaler, cfg, env, ignore=()):
                              f"differing flags: {changed})") from e
         scaler.load_state_dict(ckpt["scaler"])
         restore_rng(ckpt["rng"], env)
+    if optimizer is not None:
+        forget_logged_steps_after(ckpt["step"], Path(path).parent, env)
     env.log(f"{'evaluating' if optimizer is None else 'resumed from'} {path} (step {ckpt['step']})")
     return ckpt
+
+
+def forget_logged_steps_after(step, out_dir, env):
+    """Rank 0: drops the rows of log.jsonl after `step`. A resumed run trains those steps again (bitwise the same),
+    and logs them again: without this a run interrupted after its last checkpoint would log some steps twice."""
+    log = Path(out_dir) / "log.jsonl"
+    if env.master and log.exists():
+        rows = [line for line in log.read_text().splitlines(keepends=True) if line.strip()]
+        kept = [line for line in rows if json.loads(line)["step"] <= step]
+        if len(kept) < len(rows):
+            tmp = log.with_suffix(".tmp")
+            tmp.write_text("".join(kept))
+            os.replace(tmp, log)  # atomic: the log is never left half-written
 
 
 @torch.no_grad()
