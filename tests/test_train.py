@@ -273,6 +273,10 @@ def joint_inputs(tiny_tokenizer, tmp_path):
 def step_once(cfg, vq, model, batch, dtype, compile_backend=None):
     optimizer = torch.optim.AdamW(engine.param_groups(model, cfg.weight_decay, engine.NO_DECAY_KEYS), lr=1e-3)
     scaler = engine.make_scaler(CPU, dtype)
+    if compile_backend:
+        # a fresh compiler state: after other tests compiled the same model code at other shapes, dynamo would
+        # trace this one with symbolic shapes (automatic dynamic shapes), which takes minutes instead of seconds
+        torch.compiler.reset()
     run = torch.compile(model, backend=compile_backend) if compile_backend else model
     result, stats = engine.pretrain_step(run, vq, [batch], optimizer, scaler, dataclasses.replace(cfg, dtype=dtype),
                                          CPU, 1e-3, model.cfg.patch_size[0])
