@@ -10,8 +10,8 @@ Every run is a subprocess of train.py or finetune.py with explicit flags (nothin
 the runs of a fixed protocol, skips those already finished (so a long run resumes), and reads their log.jsonl and
 eval.json into the tables, with a 95 % t-interval over seeds per cell and for the paired differences between arms.
 
-    python reproduce.py                       # Tables 1, 2 and 8, seeds 1,2,3 (about 2 h on 2 idle cores)
-    python reproduce.py --quick true          # Table 1, one seed (about 15 min); the full run reuses its runs
+    python reproduce.py                       # Tables 1, 2 and 8, seeds 1,2,3, one run per core at a time
+    python reproduce.py --quick true          # Table 1, one seed; the full run reuses its runs
     python reproduce.py --seeds 1,2,3,4,5     # more seeds: finished runs are kept
 
 The protocol (equal pretraining steps per arm, one finetune recipe, paired seeds, a held-out test split of 208
@@ -19,9 +19,11 @@ videos) is written out in PROTOCOL below and in results.json.
 """
 import json
 import math
+import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,6 +48,8 @@ class ReproduceConfig:
     train_set: str = ""  # a synthetic set (synthetic.py layout); empty: the default synthetic-v5
     test_set: str = ""  # a synthetic set with a test split (test_per_class > 0); empty: generated, see TEST_SET
     tokenizer: str = ""  # the small VQ .pt; empty: `train.py --stage tokenizer` on the training set, once
+    jobs: int = 0  # runs at a time, each with cores / jobs threads; 0: one per core (the nano model's small ops
+    # use one core well and two poorly: on 2 cores two 1-thread runs do about twice the work of one 2-thread run)
 
 
 @dataclass(frozen=True)
@@ -123,17 +127,19 @@ def as_flags(values: dict) -> list:
     return out
 
 
-def run_script(script, flags: dict, out_dir: Path, done: Path) -> float:
-    """`python script flags` unless `done` exists; console output in out_dir/console.log. Returns the minutes it
-    took (0.0 when skipped). A failed run stops everything, naming its command and log."""
+def run_script(script, flags: dict, out_dir: Path, done: Path, threads: int = 0) -> float:
+    """`python script flags` unless `done` exists, with `threads` torch threads (0: torch's default); console output
+    in out_dir/console.log. Returns the minutes it took (0.0 when skipped). A failed run stops everything, naming
+    its command and log."""
     if done.exists():
         return 0.0
     out_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, script, *as_flags({**flags, "out_dir": str(out_dir)})]
     print(f"  running {' '.join(command[1:])}", flush=True)
-    start = time.time()
+    start, env = time.time(), {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     with open(out_dir / "console.log", "a") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parent).returncode
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parent,
+                              env=env).returncode
     if code != 0 or not done.exists():
         tail = "".join((out_dir / "console.log").read_text().splitlines(keepends=True)[-15:])
         raise SystemExit(f"reproduce.py: {script} failed (exit {code}; no {done.name}): {' '.join(command)}\n"
@@ -204,7 +210,7 @@ def pretrain(stage, steps, seed, out_dir, ctx, **extra) -> Path:
     if stage in ("image", "joint"):
         flags.update(image_root=paths["images_train"])
     final = out_dir / f"ckpt_{steps:08d}.pt"
-    ctx["minutes"][run_name(out_dir)] = run_script("train.py", flags, out_dir, final)
+    ctx["minutes"][run_name(out_dir)] = run_script("train.py", flags, out_dir, final, ctx["threads"])
     return final
 
 
@@ -216,7 +222,7 @@ def finetune(init, seed, out_dir, ctx, temporal_test="none") -> dict:
              "test_ann": test_paths["k400_test_csv"], "test_root": test_paths["mp4_root"],
              "temporal_test": temporal_test, "log_every": ctx["budget"].log_every,
              "save_every": ctx["budget"].save_every, "resume": True}
-    ctx["minutes"][run_name(out_dir)] = run_script("finetune.py", flags, out_dir, out_dir / "eval.json")
+    ctx["minutes"][run_name(out_dir)] = run_script("finetune.py", flags, out_dir, out_dir / "eval.json", ctx["threads"])
     return json.loads((out_dir / "eval.json").read_text())
 
 
@@ -225,7 +231,7 @@ def temporal_eval(checkpoint, test, seed, out_dir, ctx) -> dict:
     test_paths = synthetic_set.synthetic_paths(ctx["test_root"])
     flags = {**FINETUNE_RECIPE, "init": checkpoint, "eval": True, "seed": seed, "temporal_test": test,
              "test_ann": test_paths["k400_test_csv"], "test_root": test_paths["mp4_root"]}
-    ctx["minutes"][run_name(out_dir)] = run_script("finetune.py", flags, out_dir, out_dir / "eval.json")
+    ctx["minutes"][run_name(out_dir)] = run_script("finetune.py", flags, out_dir, out_dir / "eval.json", ctx["threads"])
     return json.loads((out_dir / "eval.json").read_text())
 
 
@@ -257,34 +263,47 @@ def budget_dir(out_dir, budget) -> Path:
     return Path(out_dir) / f"pretrain{budget.pretrain_steps}_finetune{budget.finetune_epochs}"
 
 
-def run_seed(seed, tables, ctx) -> dict:
-    """All runs of one seed -> {"finetune": {arm: eval.json}, "temporal": {arm: {test: eval.json}}, "runs": {...}}."""
+def run_seed(seed, tables, ctx, pool):
+    """Submits every run of one seed to `pool`; a run that needs another's checkpoint waits for it (submitted
+    earlier, so it is running or done: no deadlock). Returns a function that waits for them all and gives
+    {"finetune": {arm: eval.json}, "temporal": {arm: {test: eval.json}}, "runs": {run: losses}}."""
     root, steps = budget_dir(ctx["out_dir"], ctx["budget"]) / f"seed{seed}", ctx["budget"].pretrain_steps
     half = steps // 2
-    print(f"seed {seed}", flush=True)
-    ckpt = {}
-    ckpt["image_full"] = pretrain("image", steps, seed, root / "pretrain_image_full", ctx)  # BEVT-I
-    ckpt["video"] = pretrain("video", steps, seed, root / "pretrain_video", ctx)  # BEVT-V
-    ckpt["image_half"] = pretrain("image", half, seed, root / "pretrain_image_half", ctx)  # BEVT's image stage
-    masks = MASKS if 8 in tables else MASKS[:1]
-    for mask in masks:  # BEVT: the joint stage, inflated from the image stage (train.py --init)
-        ckpt["joint_" + mask] = pretrain("joint", steps - half, seed, root / f"pretrain_joint_{mask}", ctx,
-                                         init=ckpt["image_half"], mask_strategy=mask)
-    arms = {"scratch": "none", "bevt_i": inflate_for_finetune(ckpt["image_full"]), "bevt_v": ckpt["video"],
-            "bevt": ckpt["joint_tube"]}
-    arms.update({"bevt_" + m: ckpt["joint_" + m] for m in masks[1:]})
-    results = {"finetune": {}, "temporal": {}}
-    for arm, init in arms.items():
-        temporal = TEMPORAL_TESTS[0] if 2 in tables and arm in ("scratch", "bevt") else "none"
-        results["finetune"][arm] = finetune(init, seed, root / f"finetune_{arm}", ctx, temporal)
-    if 2 in tables:
-        for arm in ("scratch", "bevt"):
-            out = root / f"finetune_{arm}"
-            results["temporal"][arm] = {
-                TEMPORAL_TESTS[0]: results["finetune"][arm],  # normal + single-frame in the finetune's eval.json
-                TEMPORAL_TESTS[1]: temporal_eval(engine.latest_checkpoint(out), TEMPORAL_TESTS[1], seed,
-                                                 root / f"eval_{arm}_{TEMPORAL_TESTS[1]}", ctx)}
-    results["runs"] = {p.name: losses(p) for p in sorted(root.iterdir()) if (p / "log.jsonl").exists()}
+
+    def pretrain_run(stage, steps, name, **extra):
+        return pool.submit(lambda: pretrain(stage, steps, seed, root / f"pretrain_{name}", ctx, **{
+            k: v.result() if hasattr(v, "result") else v for k, v in extra.items()}))
+
+    image_half = pretrain_run("image", half, "image_half")  # BEVT's image stage; the joint stages start from it
+    inits = {"scratch": None,
+             "bevt_i": pretrain_run("image", steps, "image_full"),  # BEVT-I
+             "bevt_v": pretrain_run("video", steps, "video")}  # BEVT-V
+    for mask in MASKS if 8 in tables else MASKS[:1]:  # BEVT: the joint stage, inflated from the image stage
+        inits["bevt" if mask == "tube" else "bevt_" + mask] = pretrain_run(
+            "joint", steps - half, "joint_" + mask, init=image_half, mask_strategy=mask)
+
+    def finetune_arm(arm, init):
+        init = "none" if init is None else init.result()
+        if arm == "bevt_i":
+            init = inflate_for_finetune(init)
+        temporal = 2 in tables and arm in ("scratch", "bevt")
+        evaluation = finetune(init, seed, root / f"finetune_{arm}", ctx, TEMPORAL_TESTS[0] if temporal else "none")
+        if not temporal:
+            return evaluation, None
+        shuffle = temporal_eval(engine.latest_checkpoint(root / f"finetune_{arm}"), TEMPORAL_TESTS[1], seed,
+                                root / f"eval_{arm}_{TEMPORAL_TESTS[1]}", ctx)
+        # normal + single-frame are in the finetune's own eval.json
+        return evaluation, {TEMPORAL_TESTS[0]: evaluation, TEMPORAL_TESTS[1]: shuffle}
+
+    arms = {arm: pool.submit(finetune_arm, arm, init) for arm, init in inits.items()}
+
+    def results():
+        done = {arm: future.result() for arm, future in arms.items()}
+        return {"finetune": {arm: evaluation for arm, (evaluation, _) in done.items()},
+                "temporal": {arm: tests for arm, (_, tests) in done.items() if tests is not None},
+                "runs": {p.name: losses(p) for p in sorted(root.iterdir()) if (p / "log.jsonl").exists()}}
+
+    print(f"seed {seed}: {len(inits)} pretraining runs and {len(arms)} finetunes planned", flush=True)
     return results
 
 
@@ -397,9 +416,19 @@ def main(argv=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     print(PROTOCOL)
     train_root, test_root, tokenizer, per_epoch, tokenizer_minutes = prepare(cfg, out_dir)
+    cores = os.cpu_count() or 1
+    jobs = cfg.jobs or cores
     ctx = {"out_dir": out_dir, "budget": budget, "train_root": train_root, "test_root": test_root,
-           "tokenizer": tokenizer, "per_epoch": per_epoch, "minutes": {"tokenizer": tokenizer_minutes}}
-    per_seed = [run_seed(seed, tables, ctx) for seed in seeds]
+           "tokenizer": tokenizer, "per_epoch": per_epoch, "minutes": {"tokenizer": tokenizer_minutes},
+           "threads": max(1, cores // jobs)}
+    print(f"{jobs} runs at a time, {ctx['threads']} thread(s) each")
+    with ThreadPoolExecutor(jobs) as pool:
+        try:
+            waits = [run_seed(seed, tables, ctx, pool) for seed in seeds]
+            per_seed = [wait() for wait in waits]
+        except BaseException:  # a failed run: start nothing more (the runs under way finish, resumable)
+            pool.shutdown(cancel_futures=True)
+            raise
     kinds = {c["name"]: c["kind"] for c in json.loads(synthetic_set.synthetic_paths(train_root)["classes"].read_text())}
     result = build_tables(per_seed, tables, kinds)
     steps, half = budget.pretrain_steps, budget.pretrain_steps // 2
