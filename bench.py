@@ -49,6 +49,7 @@ import torchvision
 from torch.utils import flop_counter
 from torchvision.models.video.swin_transformer import SwinTransformer3d
 
+import annotations
 import convert
 import data
 import engine
@@ -492,12 +493,12 @@ def k400_like_files(num_files, num_frames):
             synthetic_set.write_video(tmp / f"clip{k}.mp4", k400_like_frames(k, num_frames), fps=30, gop=None,
                                       options={"threads": "1"})
         (tmp / "videos.txt").write_text("".join(f"clip{k}.mp4 0\n" for k in range(num_files)))
-        data.extract_frames(data.ExtractConfig(str(tmp / "videos.txt"), str(tmp), str(tmp / "frames")))
+        annotations.extract_frames(annotations.ExtractConfig(str(tmp / "videos.txt"), str(tmp), str(tmp / "frames")))
         os.replace(tmp / "frames" / "videos_rawframes.txt", tmp / "videos_rawframes.txt")
         os.replace(tmp / "frames" / "videos_rawframes_classes.txt", tmp / "videos_rawframes_classes.txt")
         os.rename(tmp, root)
-    videos, _ = data.read_annotations(root / "videos.txt", root)
-    frames, _ = data.read_annotations(root / "videos_rawframes.txt", root / "frames")
+    videos, _ = annotations.read_annotations(root / "videos.txt", root)
+    frames, _ = annotations.read_annotations(root / "videos_rawframes.txt", root / "frames")
     return videos, frames
 
 

@@ -1,26 +1,19 @@
-"""Video and image data for BEVT: decoding, annotation readers, frame sampling, the official pipelines, loaders and
-the commands `python data.py check` (validate a dataset) and `python data.py extract-frames` (write a video dataset
-as frame folders, mmaction's rawframes, which the same datasets read ~2-3x faster). (The synthetic set that needs no
-download is synthetic.py.)
+"""Video and image pipelines for BEVT: frame sampling, the official transforms, the datasets that turn records into
+samples, the loaders, and the commands `python data.py check` (validate a dataset) and `python data.py
+extract-frames` (write a video dataset as frame folders, mmaction's rawframes, which the same datasets read ~2-3x
+faster). annotations.py holds the records, the annotation formats and the work of both commands; media.py decodes
+files into frames. (The synthetic set that needs no download is synthetic.py.)
 
 Paper: BEVT §4.1 (K400, SSv2, Diving-48, ImageNet-1K). The pipelines follow the official configs under
 configs/recognition/swin/: swin_base_patch244_window877_bevt_in1k_k400.py (pretraining), ..._bevt_finetune_k400.py
-and ..._window1677_bevt_finetune_ssv2.py (finetuning). Frame i of a video is its i-th frame in display order, as
-decord (the official decoder) numbers frames. Pretraining samples are uint8; `normalize_batch` runs on the device.
+and ..._window1677_bevt_finetune_ssv2.py (finetuning). Pretraining samples are uint8; `normalize_batch` runs on the
+device.
 """
 import copy
-import csv
-import functools
-import json
 import math
 import multiprocessing
-import os
-import re
-import shutil
 import sys
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import av
 import cv2
@@ -28,356 +21,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
+import annotations
+import media
 from cli import parse_flags
 from masking import blockwise_mask, video_mask
 
 cv2.setNumThreads(1)  # DataLoader workers are the parallelism; OpenCV would start a thread per core in every worker
 
-VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 # official: img_norm_cfg, swin_base_patch244_window877_bevt_in1k_k400.py:38-39 (the same in the finetune cfgs)
 MEAN = torch.tensor([123.675, 116.28, 103.53])
 STD = torch.tensor([58.395, 57.12, 57.375])
 MAX_RETRIES = 10  # a bad sample is replaced at most this many times in a row before we give up loudly
-
-
-class MediaError(Exception):
-    """A video or image that cannot be decoded as asked (too few frames, corrupt image)."""
-
-
-@dataclass
-class CheckConfig:
-    annotation: str = ""  # annotation file (csv / json / list) or an ImageNet-style class folder
-    root: str = ""  # folder the annotation's paths are relative to
-    min_frames: int = 16  # fewer decodable frames than this is reported as "too short" (sampling would loop)
-
-
-@dataclass
-class ExtractConfig:
-    ann: str = ""  # annotation of the videos (any format read_annotations reads)
-    root: str = ""  # folder its paths are relative to
-    out: str = ""  # output root of the frame folders and the list
-    format: str = field(default="jpg", metadata={"choices": ("jpg", "png")})  # png: the decoded frames exactly
-    quality: int = 95  # JPEG quality; official: OpenCV's default 95 (tools/data/build_rawframes.py:58-59)
-
-
-# --------------------------------------------------------------------------- decoding (PyAV)
-def _video_stream(container, path):
-    if not container.streams.video:
-        raise MediaError(f"{path}: no video stream")
-    return container.streams.video[0]
-
-
-def _frame_pts(container, stream, path) -> list:
-    """pts of every frame in display order, read from the packets (demuxing only, no decoding): frame i is the packet
-    with the i-th smallest pts, as decord (the official decoder) numbers frames (dmlc/decord
-    src/video/video_reader.cc IndexKeyframes), whatever the frame rate. Discarded packets (before an edit list's
-    start) are not displayed, so they are no frames."""
-    pts = [packet.pts for packet in container.demux(stream) if packet.size > 0 and not packet.is_discard]
-    if not pts or None in pts or len(set(pts)) < len(pts):
-        raise MediaError(f"{path}: no frames, or packets without distinct timestamps; frames cannot be numbered "
-                         "(remux it: ffmpeg -i IN -c copy OUT.mp4)")
-    return sorted(pts)
-
-
-@functools.cache  # counted once per process
-def video_frame_count(path) -> int:
-    with av.open(str(path)) as container:
-        return len(_frame_pts(container, _video_stream(container, path), path))
-
-
-def _decoded(container, stream, path, pts, wanted):
-    """(frame index, av.VideoFrame) from the container's position on, in decoding order. A frame that is not wanted is
-    decoded only if it is a reference for others (BEVT wants 16 of 128 frames): skipping the others leaves the
-    wanted frames' pixels unchanged."""
-    index_of, wanted_pts = {p: i for i, p in enumerate(pts)}, {pts[i] for i in wanted}
-    for packet in container.demux(stream):  # the last (flush) packet has no pts
-        stream.codec_context.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted_pts else "NONREF"
-        for frame in packet.decode():
-            if frame.pts not in index_of:
-                raise MediaError(f"{path}: a decoded frame has pts {frame.pts}, which no packet has")
-            yield index_of[frame.pts], frame
-
-
-def _decode(container, stream, path, pts, start, wanted) -> dict | None:
-    """{index: (H, W, 3) uint8} of the wanted frames: seek to the keyframe at or before frame `start`, decode forward
-    to the last wanted frame. None if the seek landed past the first wanted frame."""
-    container.seek(pts[start], stream=stream, backward=True, any_frame=False)
-    found = {}
-    for i, frame in _decoded(container, stream, path, pts, wanted):
-        if not found and i > min(wanted):
-            return None
-        if i in wanted:
-            found[i] = frame.to_ndarray(format="rgb24")
-        if i >= max(wanted):
-            break
-    return found
-
-
-def _picked(pick, num_frames, path) -> np.ndarray:
-    """pick(num_frames) as int64 indices, checked to be frames of `path`."""
-    indices = np.asarray(pick(num_frames), dtype=np.int64).reshape(-1)
-    if indices.size == 0 or indices.min() < 0 or indices.max() >= num_frames:
-        raise MediaError(f"{path}: frame indices {indices.tolist()} are not all in [0, {num_frames})")
-    return indices
-
-
-def read_frames(path, pick) -> np.ndarray:
-    """uint8 (T, H, W, 3) holding frames pick(number of frames) (0-based, in display order; repeats allowed) of
-    `path`; the file is opened and indexed once."""
-    with av.open(str(path)) as container:
-        stream = _video_stream(container, path)
-        pts = _frame_pts(container, stream, path)
-        indices = _picked(pick, len(pts), path)
-        wanted = set(indices.tolist())
-        stream.thread_count = 1  # official DecordInit(num_threads=1), loading.py:1154: workers are the parallelism
-        found = _decode(container, stream, path, pts, min(wanted), wanted)
-        if found is None:  # the container's seek index overshot: decode from the first frame instead
-            found = _decode(container, stream, path, pts, 0, wanted)
-    if len(found) < len(wanted):
-        raise MediaError(f"{path}: frames {sorted(wanted - set(found))} are past the decodable end of the video")
-    return np.stack([found[i] for i in indices.tolist()])  # (T, H, W, 3)
-
-
-def read_video(path, indices) -> torch.Tensor:
-    """uint8 (T, H, W, 3) holding frames `indices` of `path`."""
-    return torch.from_numpy(read_frames(path, lambda num_frames: indices))
-
-
-def read_image(path) -> torch.Tensor:
-    try:
-        with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs (for TorchCodec), but they work and
-            warnings.simplefilter("ignore", DeprecationWarning)  # decode JPEG ~3x faster than PyAV: mute the notice
-            return decode_image(str(path), mode=ImageReadMode.RGB)  # (3, H, W) uint8
-    except RuntimeError as err:  # torchvision reports undecodable bytes as RuntimeError
-        raise MediaError(f"{path}: {err}") from None
-
-
-# --------------------------------------------------------------------------- frame folders (rawframes)
-# official: mmaction's RawframeDataset names frame i (0-based, as sampled) img_{i + 1:05}.jpg: filename_tmpl
-# 'img_{:05}.jpg' and start_index 1 (mmaction/datasets/rawframe_dataset.py:93, :97), which SampleFrames adds to its
-# 0-based indices (mmaction/datasets/pipelines/loading.py:265-266). We also read img_{:05}.png (exact frames).
-FRAME_FILE = re.compile(r"img_(\d{5,})\.(jpg|png)")
-
-
-def frame_file(folder, index, ext=".jpg") -> Path:
-    """The file of frame `index` (0-based) of a frame folder."""
-    return Path(folder) / f"img_{index + 1:05d}{ext}"
-
-
-def frame_numbers(folder) -> list:
-    """The sorted frame numbers (1-based) of the img_NNNNN.jpg / .png files in a folder."""
-    return sorted(int(m[1]) for m in map(FRAME_FILE.fullmatch, os.listdir(folder)) if m)
-
-
-def _frame_ext(folder):
-    return ".png" if frame_file(folder, 0, ".png").exists() else ".jpg"
-
-
-def read_frame_folder(folder, total_frames, pick) -> np.ndarray:
-    """uint8 (T, H, W, 3) holding frames pick(total_frames) (0-based; repeats allowed) of a frame folder, decoded with
-    OpenCV as the official RawFrameDecode does (decoding_backend 'cv2', mmcv.imfrombytes to RGB, loading.py:1342,
-    :1374-1377). total_frames comes from the annotation, as in mmaction; two file lookups check it (frame
-    total_frames - 1 exists, frame total_frames does not), so a wrong count fails every sample, not some."""
-    ext = _frame_ext(folder)
-    last, after = frame_file(folder, total_frames - 1, ext), frame_file(folder, total_frames, ext)
-    if not last.exists():
-        raise MediaError(f"{folder}: missing frames or a wrong total_frames ({total_frames}): no {last.name}")
-    if after.exists():
-        raise MediaError(f"{folder}: wrong total_frames ({total_frames}): {after.name} exists")
-    indices, found = _picked(pick, total_frames, folder), {}
-    for i in set(indices.tolist()):
-        bgr = cv2.imread(str(frame_file(folder, i, ext)), cv2.IMREAD_COLOR)  # None if absent or undecodable
-        if bgr is None:
-            raise MediaError(f"{folder}: missing frames: {frame_file(folder, i, ext).name} is absent or undecodable")
-        found[i] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # (H, W, 3)
-    return np.stack([found[i] for i in indices.tolist()])  # (T, H, W, 3)
-
-
-def frame_folder_problem(folder, total_frames) -> tuple | None:
-    """None if a frame folder holds exactly img_00001 .. img_{total_frames:05} (.jpg or .png); ("wrong total_frames",
-    text) if it holds another complete sequence from img_00001, else ("missing frames", text naming the first gap)."""
-    present, ext = frame_numbers(folder), _frame_ext(folder)
-    if present == list(range(1, total_frames + 1)):
-        return None
-    if present and present == list(range(1, len(present) + 1)):  # complete, but of another length
-        return "wrong total_frames", f"{folder}: the list says {total_frames}, the folder holds {len(present)} frames"
-    last = max(present + [total_frames])
-    missing = sorted(set(range(1, last + 1)) - set(present))
-    return "missing frames", (f"{folder}: first missing {frame_file(folder, missing[0] - 1, ext).name} "
-                              f"({len(missing)} of {last} missing)")
-
-
-# --------------------------------------------------------------------------- annotation readers
-@dataclass
-class VideoRecord:
-    path: str
-    label: int
-    start_frame: int = 0
-    end_frame: int | None = None  # exclusive; None = the end of the file
-    total_frames: int | None = None  # set: `path` is a frame folder of this many frames (a rawframes list)
-
-
-@dataclass
-class ImageRecord:
-    path: str
-    label: int
-
-
-def _need_root(root) -> Path:
-    if not Path(root).is_dir():
-        raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder")
-    return Path(root)
-
-
-def read_k400_csv(csv_path, root, classes=None):
-    """Official Kinetics CSV (label,youtube_id,time_start,time_end,split); files {id}_{start:06d}_{end:06d}.mp4
-    anywhere under root (split folders, class folders or flat). Rows whose file is absent are skipped and counted."""
-    on_disk = {name: os.path.join(folder, name) for folder, _, names in os.walk(_need_root(root)) for name in names}
-    rows = []
-    with open(csv_path, newline="") as fh:
-        for line_no, row in enumerate(csv.reader(fh), 1):
-            if line_no == 1 and row[:2] == ["label", "youtube_id"]:
-                continue
-            try:
-                label, youtube_id, start, end = row[0], row[1], int(float(row[2])), int(float(row[3]))
-            except (IndexError, ValueError):
-                raise ValueError(f"{csv_path}:{line_no}: expected label,youtube_id,time_start,time_end,split") from None
-            rows.append((label, f"{youtube_id}_{start:06d}_{end:06d}"))
-    classes = classes or sorted({label for label, _ in rows})  # official label map is alphabetical
-    index = {name: i for i, name in enumerate(classes)}
-    found = [(label, next((on_disk[stem + ext] for ext in VIDEO_EXTS if stem + ext in on_disk), None))
-             for label, stem in rows]
-    records = [VideoRecord(path, index[label]) for label, path in found if path is not None]
-    if len(records) < len(rows):
-        warnings.warn(f"{csv_path}: {len(rows) - len(records)} of {len(rows)} videos not found under {root}, skipped")
-    return _nonempty(records, csv_path), classes
-
-
-def read_list(list_path, root):
-    """`relative/path label` per line (mmaction VideoDataset / the ImageNet list); images or videos by extension.
-    Class names: `<list stem>_classes.txt` beside the list (one a line) if present, else "0", "1", ..."""
-    root, records = _need_root(root), []
-    with open(list_path) as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            parts = line.rsplit(None, 1)
-            if len(parts) != 2 or not parts[1].isdigit():
-                raise ValueError(f"{list_path}:{line_no}: expected 'path label', got {line.strip()!r}")
-            path = str(root / parts[0].strip())
-            kind = ImageRecord if path.lower().endswith(IMAGE_EXTS) else VideoRecord
-            records.append(kind(path, int(parts[1])))
-    return _nonempty(records, list_path), _list_classes(list_path, records)
-
-
-def read_rawframes(list_path, root):
-    """mmaction's rawframes list (rawframe_dataset.py:117-142): `frame_dir total_frames label` per line, frame_dir a
-    folder under root holding img_00001.jpg .. (or .png); class names as read_list's."""
-    root, records = _need_root(root), []
-    with open(list_path) as fh:
-        for line_no, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) < 1 or not parts[2].isdigit():
-                raise ValueError(f"{list_path}:{line_no}: expected 'frame_dir total_frames label' (total >= 1), "
-                                 f"got {line.strip()!r}")
-            records.append(VideoRecord(str(root / parts[0]), int(parts[2]), total_frames=int(parts[1])))
-    return _nonempty(records, list_path), _list_classes(list_path, records)
-
-
-def _list_classes(list_path, records):
-    names = Path(list_path).with_name(Path(list_path).stem + "_classes.txt")
-    classes = names.read_text().splitlines() if names.exists() else \
-        [str(i) for i in range(max((r.label for r in records), default=-1) + 1)]
-    if any(r.label >= len(classes) for r in records):
-        raise ValueError(f"{list_path}: labels up to {max(r.label for r in records)}, but {names} names "
-                         f"{len(classes)} classes")
-    return classes
-
-
-def is_rawframes_list(list_path, root) -> bool:
-    """A list is a rawframes list if its first line has three fields, the middle one an integer, and the first names
-    a folder under root. (A `path label` line whose path has a space, `my clip 12`, splits into three fields too,
-    but its first field is no folder under root.)"""
-    with open(list_path) as fh:
-        parts = next((line.split() for line in fh if line.strip()), [])
-    return len(parts) == 3 and parts[1].isdigit() and root is not None and (Path(root) / parts[0]).is_dir()
-
-
-def read_ssv2(json_path, labels_path, root):
-    """Something-Something-v2 train/validation JSON [{id, label, template, placeholders}] + labels.json {name: idx}."""
-    root = _need_root(root)
-    with open(labels_path) as fh:
-        label_map = {name: int(idx) for name, idx in json.load(fh).items()}
-    classes = sorted(label_map, key=label_map.get)
-    records = []
-    for i, item in enumerate(_load_json_list(json_path), 1):
-        try:
-            name = item["template"].replace("[", "").replace("]", "")  # official: class = template without brackets
-            records.append(VideoRecord(str(root / f"{item['id']}.webm"), label_map[name]))
-        except (KeyError, TypeError, AttributeError):
-            raise ValueError(f"{json_path}: entry {i}: needs 'id' and a 'template' listed in {labels_path}") from None
-    return _nonempty(records, json_path), classes
-
-
-def read_diving48(json_path, root):
-    """Diving-48 V2 JSON [{vid_name, label, start_frame, end_frame}] with files root/{vid_name}.mp4."""
-    root, records = _need_root(root), []
-    for i, item in enumerate(_load_json_list(json_path), 1):
-        try:
-            records.append(VideoRecord(str(root / f"{item['vid_name']}.mp4"), int(item["label"]),
-                                       int(item["start_frame"]), int(item["end_frame"])))
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{json_path}: entry {i}: needs vid_name, label, start_frame, end_frame") from None
-    vocab = Path(json_path).with_name("Diving48_vocab.json")  # [[takeoff, somersault, twist, flight], ...] if present
-    classes = ["_".join(v) for v in json.loads(vocab.read_text())] if vocab.exists() else \
-        [str(i) for i in range(max(r.label for r in records) + 1)]
-    return _nonempty(records, json_path), classes
-
-
-def read_image_folder(root):
-    """ImageNet layout root/<class>/<image>; classes sorted by folder name (torchvision ImageFolder convention)."""
-    classes = sorted(d.name for d in _need_root(root).iterdir() if d.is_dir())
-    records = [ImageRecord(str(p), i) for i, c in enumerate(classes) for p in sorted((Path(root) / c).iterdir())
-               if p.suffix.lower() in IMAGE_EXTS]
-    return _nonempty(records, root), classes
-
-
-def read_annotations(annotation, root):
-    """Pick the reader from the annotation itself: a folder (ImageNet layout), .csv (Kinetics), .json (SSv2 if its
-    entries have a 'template', else Diving-48), a rawframes list (is_rawframes_list), else a `path label` list."""
-    annotation = Path(annotation)
-    if annotation.is_dir():
-        return read_image_folder(annotation)
-    if not annotation.is_file():
-        raise FileNotFoundError(f"annotation file {annotation} does not exist")
-    if annotation.suffix == ".csv":
-        return read_k400_csv(annotation, root)
-    if annotation.suffix == ".json":
-        items = _load_json_list(annotation)
-        if items and isinstance(items[0], dict) and "template" in items[0]:
-            return read_ssv2(annotation, next(annotation.parent.glob("*labels.json")), root)
-        return read_diving48(annotation, root)
-    return read_rawframes(annotation, root) if is_rawframes_list(annotation, root) else read_list(annotation, root)
-
-
-def _load_json_list(path):
-    with open(path) as fh:
-        items = json.load(fh)
-    if not isinstance(items, list):
-        raise ValueError(f"{path}: expected a JSON list of entries")
-    return items
-
-
-def _nonempty(records, source):
-    if not records:
-        raise ValueError(f"{source}: the dataset is empty")
-    return records
 
 
 # --------------------------------------------------------------------------- frame sampling (pure functions)
@@ -524,19 +180,6 @@ def normalize_batch(x):
 
 
 # --------------------------------------------------------------------------- datasets
-def read_segment(record, pick) -> np.ndarray:
-    """uint8 (T, H, W, 3): frames pick(segment length) (0-based) of [start_frame, end_frame) of a record's video, or
-    of its frame folder if the record has total_frames."""
-    def pick_in_segment(num_frames):
-        end = min(record.end_frame or math.inf, num_frames)
-        if end <= record.start_frame:
-            raise MediaError(f"{record.path}: no frames in [{record.start_frame}, {end})")
-        return record.start_frame + np.asarray(pick(end - record.start_frame))
-    if record.total_frames is not None:
-        return read_frame_folder(record.path, record.total_frames, pick_in_segment)
-    return read_frames(record.path, pick_in_segment)
-
-
 class _Base(Dataset):
     """Per-sample rng from (seed, epoch, index) and bounded replacement of unreadable samples."""
 
@@ -564,7 +207,7 @@ class _Base(Dataset):
         for _ in range(MAX_RETRIES + 1):
             try:
                 return self._load(index, rng)
-            except (OSError, av.FFmpegError, MediaError) as err:  # only I/O problems; code errors propagate
+            except (OSError, av.FFmpegError, media.MediaError) as err:  # only I/O problems; code errors propagate
                 path = self.records[index // self.views].path
                 action = "replaced by another" if self.replace else "blanked"
                 warnings.warn(f"unreadable sample {path}: {err}; {action}")
@@ -595,8 +238,8 @@ class PretrainVideoDataset(_Base):
         self.mask_strategy, self.tube_range, self.mask_ratio = mask_strategy, tube_range, mask_ratio
 
     def _load(self, index, rng):
-        frames = read_segment(self.records[index],
-                              lambda n: dense_indices(n, self.clip_len, self.frame_interval, 1, True, rng)[0])
+        frames = annotations.read_segment(
+            self.records[index], lambda n: dense_indices(n, self.clip_len, self.frame_interval, 1, True, rng)[0])
         frames = pretrain_crop(frames, self.crop, self.rescale, rng)  # (T, crop, crop, 3)
         grid = self.crop // 16  # BEVT §3 "Mask strategy": masks live on the 14x14 (224/16) token grid
         mask = video_mask(self.mask_strategy, self.clip_len // self.patch_t, grid, grid, self.mask_ratio,
@@ -617,7 +260,7 @@ class PretrainImageDataset(_Base):
         self.order = np.random.default_rng([seed]).permutation(3)
 
     def _load(self, index, rng):
-        frames = read_image(self.records[index].path).permute(1, 2, 0).numpy()[None]  # (1, H, W, 3)
+        frames = media.read_image(self.records[index].path).permute(1, 2, 0).numpy()[None]  # (1, H, W, 3)
         def jitter(frames):  # ColorJitter on the whole rescaled image (1, H, W, 3)
             return color_jitter(frames[0], self.jitter, self.order, rng)[None]
         frames = pretrain_crop(frames, self.crop, self.rescale, rng, jitter)  # (1, crop, crop, 3)
@@ -661,7 +304,7 @@ class FinetuneVideoDataset(_Base):
                 return uniform_indices(num_frames, self.clip_len, self.train, rng)
             clips = dense_indices(num_frames, self.clip_len, self.frame_interval, self.num_clips, self.train, rng)
             return clips[clip_index]  # (clip_len,)
-        frames = resize_short(read_segment(record, pick), self.short_side)  # (T, H, W, 3)
+        frames = resize_short(annotations.read_segment(record, pick), self.short_side)  # (T, H, W, 3)
         if not self.train:
             clip = to_clip(fixed_crop(frames, self.crop, position, self.num_crops))  # (3, T, crop, crop)
             return {"video": normalize_batch(clip[None])[0], "label": record.label, "video_index": video_index}
@@ -755,17 +398,19 @@ def load_frames(root, num_frames, size, seed) -> torch.Tensor:
     """uint8 (N, 3, size, size) tokenizer views of random frames (videos) and images under root, made as in
     pretraining: short side rescaled bicubic to U{256..320}/224 of the 2*size crop, random crop, tokenizer_view.
     Training data for the small VQ tokenizer."""
-    files = sorted(str(p) for p in _need_root(root).rglob("*") if p.suffix.lower() in VIDEO_EXTS + IMAGE_EXTS)
+    files = sorted(str(p) for p in annotations.need_root(root).rglob("*")
+                   if p.suffix.lower() in media.VIDEO_EXTS + media.IMAGE_EXTS)
     if not files:
         raise ValueError(f"{root}: no videos or images found")
     crop, rng, out = 2 * size, np.random.default_rng(seed), []
     per_file = max(1, math.ceil(num_frames / len(files)))
     while len(out) < num_frames:
         path = files[rng.integers(len(files))]
-        if path.lower().endswith(IMAGE_EXTS):
-            frames = read_image(path).permute(1, 2, 0).numpy()[None]  # (1, H, W, 3)
+        if path.lower().endswith(media.IMAGE_EXTS):
+            frames = media.read_image(path).permute(1, 2, 0).numpy()[None]  # (1, H, W, 3)
         else:
-            frames = read_frames(path, lambda n: np.sort(rng.integers(0, n, size=min(per_file, n))))  # (N, H, W, 3)
+            frames = media.read_frames(
+                path, lambda n: np.sort(rng.integers(0, n, size=min(per_file, n))))  # (N, H, W, 3)
         for frame in frames:
             short = int(rng.integers(round(crop * 256 / 224), round(crop * 320 / 224) + 1))
             crops = random_crop(resize_short(frame[None], short, cv2.INTER_CUBIC), crop, rng)  # (1, crop, crop, 3)
@@ -773,131 +418,17 @@ def load_frames(root, num_frames, size, seed) -> torch.Tensor:
     return torch.stack(out[:num_frames])  # (N, 3, size, size)
 
 
-# --------------------------------------------------------------------------- check + CLI
-def check(cfg: CheckConfig) -> int:
-    """Open every file of a dataset, decode the last frame of each video's segment (and check each frame folder's
-    files against its total_frames); print a summary. Returns the number of problems."""
-    records, classes = read_annotations(cfg.annotation, cfg.root)
-    problems = {kind: [] for kind in ("missing", "unreadable", "too short", "missing frames", "wrong total_frames")}
-    for done, record in enumerate(records, 1):
-        try:
-            if not os.path.exists(record.path):
-                problems["missing"].append(record.path)
-            elif isinstance(record, ImageRecord):
-                read_image(record.path)
-            elif record.total_frames and (problem := frame_folder_problem(record.path, record.total_frames)):
-                problems[problem[0]].append(problem[1])
-            else:
-                lengths = []  # the segment's length, as the sampling sees it
-                read_segment(record, lambda n: lengths.append(n) or [n - 1])  # decodes its last frame
-                if lengths[0] < cfg.min_frames:
-                    problems["too short"].append(f"{record.path} ({lengths[0]} frames)")
-        except (OSError, av.FFmpegError, MediaError) as err:
-            problems["unreadable"].append(f"{record.path} ({err})")
-        if done % 50 == 0 or done == len(records):
-            counts = " ".join(f"{key}={len(v)}" for key, v in problems.items())
-            print(f"\rcheck {cfg.annotation}: {done}/{len(records)} {counts}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
-    print(f"{len(records)} samples, {len(classes)} classes")
-    for key, paths in problems.items():
-        print(f"{key}: {len(paths)}" + "".join(f"\n  {p}" for p in paths[:20]) + ("\n  ..." if len(paths) > 20 else ""))
-    return sum(len(v) for v in problems.values())
-
-
-def frame_folder_name(record, root) -> str:
-    """The frame folder of a video record under the output root: its path under `root` without the extension,
-    whitespace as '_' (rawframes lists are split at whitespace), and its segment if it has one."""
-    name = re.sub(r"\s", "_", os.path.splitext(os.path.relpath(record.path, root))[0])
-    has_segment = record.start_frame or record.end_frame is not None
-    return f"{name}_{record.start_frame}-{record.end_frame}" if has_segment else name
-
-
-def _write_frames(record, folder, ext, params) -> int:
-    """Frames [start_frame, end_frame) of the record's video as folder/img_00001{ext} ..., numbered as read_frames
-    numbers them (decoded from the first frame). Returns the number written."""
-    with av.open(record.path) as container:
-        stream = _video_stream(container, record.path)
-        pts = _frame_pts(container, stream, record.path)  # demuxes to the end: seek back to the first frame
-        start, end = record.start_frame, min(record.end_frame or math.inf, len(pts))
-        if end <= start:
-            raise MediaError(f"{record.path}: no frames in [{start}, {end})")
-        container.seek(pts[0], stream=stream, backward=True, any_frame=False)
-        written = 0
-        for i, frame in _decoded(container, stream, record.path, pts, range(start, end)):
-            if start <= i < end:
-                path = frame_file(folder, i - start, ext)
-                bgr = cv2.cvtColor(frame.to_ndarray(format="rgb24"), cv2.COLOR_RGB2BGR)  # (H, W, 3)
-                if not cv2.imwrite(str(path), bgr, params):
-                    raise OSError(f"cannot write {path}")
-                written += 1
-            if i >= end - 1:
-                break
-    if written < end - start:
-        raise MediaError(f"{record.path}: {end - start - written} frames of [{start}, {end}) could not be decoded")
-    return written
-
-
-def extract_frames(cfg: ExtractConfig) -> list:
-    """Writes the rawframes layout of a video dataset: OUT/<frame_folder_name>/img_00001.jpg .. and the list
-    OUT/<annotation stem>_rawframes.txt (`frame_dir total_frames label`) with its class names beside it, so
-    read_annotations gives the same classes. Each video is written into `<folder>.part` and renamed when complete;
-    folders already there are kept (a rerun resumes). Returns the unreadable videos (they are left out of the list)."""
-    if not (cfg.ann and cfg.root and cfg.out):
-        raise SystemExit("extract-frames needs --ann, --root and --out")
-    if not 0 <= cfg.quality <= 100:
-        raise SystemExit(f"--quality must be in [0, 100], got {cfg.quality}")
-    records, classes = read_annotations(cfg.ann, cfg.root)
-    not_videos = [r.path for r in records if isinstance(r, ImageRecord) or r.total_frames is not None]
-    if not_videos:
-        raise SystemExit(f"{cfg.ann}: extract-frames reads videos, not images or frame folders ({not_videos[0]})")
-    names = {}
-    for record in records:  # the same folder for two different videos (or segments) would mix their frames
-        key, name = (record.path, record.start_frame, record.end_frame), frame_folder_name(record, cfg.root)
-        if names.setdefault(name, key) != key:
-            raise SystemExit(f"{cfg.ann}: {key[0]} and {names[name][0]} would share the frame folder {name}")
-    out, ext = Path(cfg.out), "." + cfg.format
-    # official: tools/data/build_rawframes.py:58-59 writes JPEG with mmcv.imwrite, i.e. cv2 at OpenCV's quality 95
-    params = [cv2.IMWRITE_JPEG_QUALITY, cfg.quality] if cfg.format == "jpg" else []
-    lines, failed, skipped = [], [], 0
-    for done, record in enumerate(records, 1):
-        name = frame_folder_name(record, cfg.root)
-        folder, part = out / name, out / (name + ".part")
-        try:
-            numbers = frame_numbers(folder) if folder.is_dir() else []
-            if numbers and numbers == list(range(1, len(numbers) + 1)):  # done before (a damaged folder is redone)
-                total = len(numbers)
-                skipped += 1
-            else:
-                shutil.rmtree(part, ignore_errors=True)  # left by an interrupted run
-                part.mkdir(parents=True)
-                total = _write_frames(record, part, ext, params)
-                shutil.rmtree(folder, ignore_errors=True)  # a damaged folder, replaced only now
-                part.rename(folder)
-            lines.append(f"{name} {total} {record.label}\n")
-        except (OSError, av.FFmpegError, MediaError) as err:
-            shutil.rmtree(part, ignore_errors=True)
-            failed.append(f"{record.path} ({err})")
-        print(f"\rextract {done}/{len(records)} skipped={skipped} failed={len(failed)}", end="", file=sys.stderr,
-              flush=True)
-    print(file=sys.stderr)
-    list_path = out / f"{Path(cfg.ann).stem}_rawframes.txt"
-    for path, text in ((list_path, "".join(lines)), (list_path.with_name(list_path.stem + "_classes.txt"),
-                                                     "".join(c + "\n" for c in classes))):
-        path.with_suffix(".tmp").write_text(text)
-        path.with_suffix(".tmp").replace(path)
-    print(f"{len(lines)} videos in {list_path} ({len(lines) - skipped} extracted, {skipped} already there), "
-          f"{len(classes)} classes; unreadable: {len(failed)}" + "".join(f"\n  {f}" for f in failed))
-    return failed
-
-
+# --------------------------------------------------------------------------- CLI (the work is annotations.py's)
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["check"]:
-        cfg = CheckConfig(**parse_flags(CheckConfig, argv[1:], "validate a dataset", ("annotation", "root")))
-        sys.exit(1 if check(cfg) else 0)
+        cfg = annotations.CheckConfig(**parse_flags(annotations.CheckConfig, argv[1:], "validate a dataset",
+                                                    ("annotation", "root")))
+        sys.exit(1 if annotations.check(cfg) else 0)
     if argv[:1] == ["extract-frames"]:
-        cfg = ExtractConfig(**parse_flags(ExtractConfig, argv[1:], "write the frames of a video dataset (rawframes)"))
-        sys.exit(1 if extract_frames(cfg) else 0)
+        cfg = annotations.ExtractConfig(**parse_flags(annotations.ExtractConfig, argv[1:],
+                                                      "write the frames of a video dataset (rawframes)"))
+        sys.exit(1 if annotations.extract_frames(cfg) else 0)
     sys.exit("usage: python data.py check ANNOTATION ROOT [--min-frames 16]\n"
              "       python data.py extract-frames --ann LIST --root DIR --out DIR [--format jpg|png] [--quality 95]")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+import annotations
 import convert
 import data
 import model as bevt_model
@@ -464,10 +465,10 @@ def summarise(sums, keys):
 
 
 def read_dataset(annotation, root, flags):
-    """data.read_annotations with its errors (missing file or root, malformed line, empty set) as a clean exit
+    """annotations.read_annotations with its errors (missing file or root, malformed line, empty set) as a clean exit
     that names the flags."""
     try:
-        return data.read_annotations(annotation, root)
+        return annotations.read_annotations(annotation, root)
     except (OSError, ValueError) as e:
         raise SystemExit(f"{flags}: {e}") from None
 

@@ -29,6 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import annotations
 import convert
 import data
 import engine
@@ -193,7 +194,7 @@ def train_step(model, micro_batches, optimizer, scaler, cfg, env, lr):
 
 def datasets(cfg, synthetic):
     """(train records or None with --eval, test records, class names, class groups or None). The annotation format is
-    detected by data.read_annotations (K400 CSV, SSv2 / Diving-48 JSON, `path label` list)."""
+    detected by annotations.read_annotations (K400 CSV, SSv2 / Diving-48 JSON, `path label` list)."""
     if synthetic:
         paths = synthetic_set.synthetic_paths(synthetic_set.synthetic_root())
         train_ann, test_ann = paths["k400_train_csv"], paths["k400_val_csv"]
@@ -211,7 +212,7 @@ def datasets(cfg, synthetic):
             raise SystemExit("training needs --train-ann and --train-root (or --eval true)")
         train_records, classes = engine.read_dataset(train_ann, train_root, "--train-ann/--train-root")
         if str(test_ann).endswith(".csv"):  # Kinetics labels are names: index the test set with the training classes
-            test_records, _ = data.read_k400_csv(test_ann, test_root, classes)
+            test_records, _ = annotations.read_k400_csv(test_ann, test_root, classes)
     bad = [r.path for r in test_records if r.label >= len(classes)]
     if bad:
         raise SystemExit(f"{test_ann}: {len(bad)} test labels outside the {len(classes)} classes, e.g. {bad[0]}")

@@ -138,7 +138,7 @@ def data_paths(cfg):
 
 def build_datasets(cfg):
     """(video dataset or None, image dataset or None). The annotation format is recognised from the file
-    (data.read_annotations: K400 CSV, SSv2 JSON, Diving-48 JSON, `path label`)."""
+    (annotations.read_annotations: K400 CSV, SSv2 JSON, Diving-48 JSON, `path label`)."""
     video_ann, video_root, image_ann, image_root = data_paths(cfg)
     video_ds = image_ds = None
     if cfg.stage in ("video", "joint"):

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import annotations  # noqa: E402
 import data  # noqa: E402
 import demo  # noqa: E402
 import engine  # noqa: E402
@@ -34,7 +35,7 @@ def rng(seed, index):
 
 def synthetic_test_set(classes=None):
     paths = synthetic_set.synthetic_paths(synthetic_set.synthetic_root())
-    return data.read_k400_csv(paths["k400_val_csv"], paths["mp4_root"], classes)
+    return annotations.read_k400_csv(paths["k400_val_csv"], paths["mp4_root"], classes)
 
 
 # --------------------------------------------------------------------------- masks (moved from test_masking.py)

@@ -5,7 +5,8 @@ import av
 import numpy as np
 import pytest
 
-import data
+import annotations
+import media
 import synthetic
 
 SMALL = synthetic.SyntheticConfig(train_per_class=2, val_per_class=1, frames=24, width=64, height=48,
@@ -39,7 +40,7 @@ def test_write_video_is_deterministic(tmp_path, suffix):
 def test_class_pair_separable_only_by_temporal_order(syn):
     np.testing.assert_array_equal(synthetic.render_clip("fall reversed", 7, 16, 48, 64),
                                   synthetic.render_clip("fall", 7, 16, 48, 64)[::-1])
-    records, classes = data.read_k400_csv(syn["k400_train_csv"], syn["mp4_root"])
+    records, classes = annotations.read_k400_csv(syn["k400_train_csv"], syn["mp4_root"])
     for forward, backward in [("fall", "fall reversed"), ("slide right", "slide left")]:
         a = [r.path for r in records if classes[r.label] == forward]
         b = [r.path for r in records if classes[r.label] == backward]
@@ -63,7 +64,7 @@ def test_command_writes_the_set(tmp_path, capsys):
     classes = json.loads((out / "classes.json").read_text())
     assert len(classes) == len(synthetic.SYNTHETIC_CLASSES)
     assert len(list((out / "mp4").glob("*.mp4"))) == len(list((out / "webm").glob("*.webm"))) == 2 * len(classes)
-    assert data.video_frame_count(next((out / "webm").glob("*.webm"))) == 8
+    assert media.video_frame_count(next((out / "webm").glob("*.webm"))) == 8
     with pytest.raises(SystemExit, match="--out"):
         synthetic.main([])
 
@@ -77,9 +78,9 @@ def test_held_out_test_split(tmp_path, syn):
     paths = synthetic.synthetic_paths(synthetic.make_synthetic(tmp_path / "set", cfg))
     n = len(synthetic.SYNTHETIC_CLASSES)
     assert len(list(paths["mp4_root"].glob("*.mp4"))) == len(list(paths["webm_root"].glob("*.webm"))) == 4 * n
-    test, classes = data.read_k400_csv(paths["k400_test_csv"], paths["mp4_root"])
-    train, _ = data.read_k400_csv(paths["k400_train_csv"], paths["mp4_root"], classes)
-    val, _ = data.read_k400_csv(paths["k400_val_csv"], paths["mp4_root"], classes)
+    test, classes = annotations.read_k400_csv(paths["k400_test_csv"], paths["mp4_root"])
+    train, _ = annotations.read_k400_csv(paths["k400_train_csv"], paths["mp4_root"], classes)
+    val, _ = annotations.read_k400_csv(paths["k400_val_csv"], paths["mp4_root"], classes)
     assert len(test) == 2 * n and sorted({r.label for r in test}) == list(range(n))
     assert not {r.path for r in test} & {r.path for r in train + val}
     for record in train:  # a test video is not a copy of the training video of its class
@@ -87,5 +88,5 @@ def test_held_out_test_split(tmp_path, syn):
         assert np.abs(sequential(first.path)[0].astype(float) - sequential(record.path)[0]).mean() > 1.0
     assert len(json.loads(paths["ssv2_test"].read_text())) == len(json.loads(paths["diving48_heldout"].read_text())) \
         == 2 * n
-    assert len(data.read_annotations(paths["ssv2_test"], paths["webm_root"])[0]) == 2 * n
+    assert len(annotations.read_annotations(paths["ssv2_test"], paths["webm_root"])[0]) == 2 * n
     assert not (tmp_path / "set" / "images").exists()
