@@ -129,10 +129,11 @@ def as_flags(values: dict) -> list:
 
 def run_script(script, flags: dict, out_dir: Path, done: Path, threads: int = 0) -> float:
     """`python script flags` unless `done` exists, with `threads` torch threads (0: torch's default); console output
-    in out_dir/console.log. Returns the minutes it took (0.0 when skipped). A failed run stops everything, naming
-    its command and log."""
+    in out_dir/console.log. Returns the minutes it took, also when skipped (read back from out_dir/minutes.txt,
+    which a finished run leaves; 0.0 without it). A failed run stops everything, naming its command and log."""
     if done.exists():
-        return 0.0
+        stored = out_dir / "minutes.txt"
+        return float(stored.read_text()) if stored.exists() else 0.0
     out_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, script, *as_flags({**flags, "out_dir": str(out_dir)})]
     print(f"  running {' '.join(command[1:])}", flush=True)
@@ -144,7 +145,9 @@ def run_script(script, flags: dict, out_dir: Path, done: Path, threads: int = 0)
         tail = "".join((out_dir / "console.log").read_text().splitlines(keepends=True)[-15:])
         raise SystemExit(f"reproduce.py: {script} failed (exit {code}; no {done.name}): {' '.join(command)}\n"
                          f"last lines of {out_dir / 'console.log'}:\n{tail}")
-    return (time.time() - start) / 60
+    minutes = (time.time() - start) / 60
+    (out_dir / "minutes.txt").write_text(f"{minutes:.3f}\n")
+    return minutes
 
 
 def losses(out_dir: Path) -> dict:

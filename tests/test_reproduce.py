@@ -62,6 +62,8 @@ def test_run_script_skips_done_runs_and_names_the_log_of_a_failed_one(tmp_path):
         reproduce.run_script(str(script), {"x": 1}, tmp_path / "run", tmp_path / "run" / "eval.json")
     (tmp_path / "run" / "eval.json").write_text("{}")  # done: not run again
     assert reproduce.run_script(str(script), {"x": 1}, tmp_path / "run", tmp_path / "run" / "eval.json") == 0.0
+    (tmp_path / "run" / "minutes.txt").write_text("2.500\n")  # what a finished run leaves: reported when skipped
+    assert reproduce.run_script(str(script), {"x": 1}, tmp_path / "run", tmp_path / "run" / "eval.json") == 2.5
     assert reproduce.as_flags({"rescale": (146, 183), "flip": False, "out_dir": "a"}) == \
         ["--rescale", "146", "183", "--flip", "false", "--out-dir", "a"]
 
