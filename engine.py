@@ -376,7 +376,6 @@ def resume_from(path, raw_model, optimizer, scaler, cfg, env, ignore=()):
                              f"differing flags: {changed})") from e
         scaler.load_state_dict(ckpt["scaler"])
         restore_rng(ckpt["rng"], env)
-    if optimizer is not None:
         forget_logged_steps_after(ckpt["step"], Path(path).parent, env)
     env.log(f"{'evaluating' if optimizer is None else 'resumed from'} {path} (step {ckpt['step']})")
     return ckpt
