@@ -658,9 +658,17 @@ def check_scripts(cfg, out_dir, deadline):
     steps = 1 if cfg.dry_run else 20
     timeout = lambda: max(30, min(cfg.check_timeout, deadline - time.perf_counter()))  # noqa: E731
     train_dir, finetune_dir = Path(out_dir) / "train", Path(out_dir) / "finetune"
+    tokenizer = []
+    if cfg.dry_run:  # a VQ trained in seconds instead of the default one (minutes on a CPU when not cached yet)
+        crop = 128  # the no-data run's crop; its tokenizer views are half that
+        frames = data.load_frames(synthetic_set.synthetic_root(), 96, crop // 2, seed=0)
+        vq = tok.train_vq_tokenizer(frames, tok.VQConfig(hid=8, code_dim=8, vocab_size=32, size=crop // 2, steps=5,
+                                                         batch_size=16, val_frames=16), log=lambda *a: None)
+        tokenizer = ["--img-size", str(crop), "--tokenizer", str(Path(out_dir) / "tiny_vq.pt")]
+        tok.save_tokenizer(vq, tokenizer[-1])
     train = run_script([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
                         str(29400 + os.getpid() % 500), "train.py", "--max-steps", str(steps), "--log-every", "1",
-                        "--out-dir", str(train_dir)], timeout(), train_dir)
+                        *tokenizer, "--out-dir", str(train_dir)], timeout(), train_dir)
     ckpt = engine.latest_checkpoint(train_dir)
     train["checkpoint"] = str(ckpt) if ckpt else None
     finetune = run_script([sys.executable, "finetune.py", "--max-steps", str(steps), "--log-every", "1",
