@@ -27,7 +27,6 @@ from PIL import Image, ImageDraw
 from torchvision.utils import save_image
 
 import annotations
-import convert
 import data
 import engine
 import evaluate
@@ -262,10 +261,7 @@ def classifier_from(state, path, model_name="", window_size=(0, 0, 0)):
         mcfg = dataclasses.replace(mcfg, window_size=window_size)
     classes = state.get("classes") if isinstance(state, dict) else None
     model = VideoClassifier(mcfg, len(classes) if classes else 1, head_dropout=0.0)
-    try:
-        sd, _, kind = convert.classifier_state(state, model)
-    except ValueError as e:
-        raise SystemExit(f"cannot read {path}: {e}") from e
+    sd, _, kind = engine.init_classifier(state, model, path)
     engine.load_model_state(model, sd, path)  # a checkpoint without a head keeps a fresh one: only the encoder matters
     return model.eval(), classes, kind
 

@@ -336,16 +336,14 @@ def load_checkpoint(path):
         raise SystemExit(f"cannot load checkpoint {path}: {e}") from e
 
 
-def init_classifier(path, classifier):
-    """(the classifier's full state dict, the dropped keys, a description) from the checkpoint at `path`, in any
-    format convert.classifier_state reads (ours of any stage, with its EMA; the official release; torchvision
-    swin3d_*). A key that does not fit stops the run naming the file, its format and the keys."""
-    state = load_checkpoint(path)
+def init_classifier(state, classifier, path):
+    """convert.classifier_state of the checkpoint loaded from `path` (ours of any stage, with its EMA; the official
+    release; torchvision swin3d_*): (the classifier's full state dict, the dropped keys, the format). A key that does
+    not fit stops the run naming the file, its format and the keys."""
     try:
-        sd, dropped, kind = convert.classifier_state(state, classifier)
+        return convert.classifier_state(state, classifier)
     except ValueError as e:
         raise SystemExit(f"cannot initialise from {path} ({convert.checkpoint_kind(state)} checkpoint): {e}") from e
-    return sd, dropped, f"{kind} checkpoint {path} ({len(dropped)} keys dropped by name)"
 
 
 def load_model_state(module, state, path):

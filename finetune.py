@@ -253,9 +253,10 @@ def build_model(cfg, env, num_classes, init):
         raw_model.head = probe_head(raw_model.head)
     raw_model = raw_model.to(env.device)
     if init not in (None, "", "none"):
-        sd, dropped, what = engine.init_classifier(init, raw_model)  # ours, official or torchvision swin3d_*
+        sd, dropped, kind = engine.init_classifier(engine.load_checkpoint(init), raw_model, init)
         engine.load_model_state(raw_model, sd, init)
-        env.log(f"initialised from {what}: " + ", ".join(sorted({".".join(k.split(".")[:2]) for k in dropped})))
+        env.log(f"initialised from {kind} checkpoint {init} ({len(dropped)} keys dropped by name): "
+                + ", ".join(sorted({".".join(k.split(".")[:2]) for k in dropped})))
     elif init is not None:  # None: the resume checkpoint's weights follow
         env.log("initialised from scratch" + (" (--init none)" if cfg.init == "none" else " (no --init given)"))
     if cfg.linear_probe:  # only the head learns; the encoder runs in eval mode (no drop path) and takes no gradient

@@ -27,9 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
-import convert
 import engine
 import model as bevt_model
 import synthetic as synthetic_set
@@ -238,29 +235,6 @@ def temporal_eval(checkpoint, test, seed, out_dir, ctx) -> dict:
     return json.loads((out_dir / "eval.json").read_text())
 
 
-def inflate_for_finetune(image_ckpt: Path) -> Path:
-    """An image-stage checkpoint with its video layers made from the image ones, as the joint stage's --init does
-    (convert.inflate_image_checkpoint: the 3D patch embed = the trained 2D one repeated over patch_t / patch_t, the
-    bias tables' dt = 0 slice tiled over all temporal offsets). finetune.py --init loads an image-stage checkpoint's
-    3D patch embed and tables as they are, and the image stage never trains them; this file is what BEVT-I means."""
-    out = image_ckpt.with_name("inflated_" + image_ckpt.name)  # not ckpt_*.pt: train.py --resume would take it
-    if out.exists():
-        return out
-    state = engine.load_checkpoint(image_ckpt)
-    mcfg = bevt_model.ModelConfig(**state["model_config"])
-    model = bevt_model.BEVT(mcfg)
-    missing, unexpected = model.load_state_dict(convert.inflate_image_checkpoint(state, mcfg), strict=False)
-    encoder_missing = [k for k in missing if k.startswith("encoder.")]
-    if unexpected or encoder_missing:
-        raise SystemExit(f"reproduce.py: inflating {image_ckpt}: unexpected {unexpected}, encoder keys not filled "
-                         f"{encoder_missing}")
-    tmp = out.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "config": state["config"], "model_config": state["model_config"],
-                "step": state["step"]}, tmp)
-    tmp.rename(out)
-    return out
-
-
 def budget_dir(out_dir, budget) -> Path:
     """Runs of different budgets never share a folder (a resumed run must not continue another budget's run)."""
     return Path(out_dir) / f"pretrain{budget.pretrain_steps}_finetune{budget.finetune_epochs}"
@@ -273,22 +247,21 @@ def run_seed(seed, tables, ctx, pool):
     root, steps = budget_dir(ctx["out_dir"], ctx["budget"]) / f"seed{seed}", ctx["budget"].pretrain_steps
     half = steps // 2
 
-    def pretrain_run(stage, steps, name, **extra):
-        return pool.submit(lambda: pretrain(stage, steps, seed, root / f"pretrain_{name}", ctx, **{
-            k: v.result() if hasattr(v, "result") else v for k, v in extra.items()}))
+    image_half = pool.submit(pretrain, "image", half, seed, root / "pretrain_image_half", ctx)  # BEVT's image stage
 
-    image_half = pretrain_run("image", half, "image_half")  # BEVT's image stage; the joint stages start from it
+    def joint_stage(mask):  # BEVT: the joint stage, inflated from the image stage (train.py --init)
+        return pretrain("joint", steps - half, seed, root / f"pretrain_joint_{mask}", ctx, init=image_half.result(),
+                        mask_strategy=mask)
+
+    # BEVT-I: the image stage alone (finetune.py inflates an image-stage checkpoint, convert.classifier_state)
     inits = {"scratch": None,
-             "bevt_i": pretrain_run("image", steps, "image_full"),  # BEVT-I
-             "bevt_v": pretrain_run("video", steps, "video")}  # BEVT-V
-    for mask in MASKS if 8 in tables else MASKS[:1]:  # BEVT: the joint stage, inflated from the image stage
-        inits["bevt" if mask == "tube" else "bevt_" + mask] = pretrain_run(
-            "joint", steps - half, "joint_" + mask, init=image_half, mask_strategy=mask)
+             "bevt_i": pool.submit(pretrain, "image", steps, seed, root / "pretrain_image_full", ctx),
+             "bevt_v": pool.submit(pretrain, "video", steps, seed, root / "pretrain_video", ctx)}  # BEVT-V
+    for mask in MASKS if 8 in tables else MASKS[:1]:
+        inits["bevt" if mask == "tube" else "bevt_" + mask] = pool.submit(joint_stage, mask)
 
     def finetune_arm(arm, init):
         init = "none" if init is None else init.result()
-        if arm == "bevt_i":
-            init = inflate_for_finetune(init)
         temporal = 2 in tables and arm in ("scratch", "bevt")
         evaluation = finetune(init, seed, root / f"finetune_{arm}", ctx, TEMPORAL_TESTS[0] if temporal else "none")
         if not temporal:

@@ -211,6 +211,11 @@ def test_export_same_logits_as_torchvision(tmp_path):
 # acceptance 5: initialisation formats
 
 
+def init_classifier(path, classifier):
+    """What finetune.py --init does with the file: (state dict, dropped keys, the format)."""
+    return engine.init_classifier(engine.load_checkpoint(path), classifier, path)
+
+
 def official_layout(bevt_sd):
     """Our BEVT state dict -> the official mmcv joint checkpoint layout."""
     sd = {}
@@ -235,7 +240,7 @@ def test_official_checkpoint_drops_exactly_the_pretraining_keys(tmp_path):
     ckpt = official_layout(pre.state_dict())
     torch.save(ckpt, tmp_path / "bevt.pth")
     clf = bevt_model.VideoClassifier(TINY, num_classes=6)
-    sd, dropped, msg = engine.init_classifier(str(tmp_path / "bevt.pth"), clf)
+    sd, dropped, msg = init_classifier(tmp_path / "bevt.pth", clf)
     assert set(sd) == set(clf.state_dict())
     pretrain_only = {k for k in pre.state_dict() if k.startswith(
         ("encoder.patch_embed_2d.", "encoder.mask_token", "lm_head.", "fpn.", "fpn_s.", "fpn_t.", "lm_down.",
@@ -251,7 +256,7 @@ def test_official_checkpoint_drops_exactly_the_pretraining_keys(tmp_path):
     ckpt["state_dict"]["backbone.surprise.weight"] = torch.zeros(1)
     torch.save(ckpt, tmp_path / "bad.pth")
     with pytest.raises(SystemExit, match="backbone.surprise|surprise.weight"):
-        engine.init_classifier(str(tmp_path / "bad.pth"), clf)
+        init_classifier(tmp_path / "bad.pth", clf)
 
 
 def test_our_pretraining_and_torchvision_checkpoints_load(tmp_path):
@@ -260,7 +265,7 @@ def test_our_pretraining_and_torchvision_checkpoints_load(tmp_path):
     torch.save({"model": pre.state_dict(), "config": {}, "step": 1}, tmp_path / "ours.pt")
     wide = dataclasses.replace(TINY, window_size=(4, 2, 2))  # ssv2-style: a longer temporal window, tables resized
     clf = bevt_model.VideoClassifier(wide, num_classes=3)
-    sd, _, msg = engine.init_classifier(str(tmp_path / "ours.pt"), clf)
+    sd, _, msg = init_classifier(tmp_path / "ours.pt", clf)
     clf.load_state_dict(sd, strict=True)
     assert "our pretraining" in msg
     key = "encoder.layers.0.blocks.0.attn.relative_position_bias_table"
@@ -268,7 +273,7 @@ def test_our_pretraining_and_torchvision_checkpoints_load(tmp_path):
     tv = tiny_torchvision(TINY, 4)
     torch.save(tv.state_dict(), tmp_path / "tv.pth")
     clf = bevt_model.VideoClassifier(TINY, num_classes=4)
-    sd, _, msg = engine.init_classifier(str(tmp_path / "tv.pth"), clf)
+    sd, _, msg = init_classifier(tmp_path / "tv.pth", clf)
     clf.load_state_dict(sd, strict=True)
     assert "torchvision" in msg and "head from the checkpoint" in msg
     torch.testing.assert_close(sd["head.weight"], tv.state_dict()["head.weight"])
@@ -388,7 +393,7 @@ def test_linear_probe_checkpoint_evaluates_and_exports_as_a_plain_head(tmp_path)
     probe.eval()
     torch.save({"model": probe.state_dict(), "config": dataclasses.asdict(cfg), "step": 1}, tmp_path / "probe.pt")
     plain = bevt_model.VideoClassifier(mcfg, 4, head_dropout=0.0).eval()
-    sd, _, msg = engine.init_classifier(str(tmp_path / "probe.pt"), plain)
+    sd, _, msg = init_classifier(tmp_path / "probe.pt", plain)
     plain.load_state_dict(sd, strict=True)
     assert "linear probe" in msg and "head from the checkpoint" in msg
     x = torch.randn(2, 3, 4, 32, 32)
