@@ -47,6 +47,22 @@ def test_interval_and_paired_difference():
     assert diff["all"]["values"] == [2.0, 1.0] and diff["all"]["ci95"] == pytest.approx(12.706 * 0.5)
 
 
+def test_claim_verdicts_follow_the_interval_of_the_paired_difference():
+    """held: the 95 % interval above 0; reversed: below; not resolved: it contains 0; one seed: no interval."""
+    def cell(*values):
+        return reproduce.interval(list(values))
+
+    def with_difference(mean_cell):  # every claim of Table 1 reads a paired cell; fill them all with one cell
+        return {"table1": {"paired": {k: {g: mean_cell for g in reproduce.GROUPS}
+                                      for k in ("bevt - scratch", "bevt - bevt_i", "bevt - bevt_v")}}}
+
+    for values, verdict in (((4.0, 5.0, 6.0), "held"), ((-4.0, -5.0, -6.0), "reversed"),
+                            ((-1.0, 2.0, 0.5), "not resolved"), ((3.0,), "one seed")):
+        got = reproduce.verdicts(with_difference(cell(*values)))
+        assert [v["verdict"] for v in got] == [verdict] * 3  # Tables 2 and 8 were not run: no claim of theirs
+    assert {c[1][0] for c in reproduce.CLAIMS} == {"table1", "table2", "table8"}
+
+
 def test_group_top1_from_per_class():
     evaluation = {"classes": ["a", "b", "c"], "results": {"normal": {
         "top1": 50.0, "per_class": [100.0, 50.0, 0.0], "class_count": [1, 2, 1]}}}
@@ -91,6 +107,8 @@ def test_protocol_end_to_end_on_a_tiny_budget(tiny):
         for row in [*result[table].get("top1", {}).values(), *result[table].get("drop", {}).values(),
                     *result[table]["paired"].values()]:
             assert set(row) == set(reproduce.GROUPS) and all(len(c["values"]) == 1 for c in row.values())
+    assert [c["claim"] for c in result["claims"]] == [c[0] for c in reproduce.CLAIMS]
+    assert {c["verdict"] for c in result["claims"]} == {"one seed"}
     runs = result["per_seed"]["1"]["runs"]
     assert len([r for r in runs if r.startswith("pretrain_")]) == 7
     assert len([r for r in runs if r.startswith("finetune_")]) == 7
