@@ -52,3 +52,16 @@ def parse_flags(cls, argv, description, positional=(), variants=None):
             p.add_argument("--" + f.name.replace("_", "-"), default=argparse.SUPPRESS, **kw)
     given = vars(p.parse_args(argv))
     return {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+
+
+def as_flags(values: dict) -> list:
+    """The inverse of parse_flags, for running a script: {"clip_len": 8, "rescale": (146, 183), "flip": False} ->
+    ["--clip-len", "8", "--rescale", "146", "183", "--flip", "false"]."""
+    out = []
+    for name, value in values.items():
+        out.append("--" + name.replace("_", "-"))
+        if isinstance(value, tuple):
+            out += [str(v) for v in value]
+        else:
+            out.append(str(value).lower() if isinstance(value, bool) else str(value))
+    return out

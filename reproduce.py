@@ -31,7 +31,7 @@ from pathlib import Path
 import engine
 import model as bevt_model
 import synthetic as synthetic_set
-from cli import parse_flags
+from cli import as_flags, parse_flags
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config and the protocol's fixed values
@@ -116,18 +116,6 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 
 # ----------------------------------------------------------------------------------------------------------------------
 # running one subprocess, skipped when its result exists
-
-
-def as_flags(values: dict) -> list:
-    """{"clip_len": 8, "rescale": (146, 183), "flip": False} -> ["--clip-len", "8", "--rescale", "146", "183", ...]."""
-    out = []
-    for name, value in values.items():
-        out.append("--" + name.replace("_", "-"))
-        if isinstance(value, tuple):
-            out += [str(v) for v in value]
-        else:
-            out.append(str(value).lower() if isinstance(value, bool) else str(value))
-    return out
 
 
 def run_script(script, flags: dict, out_dir: Path, done: Path, threads: int = 0) -> float:

@@ -27,15 +27,8 @@ import synthetic
 PHOTOS = sorted((Path(__file__).parent / "data").glob("*.png"))  # real photographs (scikit-image's sample images)
 assert len(PHOTOS) == 3, "tests/data/{astronaut,chelsea,coffee}.png are missing"  # never test on nothing
 
-SMALL = synthetic.SyntheticConfig(train_per_class=2, val_per_class=1, frames=24, width=64, height=48,
-                                  images_per_class=3)
 NUM_CLASSES = len(synthetic.SYNTHETIC_CLASSES)
-
-
-@pytest.fixture(scope="session")
-def syn(tmp_path_factory):
-    root = synthetic.synthetic_root(tmp_path_factory.mktemp("cache") / "synthetic", SMALL)
-    return synthetic.synthetic_paths(root)
+# `syn` (the small synthetic set's paths) and `small_config` (its SyntheticConfig) come from conftest.py.
 
 
 def sequential(path):
@@ -86,7 +79,7 @@ def remux(src, dst):
 
 
 # --------------------------------------------------------------------------- 1. readers and counts (annotations.py)
-def test_readers_labels_and_counts(syn):
+def test_readers_labels_and_counts(syn, small_config):
     kinds = json.loads(syn["classes"].read_text())
     names = [c["name"] for c in kinds]
     assert names == sorted(names) and len(names) == NUM_CLASSES
@@ -99,7 +92,7 @@ def test_readers_labels_and_counts(syn):
     val_records, _ = annotations.read_k400_csv(syn["k400_val_csv"], syn["mp4_root"], classes=csv_classes)
     assert len(val_records) == NUM_CLASSES and not set(r.path for r in val_records) & set(by_path)
     dv, dv_classes = annotations.read_diving48(syn["diving48_train"], syn["mp4_root"])
-    assert {r.path: r.label for r in dv} == by_path and all(r.end_frame == SMALL.frames for r in dv)
+    assert {r.path: r.label for r in dv} == by_path and all(r.end_frame == small_config.frames for r in dv)
     assert len(dv_classes) == NUM_CLASSES
     ss, ss_classes = annotations.read_ssv2(syn["ssv2_train"], syn["ssv2_labels"], syn["webm_root"])
     assert ss_classes == [c["template"].replace("[", "").replace("]", "") for c in kinds] and len(ss) == 2 * NUM_CLASSES
@@ -112,13 +105,13 @@ def test_readers_labels_and_counts(syn):
     assert [(r.path, r.label) for r in image_list] == [(r.path, r.label) for r in images]
     assert all(isinstance(r, annotations.ImageRecord) for r in image_list)
     val_images, _ = annotations.read_annotations(syn["images_val"], None)
-    assert media.read_image(val_images[0].path).shape == (3, SMALL.height, SMALL.width)  # PNG
-    assert media.read_image(images[0].path).shape == (3, SMALL.height, SMALL.width)  # JPEG
+    assert media.read_image(val_images[0].path).shape == (3, small_config.height, small_config.width)  # PNG
+    assert media.read_image(images[0].path).shape == (3, small_config.height, small_config.width)  # JPEG
     auto, _ = annotations.read_annotations(syn["ssv2_val"], syn["webm_root"])
     assert auto == ssv
     assert synthetic.class_kinds(syn["classes"].parent) == [c["kind"] for c in kinds]
     for record in (csv_records[0], ss[0], ss[-1]):  # every format decodes, count = sequential decode
-        assert media.video_frame_count(record.path) == len(sequential(record.path)) == SMALL.frames
+        assert media.video_frame_count(record.path) == len(sequential(record.path)) == small_config.frames
 
 
 # --------------------------------------------------------------------------- 2. frame-exact seeks (media.py)

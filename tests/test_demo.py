@@ -16,6 +16,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import annotations  # noqa: E402
+import cli  # noqa: E402
 import data  # noqa: E402
 import demo  # noqa: E402
 import engine  # noqa: E402
@@ -130,8 +131,7 @@ def finetuned(tmp_path_factory):
     flags = dict(model="nano", init="none", out_dir=str(out), img_size=64, train_short_side=73, test_short_side=64,
                  clip_len=4, sampling="dense", videos_per_gpu=2, accum=1, max_steps=2, num_workers=0, log_every=1,
                  save_every=2, test_clips=2, test_crops=3, test_batch=16, dtype="float32", window_size=(2, 2, 2))
-    argv = [x for k, v in flags.items() for x in ("--" + k.replace("_", "-"), *map(str, np.atleast_1d(v)))]
-    finetune.main(argv)
+    finetune.main(cli.as_flags(flags))
     return engine.latest_checkpoint(out), json.loads((out / "eval.json").read_text())
 
 

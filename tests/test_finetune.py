@@ -288,12 +288,7 @@ def run_flags(out_dir, **overrides):
     base = dict(model="nano", init="none", out_dir=str(out_dir), img_size=64, train_short_side=73,
                 test_short_side=64, clip_len=4, videos_per_gpu=2, accum=1, max_steps=1, num_workers=0, log_every=1,
                 save_every=1, test_clips=1, test_crops=1, test_batch=16, dtype="float32")
-    base.update(overrides)
-    argv = []
-    for k, v in base.items():
-        argv.append("--" + k.replace("_", "-"))
-        argv.extend(str(x) for x in v) if isinstance(v, tuple) else argv.append(str(v))
-    return argv
+    return cli.as_flags({**base, **overrides})
 
 
 def test_two_gloo_ranks_hold_one_ema(tmp_path):

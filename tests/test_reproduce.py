@@ -79,8 +79,6 @@ def test_run_script_skips_done_runs_and_names_the_log_of_a_failed_one(tmp_path):
     assert reproduce.run_script(str(script), {"x": 1}, tmp_path / "run", tmp_path / "run" / "eval.json") == 0.0
     (tmp_path / "run" / "minutes.txt").write_text("2.500\n")  # what a finished run leaves: reported when skipped
     assert reproduce.run_script(str(script), {"x": 1}, tmp_path / "run", tmp_path / "run" / "eval.json") == 2.5
-    assert reproduce.as_flags({"rescale": (146, 183), "flip": False, "out_dir": "a"}) == \
-        ["--rescale", "146", "183", "--flip", "false", "--out-dir", "a"]
 
 
 def test_losses_keep_the_later_row_of_a_step_logged_twice(tmp_path):

@@ -1,7 +1,6 @@
 """Tests for synthetic.py: deterministic video files, the temporal-order class pairs, the `--out` command."""
 import json
 
-import av
 import numpy as np
 import pytest
 
@@ -9,19 +8,10 @@ import annotations
 import media
 import synthetic
 
-SMALL = synthetic.SyntheticConfig(train_per_class=2, val_per_class=1, frames=24, width=64, height=48,
-                                  images_per_class=3)
-
-
-@pytest.fixture(scope="module")
-def syn(tmp_path_factory):
-    root = synthetic.synthetic_root(tmp_path_factory.mktemp("cache") / "synthetic", SMALL)
-    return synthetic.synthetic_paths(root)
-
 
 def sequential(path):
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])  # (T, H, W, 3)
+    """Every frame of `path`, (T, H, W, 3) uint8. `syn`, the small synthetic set's paths, comes from conftest.py."""
+    return media.read_frames(path, np.arange)
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".webm"])

@@ -44,12 +44,7 @@ def flags(tokenizer_path, out_dir, **overrides):
     base = dict(model="nano", tokenizer=str(tokenizer_path), out_dir=str(out_dir), img_size=96, rescale=(110, 137),
                 clip_len=4, frame_interval=2, videos_per_gpu=2, images_per_gpu=2, accum=1, epochs=2, warmup_epochs=0.5,
                 lr=1e-3, num_workers=0, log_every=1, save_every=1, drop_path=0.1, dtype="float32")
-    base.update(overrides)
-    argv = []
-    for k, v in base.items():
-        argv.append("--" + k.replace("_", "-"))
-        argv.extend(str(x) for x in v) if isinstance(v, tuple) else argv.append(str(v))
-    return argv
+    return cli.as_flags({**base, **overrides})
 
 
 def read_log(out_dir):
@@ -228,6 +223,9 @@ def test_stage_tokenizer_trains_the_small_vq_into_out_dir(tmp_path, monkeypatch,
 def test_flags_from_the_config_dataclass():
     given = cli.parse_flags(train.TrainConfig, ["--resume", "false", "--compile", "true", "--rescale", "1", "2"], "")
     assert given == {"resume": False, "compile": True, "rescale": (1, 2)}  # only what was given, typed
+    values = {"stage": "video", "rescale": (146, 183), "resume": False, "lr": 0.001, "mask_ratio": 0.5}
+    assert cli.as_flags(values)[:4] == ["--stage", "video", "--rescale", "146"]
+    assert cli.parse_flags(train.TrainConfig, cli.as_flags(values), "") == values  # as_flags is the inverse
     with pytest.raises(SystemExit):  # bools take an explicit value
         cli.parse_flags(train.TrainConfig, ["--resume", "maybe"], "")
     with pytest.raises(SystemExit):  # choices are enforced
