@@ -1,8 +1,6 @@
 """Video and image pipelines for BEVT: frame sampling, the official transforms, the datasets that turn records into
-samples, the loaders, and the commands `python data.py check` (validate a dataset) and `python data.py
-extract-frames` (write a video dataset as frame folders, mmaction's rawframes, which the same datasets read ~2-3x
-faster). annotations.py holds the records, the annotation formats and the work of both commands; media.py decodes
-files into frames. (The synthetic set that needs no download is synthetic.py.)
+samples, and the loaders. annotations.py holds the records and the annotation formats; media.py decodes files into
+frames. (The synthetic set that needs no download is synthetic.py.)
 
 Paper: BEVT §4.1 (K400, SSv2, Diving-48, ImageNet-1K). The pipelines follow the official configs under
 configs/recognition/swin/: swin_base_patch244_window877_bevt_in1k_k400.py (pretraining), ..._bevt_finetune_k400.py
@@ -12,7 +10,6 @@ device.
 import copy
 import math
 import multiprocessing
-import sys
 import warnings
 
 import av
@@ -25,7 +22,6 @@ from torchvision.transforms import v2
 
 import annotations
 import media
-from cli import parse_flags
 from masking import blockwise_mask, video_mask
 
 cv2.setNumThreads(1)  # DataLoader workers are the parallelism; OpenCV would start a thread per core in every worker
@@ -216,7 +212,7 @@ class _Base(Dataset):
                 if not self.replace:
                     return self._blank(index)
                 index = int(rng.integers(len(self)))
-        raise RuntimeError(f"{MAX_RETRIES + 1} unreadable samples in a row (last {path}); run `python data.py check`")
+        raise RuntimeError(f"{MAX_RETRIES + 1} unreadable samples in a row (last {path}); run `python -m tools.dataset check`")
 
 
 def pretrain_crop(frames, crop, rescale, rng, jitter=lambda frames: frames):
@@ -416,22 +412,3 @@ def load_frames(root, num_frames, size, seed) -> torch.Tensor:
             crops = random_crop(resize_short(frame[None], short, cv2.INTER_CUBIC), crop, rng)  # (1, crop, crop, 3)
             out.append(to_clip(view_frames(crops))[:, 0])  # (3, size, size)
     return torch.stack(out[:num_frames])  # (N, 3, size, size)
-
-
-# --------------------------------------------------------------------------- CLI (the work is annotations.py's)
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["check"]:
-        cfg = annotations.CheckConfig(**parse_flags(annotations.CheckConfig, argv[1:], "validate a dataset",
-                                                    ("annotation", "root")))
-        sys.exit(1 if annotations.check(cfg) else 0)
-    if argv[:1] == ["extract-frames"]:
-        cfg = annotations.ExtractConfig(**parse_flags(annotations.ExtractConfig, argv[1:],
-                                                      "write the frames of a video dataset (rawframes)"))
-        sys.exit(1 if annotations.extract_frames(cfg) else 0)
-    sys.exit("usage: python data.py check ANNOTATION ROOT [--min-frames 16]\n"
-             "       python data.py extract-frames --ann LIST --root DIR --out DIR [--format jpg|png] [--quality 95]")
-
-
-if __name__ == "__main__":
-    main()

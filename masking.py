@@ -10,7 +10,7 @@ image (H', W') = (14, 14) for 224 px inputs; video (T', H', W') = (8, 14, 14) fo
 i.e. masks live on temporal *tokens* (frames / temporal patch size), not on frames.
 Every function is pure: its randomness comes only from the `rng: np.random.Generator` argument
 (data.py passes np.random.default_rng([seed, epoch, index])), never from `random` or `np.random`.
-`python demo.py masks --out masks.png` draws sampled masks of every strategy.
+`python -m tools.demo masks --out masks.png` draws sampled masks of every strategy.
 """
 import math
 

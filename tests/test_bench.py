@@ -5,7 +5,7 @@ No timing is asserted (speed is measured by bench.py and recorded in README.md, 
 import json
 import math
 
-import bench
+from tools import bench
 
 NANO = ["--preset", "nano", "--device", "cpu", "--frames", "4", "--size", "128", "--n", "1", "--warmup", "0",
         "--joint-tokenizer", "vq", "--tokenizer-frames", "1", "--data-clips", "1", "--data-files", "1",
@@ -51,7 +51,7 @@ def finite(v):
 
 
 def test_gpu_check_dry_run_writes_every_figure(tmp_path):
-    """`python bench.py --check true --dry-run true`: joint step eager and compiled, matmul peak, attention numerics
+    """`python -m tools.bench --check true --dry-run true`: joint step eager and compiled, matmul peak, attention numerics
     against float64, `torchrun train.py` and `finetune.py` subprocesses (1 step each, the synthetic default)."""
     out = tmp_path / "check.json"
     bench.main(["--check", "true", "--dry-run", "true", "--out", str(out)])

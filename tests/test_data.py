@@ -23,6 +23,7 @@ import annotations
 import data
 import media
 import synthetic
+from tools import dataset as dataset_tools
 
 PHOTOS = sorted((Path(__file__).parent / "data").glob("*.png"))  # real photographs (scikit-image's sample images)
 assert len(PHOTOS) == 3, "tests/data/{astronaut,chelsea,coffee}.png are missing"  # never test on nothing
@@ -317,22 +318,49 @@ def test_pipelines_are_the_official_transforms(tmp_path):
         assert torch.equal(test[position]["video"], ref)
 
 
+def official_imnormalize(img, mean, std, opencv_major):
+    """mmcv.imnormalize_ (augmentations.py:1517 calls it): cv2.subtract(img, mean) then cv2.multiply(img, 1 / std),
+    float64 mean and std, on a float32 (H, W, 3) image, written out in NumPy. OpenCV 4, which the official code ran
+    on, computes each op in float64 and rounds to float32; OpenCV 5 first rounds the scalar to float32 and computes
+    in float32 (one ulp apart on 214 of the 768 level/channel pairs)."""
+    x = img.astype(np.float32)
+    mean64, scale64 = np.float64(mean), 1 / np.float64(std)
+    if opencv_major == 4:
+        x = (x.astype(np.float64) - mean64).astype(np.float32)
+        return (x.astype(np.float64) * scale64).astype(np.float32)
+    return (x - mean64.astype(np.float32)) * scale64.astype(np.float32)
+
+
+LEVELS = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)  # (16, 16, 3): every level, an image
+# official cfg in1k_k400.py:38-39; Normalize keeps them as float32 (augmentations.py:1501-1502)
+MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+
+
 def test_normalize_batch_is_official_normalize():
-    """official: Normalize(**img_norm_cfg) (augmentations.py:1517, mmcv.imnormalize_: cv2.subtract the float64 mean,
-    cv2.multiply by 1 / float64 std, in float32) on every uint8 level of every channel, as (B, 3, T, H, W) clips
-    and (B, 3, H, W) images."""
-    levels = np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None, None], (256, 1, 3)).copy()  # (256, 1, 3) HWC
-    ref = levels.astype(np.float32)
-    mean = np.array([123.675, 116.28, 103.53], dtype=np.float32)  # official cfg in1k_k400.py:38-39
-    std = np.array([58.395, 57.12, 57.375], dtype=np.float32)
-    cv2.subtract(ref, np.float64(mean.reshape(1, -1)), ref)
-    cv2.multiply(ref, 1 / np.float64(std.reshape(1, -1)), ref)
-    chw = torch.from_numpy(levels).permute(2, 0, 1)  # (3, 256, 1)
-    clip = data.normalize_batch(chw[None, :, None].expand(2, 3, 4, 256, 1))  # (B, 3, T, 256, 1)
-    image = data.normalize_batch(chw[None])  # (1, 3, 256, 1)
+    """official: Normalize(**img_norm_cfg) as the official code ran it (mmcv.imnormalize_ on OpenCV 4) on every uint8
+    level of every channel, as (B, 3, T, H, W) clips and (B, 3, H, W) images, bit for bit."""
+    ref = official_imnormalize(LEVELS, MEAN, STD, opencv_major=4)  # (16, 16, 3)
+    assert ref[0, 0].tolist() == pytest.approx([-2.117904, -2.0357144, -1.8044444])  # level 0
+    chw = torch.from_numpy(LEVELS).permute(2, 0, 1)  # (3, 16, 16)
+    clip = data.normalize_batch(chw[None, :, None].expand(2, 3, 4, 16, 16))  # (B, 3, T, 16, 16)
+    image = data.normalize_batch(chw[None])  # (1, 3, 16, 16)
     assert clip.dtype == image.dtype == torch.float32
     np.testing.assert_array_equal(image[0].permute(1, 2, 0).numpy(), ref)
     np.testing.assert_array_equal(clip[1, :, 3].permute(1, 2, 0).numpy(), ref)
+
+
+def test_installed_opencv_normalizes_as_written_out():
+    """The OpenCV installed here computes mmcv.imnormalize_ exactly as official_imnormalize writes it out for its
+    major version; a release that changes that arithmetic (as 5.0 did) fails here instead of moving the reference."""
+    major = int(cv2.__version__.split(".")[0])
+    assert major in (4, 5), f"OpenCV {cv2.__version__}: untested major version (requirements.txt caps it)"
+    got = LEVELS.astype(np.float32)
+    cv2.subtract(got, np.float64(MEAN.reshape(1, -1)), got)  # as mmcv.imnormalize_
+    cv2.multiply(got, 1 / np.float64(STD.reshape(1, -1)), got)
+    np.testing.assert_array_equal(got, official_imnormalize(LEVELS, MEAN, STD, major))
+    differs = official_imnormalize(LEVELS, MEAN, STD, 4) != official_imnormalize(LEVELS, MEAN, STD, 5)
+    assert differs.sum() == 214  # the two emulations are distinct, so this test tells the versions apart
 
 
 def official_color_jitter(img, b, c, s, fn_idx):
@@ -465,13 +493,13 @@ def test_check_command(syn, tmp_path, capsys):
     (root / records[0].path.split("/")[-1]).write_bytes(b"garbage")
     (root / records[1].path.split("/")[-1]).unlink()
     with pytest.raises(SystemExit) as exit_info:
-        data.main(["check", str(syn["k400_val_list"]), str(root), "--min-frames", "30"])
+        dataset_tools.main(["check", str(syn["k400_val_list"]), str(root), "--min-frames", "30"])
     assert exit_info.value.code == 1
     out = capsys.readouterr()
     assert f"{NUM_CLASSES} samples" in out.out and "missing: 1" in out.out and "unreadable: 1" in out.out
     assert f"too short: {NUM_CLASSES - 2}" in out.out and records[1].path.split("/")[-1] in out.out
     assert f"{NUM_CLASSES}/{NUM_CLASSES}" in out.err  # progress line
-    assert annotations.check(annotations.CheckConfig(str(syn["ssv2_val"]), str(syn["webm_root"]), min_frames=8)) == 0
+    assert dataset_tools.check(dataset_tools.CheckConfig(str(syn["ssv2_val"]), str(syn["webm_root"]), min_frames=8)) == 0
 
 
 # --------------------------------------------------------------------------- 5b. frame folders (rawframes)
@@ -516,8 +544,8 @@ def test_extracted_frames_give_the_samples_of_the_video(photo_set, tmp_path, fmt
     bound measured on these detailed frames: mean 1.58 grey levels, max 30 (raw frames), mean 1.62 on the
     pretraining crops. (At quality 90 the mean is 2.2: the bound fails.)"""
     out = tmp_path / "frames"
-    cfg = annotations.ExtractConfig(str(photo_set / "train.csv"), str(photo_set / "videos"), str(out), fmt)
-    assert annotations.extract_frames(cfg) == []
+    cfg = dataset_tools.ExtractConfig(str(photo_set / "train.csv"), str(photo_set / "videos"), str(out), fmt)
+    assert dataset_tools.extract_frames(cfg) == []
     videos, classes = annotations.read_annotations(photo_set / "train.csv", photo_set / "videos")
     frames, frame_classes = annotations.read_annotations(out / "train_rawframes.txt", out)
     assert frame_classes == classes == sorted(PHOTO_CLASSES)
@@ -553,7 +581,7 @@ def test_extracted_segments(photo_set, tmp_path):
                                 "end_frame": 29}, {"vid_name": "zumba/vid2_000000_000010", "label": 0,
                                                    "start_frame": 30, "end_frame": 99}]))
     out = tmp_path / "frames"
-    annotations.extract_frames(annotations.ExtractConfig(str(ann), str(photo_set / "videos"), str(out), "png"))
+    dataset_tools.extract_frames(dataset_tools.ExtractConfig(str(ann), str(photo_set / "videos"), str(out), "png"))
     assert (out / "diving_rawframes.txt").read_text().splitlines() == [
         "zumba/vid2_000000_000010_5-29 24 0", "zumba/vid2_000000_000010_30-99 10 0"]  # the second ends at frame 40
     videos, _ = annotations.read_diving48(ann, photo_set / "videos")
@@ -574,7 +602,7 @@ def test_extract_frames_resumes_and_names_unreadable_videos(photo_set, tmp_path,
     stale.mkdir(parents=True)
     (stale / "img_00041.jpg").write_bytes(b"stale")
     with pytest.raises(SystemExit) as exit_info:
-        data.main(["extract-frames", "--ann", str(ann), "--root", str(videos), "--out", str(out)])
+        dataset_tools.main(["extract-frames", "--ann", str(ann), "--root", str(videos), "--out", str(out)])
     assert exit_info.value.code == 1
     printed = capsys.readouterr()
     assert "unreadable: 1" in printed.out and str(videos / "broken.mp4") in printed.out
@@ -586,28 +614,28 @@ def test_extract_frames_resumes_and_names_unreadable_videos(photo_set, tmp_path,
     assert all(media.frame_folder_problem(out / line.split()[0], 40) is None for line in listed)
     (out / "zumba" / "vid2_000000_000010" / "img_00007.jpg").unlink()  # a damaged folder is extracted again
     before = (out / "abseiling" / "vid1_000000_000010" / "img_00001.jpg").stat().st_mtime_ns
-    written, write = [], annotations._write_frames
-    monkeypatch.setattr(annotations, "_write_frames",
+    written, write = [], dataset_tools._write_frames
+    monkeypatch.setattr(dataset_tools, "_write_frames",
                         lambda record, *to: written.append(record.path) or write(record, *to))
-    assert len(annotations.extract_frames(annotations.ExtractConfig(str(ann), str(videos), str(out)))) == 1
+    assert len(dataset_tools.extract_frames(dataset_tools.ExtractConfig(str(ann), str(videos), str(out)))) == 1
     assert written == [str(videos / "broken.mp4"), str(videos / "zumba" / "vid2_000000_000010.mp4")]
     assert (out / "abseiling" / "vid1_000000_000010" / "img_00001.jpg").stat().st_mtime_ns == before
     assert (out / "train_rawframes.txt").read_text().splitlines() == listed
     assert media.frame_folder_problem(out / "zumba" / "vid2_000000_000010", 40) is None
     with pytest.raises(SystemExit, match="needs --ann, --root and --out"):
-        data.main(["extract-frames", "--ann", str(ann)])
+        dataset_tools.main(["extract-frames", "--ann", str(ann)])
 
 
 def test_bad_frame_folders_are_reported_and_replaced(photo_set, tmp_path, capsys):
     out = tmp_path / "frames"
-    annotations.extract_frames(annotations.ExtractConfig(str(photo_set / "train.csv"), str(photo_set / "videos"),
+    dataset_tools.extract_frames(dataset_tools.ExtractConfig(str(photo_set / "train.csv"), str(photo_set / "videos"),
                                                          str(out)))
     folders = [line.split()[0] for line in (out / "train_rawframes.txt").read_text().splitlines()]
     (out / folders[0] / "img_00013.jpg").unlink()
     bad = [f"{folders[0]} 40 0", f"{folders[1]} 45 1", f"{folders[2]} 30 2"]  # a gap, too many, too few
     (out / "bad.txt").write_text("\n".join(bad + [f"{folders[2]} 40 2"] * 6) + "\n")
     with pytest.raises(SystemExit) as exit_info:
-        data.main(["check", str(out / "bad.txt"), str(out)])
+        dataset_tools.main(["check", str(out / "bad.txt"), str(out)])
     assert exit_info.value.code == 1
     printed = capsys.readouterr().out
     assert f"missing frames: 1\n  {out / folders[0]}: first missing img_00013.jpg (1 of 40 missing)" in printed

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import annotations  # noqa: E402
 import cli  # noqa: E402
 import data  # noqa: E402
-import demo  # noqa: E402
+from tools import demo  # noqa: E402
 import engine  # noqa: E402
 import evaluate  # noqa: E402
 import finetune  # noqa: E402

@@ -1,5 +1,5 @@
 """Tests for masking.py: official blockwise/tube statistics, Table 8 ablations, determinism, grid helpers. (The mask
-picture that `python demo.py masks` draws: tests/test_demo.py.)"""
+picture that `python -m tools.demo masks` draws: tests/test_demo.py.)"""
 import random
 
 import numpy as np

@@ -4,7 +4,6 @@ a per-block reference, gradient checkpointing, the finetune head init, and the d
 difference from torchvision. CPU only, seeded, no downloads."""
 import dataclasses
 
-import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import swin_t

@@ -10,7 +10,7 @@ import pytest
 
 import data
 import finetune
-import reproduce
+from tools import reproduce
 import synthetic
 import tokenizer as tok
 import train
@@ -92,7 +92,7 @@ def test_protocol_end_to_end_on_a_tiny_budget(tiny):
     """Every run of one seed (7 pretrainings, 7 finetunes, 2 shuffle tests) on the tiny budget; results.json holds
     the three tables; every run's loss went down; a second call finds everything done and runs nothing."""
     out, root = tiny
-    command = [sys.executable, "reproduce.py", "--budget", "tiny", "--seeds", "1", "--out-dir", str(out / "runs"),
+    command = [sys.executable, "-m", "tools.reproduce", "--budget", "tiny", "--seeds", "1", "--out-dir", str(out / "runs"),
                "--train-set", str(root), "--test-set", str(root), "--tokenizer", str(out / "tok.pt")]
     first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]

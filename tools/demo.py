@@ -2,10 +2,10 @@
 the newest checkpoint of `python train.py` (runs/synthetic_joint) or `python finetune.py` (runs/synthetic_finetune)
 and a video of the synthetic set.
 
-    python demo.py masks --out masks.png          # sampled masks: image blockwise, then each video strategy (Table 8)
-    python demo.py reconstruct --ckpt PRETRAIN.pt --video FILE --out rec.png [--gif rec.gif]   # or --image FILE
-    python demo.py predict --ckpt FINETUNED.pt --video FILE [FILE ...] [--out preds.csv]      # or --video DIR
-    python demo.py features --ckpt ANY.pt --ann LIST --root DIR --out feats.npy [--per-view true]
+    python -m tools.demo masks --out masks.png          # sampled masks: image blockwise, then each video strategy (Table 8)
+    python -m tools.demo reconstruct --ckpt PRETRAIN.pt --video FILE --out rec.png [--gif rec.gif]   # or --image FILE
+    python -m tools.demo predict --ckpt FINETUNED.pt --video FILE [FILE ...] [--out preds.csv]      # or --video DIR
+    python -m tools.demo features --ckpt ANY.pt --ann LIST --root DIR --out feats.npy [--per-view true]
 
 reconstruct: BEVT §3, Eq. (2) at work: the clip, its mask, the tokenizer's target tokens and the model's predictions
 at the masked positions, decoded back to pixels (the small VQ's decoder; a DALL-E encoder has no decoder here, so its
@@ -426,7 +426,7 @@ def main(argv=None):
         return predict(rest)
     if command == "features":
         return features(rest)
-    sys.exit("usage: python demo.py {masks,reconstruct,predict,features} [--help]  (see the module docstring)")
+    sys.exit("usage: python -m tools.demo {masks,reconstruct,predict,features} [--help]  (see the module docstring)")
 
 
 if __name__ == "__main__":

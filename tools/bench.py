@@ -15,17 +15,17 @@ machine at hand, never claimed. One run prints one table and writes it as JSON t
   6. (--memory-swin-b true) the peak memory of one Swin-B encoder forward+backward, batch 1, with and without
      --grad-checkpoint (a fresh process each).
 
-    python bench.py                                   # tiny preset, 1 x 3 x 16 x 224 x 224, on the CPU if no GPU
-    python bench.py --device cuda                     # base preset, batch 8, bf16 autocast
-    python bench.py --preset nano --frames 4 --size 128 --n 1   # seconds (tests/test_bench.py)
+    python -m tools.bench                                   # tiny preset, 1 x 3 x 16 x 224 x 224, on the CPU if no GPU
+    python -m tools.bench --device cuda                     # base preset, batch 8, bf16 autocast
+    python -m tools.bench --preset nano --frames 4 --size 128 --n 1   # seconds (tests/test_bench.py)
 
 --check true runs instead the prepared check of one GPU (at most ~8 minutes, one JSON, see run_check): the official
 Swin-B joint micro-batch in bf16, eager and compiled; SDPA and the bias gradient against float64; 20 steps of
 `torchrun train.py` and a `finetune.py` run with its evaluation. --dry-run true runs the same functions on the CPU at
 nano sizes (tests/test_bench.py):
 
-    python bench.py --device cuda --check true --out check.json
-    python bench.py --check true --dry-run true --out check_dry.json
+    python -m tools.bench --device cuda --check true --out check.json
+    python -m tools.bench --check true --dry-run true --out check_dry.json
 """
 import copy
 import ctypes
@@ -58,8 +58,9 @@ import model as bevt_model
 import synthetic as synthetic_set
 import tokenizer as tok
 from cli import parse_flags
+from tools import dataset as dataset_tools
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the repository: train.py and finetune.py run from there
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config
@@ -493,7 +494,7 @@ def k400_like_files(num_files, num_frames):
             synthetic_set.write_video(tmp / f"clip{k}.mp4", k400_like_frames(k, num_frames), fps=30, gop=None,
                                       options={"threads": "1"})
         (tmp / "videos.txt").write_text("".join(f"clip{k}.mp4 0\n" for k in range(num_files)))
-        annotations.extract_frames(annotations.ExtractConfig(str(tmp / "videos.txt"), str(tmp), str(tmp / "frames")))
+        dataset_tools.extract_frames(dataset_tools.ExtractConfig(str(tmp / "videos.txt"), str(tmp), str(tmp / "frames")))
         os.replace(tmp / "frames" / "videos_rawframes.txt", tmp / "videos_rawframes.txt")
         os.replace(tmp / "frames" / "videos_rawframes_classes.txt", tmp / "videos_rawframes_classes.txt")
         os.rename(tmp, root)

@@ -11,9 +11,9 @@ the runs of a fixed protocol, skips those already finished (so a long run resume
 eval.json into the tables, with a 95 % t-interval over seeds per cell and for the paired differences between arms,
 and says of each of the paper's claims (CLAIMS) whether that interval puts it above 0.
 
-    python reproduce.py                       # Tables 1, 2 and 8, seeds 1,2,3, one run per core at a time
-    python reproduce.py --quick true          # Table 1, one seed, the short budget: a check in ~8 min
-    python reproduce.py --seeds 1,2,3,4,5     # more seeds: finished runs are kept
+    python -m tools.reproduce                       # Tables 1, 2 and 8, seeds 1,2,3, one run per core at a time
+    python -m tools.reproduce --quick true          # Table 1, one seed, the short budget: a check in ~8 min
+    python -m tools.reproduce --seeds 1,2,3,4,5     # more seeds: finished runs are kept
 
 The protocol (equal pretraining steps per arm, one finetune recipe, paired seeds, a held-out test split of 208
 videos) is written out in PROTOCOL below and in results.json.
@@ -130,7 +130,7 @@ def run_script(script, flags: dict, out_dir: Path, done: Path, threads: int = 0)
     print(f"  running {' '.join(command[1:])}", flush=True)
     start, env = time.time(), {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     with open(out_dir / "console.log", "a") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parent,
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
                               env=env).returncode
     if code != 0 or not done.exists():
         tail = "".join((out_dir / "console.log").read_text().splitlines(keepends=True)[-15:])

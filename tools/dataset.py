@@ -1,0 +1,175 @@
+"""Dataset tools: check a dataset before a run, and write a video dataset as frame folders (mmaction's rawframes).
+
+    python -m tools.dataset check ANNOTATION ROOT [--min-frames 16]     # every file opened, problems listed
+    python -m tools.dataset extract-frames --ann LIST --root DIR --out DIR [--format jpg|png] [--quality 95]
+
+The formats are those annotations.read_annotations reads; docs/data.md describes them and what each tool writes.
+"""
+import math
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import cv2
+
+import media
+from annotations import ImageRecord, read_annotations, read_segment
+from cli import parse_flags
+
+
+@dataclass
+class CheckConfig:
+    annotation: str = ""  # annotation file (csv / json / list) or an ImageNet-style class folder
+    root: str = ""  # folder the annotation's paths are relative to
+    min_frames: int = 16  # fewer decodable frames than this is reported as "too short" (sampling would loop)
+
+
+@dataclass
+class ExtractConfig:
+    ann: str = ""  # annotation of the videos (any format read_annotations reads)
+    root: str = ""  # folder its paths are relative to
+    out: str = ""  # output root of the frame folders and the list
+    format: str = field(default="jpg", metadata={"choices": ("jpg", "png")})  # png: the decoded frames exactly
+    quality: int = 95  # JPEG quality; official: OpenCV's default 95 (tools/data/build_rawframes.py:58-59)
+
+
+
+def check(cfg: CheckConfig) -> int:
+    """Open every file of a dataset, decode the last frame of each video's segment (and check each frame folder's
+    files against its total_frames); print a summary. Returns the number of problems."""
+    records, classes = read_annotations(cfg.annotation, cfg.root)
+    problems = {kind: [] for kind in ("missing", "unreadable", "too short", "missing frames", "wrong total_frames")}
+    for done, record in enumerate(records, 1):
+        try:
+            if not os.path.exists(record.path):
+                problems["missing"].append(record.path)
+            elif isinstance(record, ImageRecord):
+                media.read_image(record.path)
+            elif record.total_frames and (
+                    problem := media.frame_folder_problem(record.path, record.total_frames)):
+                problems[problem[0]].append(problem[1])
+            else:
+                lengths = []  # the segment's length, as the sampling sees it
+                read_segment(record, lambda n: lengths.append(n) or [n - 1])  # decodes its last frame
+                if lengths[0] < cfg.min_frames:
+                    problems["too short"].append(f"{record.path} ({lengths[0]} frames)")
+        except (OSError, av.FFmpegError, media.MediaError) as err:
+            problems["unreadable"].append(f"{record.path} ({err})")
+        if done % 50 == 0 or done == len(records):
+            counts = " ".join(f"{key}={len(v)}" for key, v in problems.items())
+            print(f"\rcheck {cfg.annotation}: {done}/{len(records)} {counts}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    print(f"{len(records)} samples, {len(classes)} classes")
+    for key, paths in problems.items():
+        print(f"{key}: {len(paths)}" + "".join(f"\n  {p}" for p in paths[:20]) + ("\n  ..." if len(paths) > 20 else ""))
+    return sum(len(v) for v in problems.values())
+
+
+def frame_folder_name(record, root) -> str:
+    """The frame folder of a video record under the output root: its path under `root` without the extension,
+    whitespace as '_' (rawframes lists are split at whitespace), and its segment if it has one."""
+    name = re.sub(r"\s", "_", os.path.splitext(os.path.relpath(record.path, root))[0])
+    has_segment = record.start_frame or record.end_frame is not None
+    return f"{name}_{record.start_frame}-{record.end_frame}" if has_segment else name
+
+
+def _write_frames(record, folder, ext, params) -> int:
+    """Frames [start_frame, end_frame) of the record's video as folder/img_00001{ext} ..., numbered as
+    media.read_frames numbers them (decoded from the first frame). Returns the number written."""
+    with av.open(record.path) as container:
+        stream = media.video_stream(container, record.path)
+        pts = media.frame_pts(container, stream, record.path)  # demuxes to the end: seek back to the first frame
+        start, end = record.start_frame, min(record.end_frame or math.inf, len(pts))
+        if end <= start:
+            raise media.MediaError(f"{record.path}: no frames in [{start}, {end})")
+        container.seek(pts[0], stream=stream, backward=True, any_frame=False)
+        written = 0
+        for i, frame in media.decoded_frames(container, stream, record.path, pts, range(start, end)):
+            if start <= i < end:
+                path = media.frame_file(folder, i - start, ext)
+                bgr = cv2.cvtColor(frame.to_ndarray(format="rgb24"), cv2.COLOR_RGB2BGR)  # (H, W, 3)
+                if not cv2.imwrite(str(path), bgr, params):
+                    raise OSError(f"cannot write {path}")
+                written += 1
+            if i >= end - 1:
+                break
+    if written < end - start:
+        raise media.MediaError(f"{record.path}: {end - start - written} frames of [{start}, {end}) "
+                               "could not be decoded")
+    return written
+
+
+def extract_frames(cfg: ExtractConfig) -> list:
+    """Writes the rawframes layout of a video dataset: OUT/<frame_folder_name>/img_00001.jpg .. and the list
+    OUT/<annotation stem>_rawframes.txt (`frame_dir total_frames label`) with its class names beside it, so
+    read_annotations gives the same classes. Each video is written into `<folder>.part` and renamed when complete;
+    folders already there are kept (a rerun resumes). Returns the unreadable videos (they are left out of the list)."""
+    if not (cfg.ann and cfg.root and cfg.out):
+        raise SystemExit("extract-frames needs --ann, --root and --out")
+    if not 0 <= cfg.quality <= 100:
+        raise SystemExit(f"--quality must be in [0, 100], got {cfg.quality}")
+    records, classes = read_annotations(cfg.ann, cfg.root)
+    not_videos = [r.path for r in records if isinstance(r, ImageRecord) or r.total_frames is not None]
+    if not_videos:
+        raise SystemExit(f"{cfg.ann}: extract-frames reads videos, not images or frame folders ({not_videos[0]})")
+    names = {}
+    for record in records:  # the same folder for two different videos (or segments) would mix their frames
+        key, name = (record.path, record.start_frame, record.end_frame), frame_folder_name(record, cfg.root)
+        if names.setdefault(name, key) != key:
+            raise SystemExit(f"{cfg.ann}: {key[0]} and {names[name][0]} would share the frame folder {name}")
+    out, ext = Path(cfg.out), "." + cfg.format
+    # official: tools/data/build_rawframes.py:58-59 writes JPEG with mmcv.imwrite, i.e. cv2 at OpenCV's quality 95
+    params = [cv2.IMWRITE_JPEG_QUALITY, cfg.quality] if cfg.format == "jpg" else []
+    lines, failed, skipped = [], [], 0
+    for done, record in enumerate(records, 1):
+        name = frame_folder_name(record, cfg.root)
+        folder, part = out / name, out / (name + ".part")
+        try:
+            numbers = media.frame_numbers(folder) if folder.is_dir() else []
+            if numbers and numbers == list(range(1, len(numbers) + 1)):  # done before (a damaged folder is redone)
+                total = len(numbers)
+                skipped += 1
+            else:
+                shutil.rmtree(part, ignore_errors=True)  # left by an interrupted run
+                part.mkdir(parents=True)
+                total = _write_frames(record, part, ext, params)
+                shutil.rmtree(folder, ignore_errors=True)  # a damaged folder, replaced only now
+                part.rename(folder)
+            lines.append(f"{name} {total} {record.label}\n")
+        except (OSError, av.FFmpegError, media.MediaError) as err:
+            shutil.rmtree(part, ignore_errors=True)
+            failed.append(f"{record.path} ({err})")
+        print(f"\rextract {done}/{len(records)} skipped={skipped} failed={len(failed)}", end="", file=sys.stderr,
+              flush=True)
+    print(file=sys.stderr)
+    list_path = out / f"{Path(cfg.ann).stem}_rawframes.txt"
+    for path, text in ((list_path, "".join(lines)), (list_path.with_name(list_path.stem + "_classes.txt"),
+                                                     "".join(c + "\n" for c in classes))):
+        path.with_suffix(".tmp").write_text(text)
+        path.with_suffix(".tmp").replace(path)
+    print(f"{len(lines)} videos in {list_path} ({len(lines) - skipped} extracted, {skipped} already there), "
+          f"{len(classes)} classes; unreadable: {len(failed)}" + "".join(f"\n  {f}" for f in failed))
+    return failed
+
+
+USAGE = """usage: python -m tools.dataset check ANNOTATION ROOT [--min-frames 16]
+       python -m tools.dataset extract-frames --ann LIST --root DIR --out DIR [--format jpg|png] [--quality 95]"""
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["check"]:
+        cfg = CheckConfig(**parse_flags(CheckConfig, argv[1:], "validate a dataset", ("annotation", "root")))
+        sys.exit(1 if check(cfg) else 0)
+    if argv[:1] == ["extract-frames"]:
+        cfg = ExtractConfig(**parse_flags(ExtractConfig, argv[1:], "write the frames of a video dataset (rawframes)"))
+        sys.exit(1 if extract_frames(cfg) else 0)
+    sys.exit(USAGE)
+
+
+if __name__ == "__main__":
+    main()
