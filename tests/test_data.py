@@ -682,7 +682,7 @@ class PidVideos(data.PretrainVideoDataset):
 
 
 def test_same_samples_with_0_and_2_workers_and_one_persistent_loader(syn):
-    """A training loader with workers is made once per dataset and re-aimed at each epoch (its workers persist); its
+    """A training loader with workers is made once and re-aimed at each epoch (data.aim_loader; its workers persist); its
     samples are the dataset's at that epoch in DistributedSampler's order, as with 0 workers, after a partly used
     epoch and from a mid-epoch resume."""
     records, _ = annotations.read_k400_csv(syn["k400_train_csv"], syn["mp4_root"])
@@ -699,9 +699,8 @@ def test_same_samples_with_0_and_2_workers_and_one_persistent_loader(syn):
     next(iter(loader))  # epoch 0 used in part, as when an epoch stops at a step count
     persistent = []
     for epoch in range(3):
-        assert data.make_loader(ds, 2, True, 2, 3, False, epoch) is loader
-        persistent.append(list(loader))
-    tail = list(data.make_loader(ds, 2, True, 2, 3, False, 1, start_batch=2))  # resume epoch 1 at its batch 2
+        persistent.append(list(data.aim_loader(loader, epoch)))  # the same workers, re-aimed
+    tail = list(data.aim_loader(loader, 1, start_batch=2))  # resume epoch 1 at its batch 2
     for run, want in ((fresh, sum(expected, [])), (persistent + [tail], sum(expected, []) + expected[1][4:])):
         samples = [{key: batch[key][j] for key in batch} for batch in sum(run, []) for j in range(2)]
         for a, b in zip(want, samples, strict=True):

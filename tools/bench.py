@@ -50,6 +50,7 @@ from torch.utils import flop_counter
 from torchvision.models.video.swin_transformer import SwinTransformer3d
 
 import annotations
+import checkpoint
 import convert
 import data
 import engine
@@ -670,7 +671,7 @@ def check_scripts(cfg, out_dir, deadline):
     train = run_script([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
                         str(29400 + os.getpid() % 500), "train.py", "--max-steps", str(steps), "--log-every", "1",
                         *tokenizer, "--out-dir", str(train_dir)], timeout(), train_dir)
-    ckpt = engine.latest_checkpoint(train_dir)
+    ckpt = checkpoint.latest_checkpoint(train_dir)
     train["checkpoint"] = str(ckpt) if ckpt else None
     finetune = run_script([sys.executable, "finetune.py", "--max-steps", str(steps), "--log-every", "1",
                            "--init", str(ckpt), "--out-dir", str(finetune_dir)], timeout(), finetune_dir)
