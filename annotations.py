@@ -459,7 +459,7 @@ def read_unlabelled(annotation, root, kind) -> list:
     records, _ = read_annotations(annotation, root)
     wrong = next((r for r in records if not isinstance(r, record)), None)
     if wrong is not None:
-        raise ValueError(f"{annotation}: {wrong.path} is not a {kind}; the {kind} input takes {', '.join(exts)}")
+        raise ValueError(f"{annotation}: the {kind} input takes {', '.join(exts)} files only, not {wrong.path}")
     return records
 
 
