@@ -176,9 +176,8 @@ def read_k400_csv(csv_path, root, classes=None):
     anywhere under root (split folders, class folders or flat). Classes: `classes` (the training set's) if given,
     else the labels sorted (the official label map is alphabetical). Rows whose file is absent are skipped and
     counted in a warning."""
-    on_disk = {name: os.path.join(folder, name) for folder, _, names in os.walk(need_root(root)) for name in names}
+    root, rows, unseen = need_root(root), [], []
     index = None if classes is None else {name: i for i, name in enumerate(classes)}
-    rows, unseen = [], []
     reader = csv.reader(io.StringIO(read_text(csv_path), newline=""))
     try:
         for row in reader:
@@ -187,7 +186,7 @@ def read_k400_csv(csv_path, root, classes=None):
             try:
                 label, youtube_id, start, end = row[0], row[1], int(float(row[2])), int(float(row[3]))
             except (IndexError, ValueError, OverflowError):
-                label = youtube_id = ""
+                label = ""  # reported below, as an empty label or id is
             if not (label and youtube_id):
                 raise ValueError(f"{csv_path}:{reader.line_num}: expected label,youtube_id,time_start,time_end,split, "
                                  f"got {','.join(row)!r}")
@@ -202,6 +201,7 @@ def read_k400_csv(csv_path, root, classes=None):
                          f"({len(unseen)} rows of {len({name for _, name in unseen})} such classes)")
     classes = list(classes) if classes is not None else sorted({label for label, _ in _nonempty(rows, csv_path)})
     index = {name: i for i, name in enumerate(classes)}
+    on_disk = {name: os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names}
     found = [(label, next((on_disk[stem + ext] for ext in media.VIDEO_EXTS if stem + ext in on_disk), None))
              for label, stem in rows]
     records = [VideoRecord(path, index[label]) for label, path in found if path is not None]
