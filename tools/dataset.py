@@ -97,7 +97,8 @@ def check(cfg: CheckConfig) -> int:
             counts = " ".join(f"{key}={len(v)}" for key, v in problems.items())
             print(f"\rcheck {cfg.annotation}: {done}/{len(records)} {counts}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    print(f"{len(records)} samples, " + (f"{len(classes)} classes" if classes is not None else "no labels read"))
+    read = f"{len(classes)} classes" if classes is not None else "no labels read" if records else "nothing read"
+    print(f"{len(records)} samples, {read}")
     for key, found in problems.items():
         print(f"{key}: {len(found)}" + "".join(f"\n  {p}" for p in found))
     return sum(len(v) for v in problems.values())
