@@ -376,7 +376,8 @@ def read_hmdb51(split_dir, subset, split, root, classes=None):
     sorted class names, as mmaction's parse_hmdb51_split. `subset` is "train" or "test", `split` N. read_annotations
     reads the annotation SPLITS/train1 .. SPLITS/test3 (a name, not a file) as this."""
     root, suffix = need_root(root), f"_test_split{split}.txt"
-    files = {p.name[:-len(suffix)]: p for p in Path(split_dir).iterdir() if p.name.endswith(suffix)}
+    files = {p.name[:-len(suffix)]: p for p in Path(split_dir).iterdir()
+             if p.name.endswith(suffix) and not p.name.startswith(".")}  # not macOS's ._brush_hair_test_split1.txt
     if not files:
         raise FileNotFoundError(f"{split_dir}: no HMDB51 split files *{suffix}")
     names, wanted, records = sorted(files), {"train": "1", "test": "2"}[subset], []
