@@ -2,8 +2,9 @@
 
 Each field `name` becomes `--name` (underscores written as dashes): its type comes from the default, a tuple default
 takes that many values (`--rescale 256 320`), a bool takes an explicit value (`--compile true`, never a bare switch).
-A field's metadata may hold "choices", "min" / "max" (inclusive) and "above" (an exclusive lower bound); check_ranges
-holds a finished config to them (a tuple element by element), and --help shows them. Only the flags given on the
+A field's metadata may hold "choices", "min" / "max" (inclusive) and "above" (an exclusive lower bound): a flag given
+outside its range stops at once naming the flag, its value and the range (a tuple element by element); --help shows
+them. Only the flags given on the
 command line are returned, so a script can lay them over its defaults, a preset or its embedded synthetic default;
 `variants` ({label: {field: value}}) shows those layers in --help beside each default (`default: 0.0005; no-data run:
 0.001`).
@@ -62,22 +63,29 @@ def parse_flags(cls, argv, description, positional=(), variants=None):
         else:
             p.add_argument(flag(f.name), default=argparse.SUPPRESS, **kw)
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(p.parse_args(argv)).items()}
+    for f in dataclasses.fields(cls):
+        if f.name in given:
+            check_range(f, given[f.name])
     return given
 
 
+def check_range(f, value):
+    """A value of field `f` against the range in its metadata; a violation stops naming the flag, value and range."""
+    for v in value if isinstance(value, tuple) else (value,):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        lo, hi, above = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("above")
+        if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi) or \
+                (above is not None and v <= above):
+            allowed = " and ".join([f"> {above}"] * (above is not None) + [f">= {lo}"] * (lo is not None)
+                                   + [f"<= {hi}"] * (hi is not None)) or "a finite number"
+            raise SystemExit(f"{flag(f.name)} {_show(value)}: must be {allowed}")
+
+
 def check_ranges(cfg):
-    """Every field against its metadata range; the first violation stops with the flag, its value and the range."""
+    """Every field of a finished config (defaults and presets included) against its range."""
     for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        for v in value if isinstance(value, tuple) else (value,):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                continue
-            lo, hi, above = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("above")
-            if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi) or \
-                    (above is not None and v <= above):
-                allowed = " and ".join([f"> {above}"] * (above is not None) + [f">= {lo}"] * (lo is not None)
-                                       + [f"<= {hi}"] * (hi is not None)) or "a finite number"
-                raise SystemExit(f"{flag(f.name)} {_show(value)}: must be {allowed}")
+        check_range(f, getattr(cfg, f.name))
     return cfg
 
 

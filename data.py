@@ -394,11 +394,14 @@ def cycled_batches(dataset, batch_size, num_workers, seed, distributed, position
 
 
 # --------------------------------------------------------------------------- the datasets and batches of a run
-def read_dataset(annotation, root, flags):
-    """annotations.read_annotations with its errors (missing file or root, malformed line, empty set) as a clean exit
-    that names the flags."""
+def read_dataset(annotation, root, flags, classes=None, kind=None):
+    """(records, class names): annotations.read_annotations (labels indexed by the training `classes` if given), or
+    with `kind` ("video" / "image", pretraining) annotations.read_unlabelled and no class names. Their errors (a
+    missing file, a malformed line, an unseen label, an empty set) end the run naming the flags."""
     try:
-        return annotations.read_annotations(annotation, root)
+        if kind is not None:
+            return annotations.read_unlabelled(annotation, root, kind), []
+        return annotations.read_annotations(annotation, root, classes)
     except (OSError, ValueError) as e:
         raise SystemExit(f"{flags}: {e}") from None
 

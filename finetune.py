@@ -29,7 +29,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-import annotations
 import checkpoint
 import convert
 import data
@@ -225,7 +224,7 @@ def train_step(model, micro_batches, optimizer, scaler, cfg, env, lr):
 
 def datasets(cfg, synthetic):
     """(train records or None with --eval, test records, class names, class groups or None). The annotation format is
-    detected by annotations.read_annotations (K400 CSV, SSv2 / Diving-48 JSON, `path label` list)."""
+    detected by annotations.read_annotations (K400 CSV, SSv2 / Diving-48 JSON, UCF101 / HMDB51 splits, lists)."""
     if synthetic:
         paths = synthetic_set.synthetic_paths(synthetic_set.synthetic_root())
         train_ann, test_ann = paths["k400_train_csv"], paths["k400_val_csv"]
@@ -236,17 +235,13 @@ def datasets(cfg, synthetic):
         groups = None
     if not (test_ann and test_root):
         raise SystemExit("evaluation needs --test-ann and --test-root")
-    test_records, classes = data.read_dataset(test_ann, test_root, "--test-ann/--test-root")
-    train_records = None
+    train_records, classes = None, None
     if not cfg.eval:
         if not (train_ann and train_root):
             raise SystemExit("training needs --train-ann and --train-root (or --eval true)")
         train_records, classes = data.read_dataset(train_ann, train_root, "--train-ann/--train-root")
-        if str(test_ann).endswith(".csv"):  # Kinetics labels are names: index the test set with the training classes
-            test_records, _ = annotations.read_k400_csv(test_ann, test_root, classes)
-    bad = [r.path for r in test_records if r.label >= len(classes)]
-    if bad:
-        raise SystemExit(f"{test_ann}: {len(bad)} test labels outside the {len(classes)} classes, e.g. {bad[0]}")
+    # the test labels are indexed by the training classes (a class the training set lacks is named with its line)
+    test_records, classes = data.read_dataset(test_ann, test_root, "--test-ann/--test-root", classes)
     return train_records, test_records, classes, groups
 
 

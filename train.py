@@ -61,10 +61,12 @@ class TrainConfig:
     out_dir: str = "runs/pretrain"
     resume: bool = False  # continue from the newest checkpoint in out_dir
     # data: video stream (K400 in the paper) and image stream (ImageNet-1K)
-    video_ann: str = ""  # annotation file: K400 CSV or `path label` list, SSv2 JSON, Diving-48 JSON (auto-detected)
-    video_root: str = ""
-    image_root: str = ""  # ImageNet train folder (class sub-folders), or the root of --image-list paths
-    image_list: str = ""  # optional `path label` list
+    # a folder of videos (at any depth), a list of paths, or an annotation file (K400 CSV, `path label` list, SSv2 /
+    # Diving-48 JSON, UCF101 / HMDB51 splits; auto-detected); no labels are needed
+    video_ann: str = ""
+    video_root: str = ""  # the folder the annotation's paths are relative to (default: --video-ann if a folder)
+    image_root: str = ""  # a folder of images, with or without class sub-folders (ImageNet train), or --image-list's root
+    image_list: str = ""  # optional list of image paths (`path` or `path label`)
     clip_len: int = field(default=16, metadata=COUNT)  # official cfg: SampleFrames(clip_len=16, frame_interval=8)
     frame_interval: int = field(default=8, metadata=COUNT)
     img_size: int = field(default=224, metadata={"min": 32})  # official cfg: RandomCrop(224)
@@ -162,18 +164,20 @@ def data_paths(cfg):
     if not (cfg.video_ann or cfg.image_root):  # the embedded default
         paths = synthetic_set.synthetic_paths(synthetic_set.synthetic_root())
         return paths["k400_train_csv"], paths["mp4_root"], paths["images_train"], paths["images_train"]
-    return cfg.video_ann, cfg.video_root, cfg.image_list or cfg.image_root, cfg.image_root
+    video_root = cfg.video_root or (cfg.video_ann if Path(cfg.video_ann).is_dir() else "")
+    return cfg.video_ann, video_root, cfg.image_list or cfg.image_root, cfg.image_root
 
 
 def build_datasets(cfg):
-    """(video dataset or None, image dataset or None). The annotation format is recognised from the file
-    (annotations.read_annotations: K400 CSV, SSv2 JSON, Diving-48 JSON, `path label`)."""
+    """(video dataset or None, image dataset or None). Labels are not needed (annotations.read_unlabelled): a video
+    folder, a list of paths, or any annotation the finetuning readers take; an image folder with or without class
+    sub-folders, or a list."""
     video_ann, video_root, image_ann, image_root = data_paths(cfg)
     video_ds = image_ds = None
     if cfg.stage in ("video", "joint"):
         if not video_ann:
             raise SystemExit(f"--stage {cfg.stage} needs --video-ann and --video-root")
-        records, _ = data.read_dataset(video_ann, video_root, "--video-ann/--video-root")
+        records, _ = data.read_dataset(video_ann, video_root, "--video-ann/--video-root", kind="video")
         video_ds = data.PretrainVideoDataset(
             records, clip_len=cfg.clip_len, frame_interval=cfg.frame_interval, crop=cfg.img_size, rescale=cfg.rescale,
             mask_strategy=cfg.mask_strategy, tube_range=cfg.tube_range, mask_ratio=cfg.mask_ratio,
@@ -181,7 +185,7 @@ def build_datasets(cfg):
     if cfg.stage in ("image", "joint"):
         if not image_root:
             raise SystemExit(f"--stage {cfg.stage} needs --image-root")
-        records, _ = data.read_dataset(image_ann, image_root, "--image-root/--image-list")
+        records, _ = data.read_dataset(image_ann, image_root, "--image-root/--image-list", kind="image")
         image_ds = data.PretrainImageDataset(records, crop=cfg.img_size, rescale=cfg.rescale, jitter=cfg.jitter,
                                              mask_ratio=cfg.mask_ratio, seed=cfg.seed)
     return video_ds, image_ds
