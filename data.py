@@ -212,7 +212,8 @@ class _Base(Dataset):
                 if not self.replace:
                     return self._blank(index)
                 index = int(rng.integers(len(self)))
-        raise RuntimeError(f"{MAX_RETRIES + 1} unreadable samples in a row (last {path}); run `python -m tools.dataset check`")
+        raise RuntimeError(f"{MAX_RETRIES + 1} unreadable samples in a row (last {path}); run "
+                           f"`python -m tools.dataset check`")
 
 
 def pretrain_crop(frames, crop, rescale, rng, jitter=lambda frames: frames):
@@ -289,7 +290,8 @@ class FinetuneVideoDataset(_Base):
         """A test view of an unreadable video: a blank clip keeps every video's views in place."""
         video_index = index // self.views
         blank = torch.zeros(3, self.clip_len, self.crop, self.crop)
-        return {"video": blank, "label": self.records[video_index].label, "video_index": video_index, "unreadable": True}
+        return {"video": blank, "label": self.records[video_index].label, "video_index": video_index,
+                "unreadable": True}
 
     def _load(self, index, rng):
         video_index, view = divmod(index, self.views)

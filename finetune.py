@@ -13,10 +13,10 @@ Diving-48 has no official config (see PRESETS).
     python finetune.py --eval true --init runs/finetune/ckpt_00010000.pt --temporal-test single-frame ...
     python finetune.py --linear-probe true --init bevt_joint.pth ...   # frozen encoder, BatchNorm + Linear head
 
-Multi-view testing and the Table 2 test are evaluate.py's; DDP, AMP, the lr schedule, optimizer groups, checkpoints
-and the step loop are engine.py's; the out-dir's lock, checkpoints and log checkpoint.py's. The linear probe is MAE's (main_linprobe.py: BatchNorm1d without affine before a
-trunc_normal(0.01) Linear, the encoder frozen); MAE trains it with LARS, lr 0.1 x batch / 256, no weight decay, 90
-epochs; we keep the preset's AdamW and schedule.
+Multi-view testing and the Table 2 test are evaluate.py's; DDP, AMP, the lr schedule, optimizer groups and the step
+loop are engine.py's; the out-dir's lock, checkpoints and log are checkpoint.py's. The linear probe is MAE's
+(main_linprobe.py: BatchNorm1d without affine before a trunc_normal(0.01) Linear, the encoder frozen); MAE trains it
+with LARS, lr 0.1 x batch / 256, no weight decay, 90 epochs; we keep the preset's AdamW and schedule.
 """
 import dataclasses
 import sys
@@ -168,7 +168,8 @@ def check_config(cfg):
     if cfg.crop_area[0] > cfg.crop_area[1]:
         raise SystemExit(f"--crop-area {cfg.crop_area[0]} {cfg.crop_area[1]}: the first must not exceed the second")
     if cfg.window_size != (0, 0, 0) and 0 in cfg.window_size:
-        raise SystemExit(f"--window-size {' '.join(map(str, cfg.window_size))}: all three >= 1, or 0 0 0 (the preset's)")
+        raise SystemExit(f"--window-size {' '.join(map(str, cfg.window_size))}: all three >= 1, or 0 0 0 (the "
+                         f"preset's)")
     return cfg
 
 
@@ -248,8 +249,8 @@ def datasets(cfg, synthetic):
 def start_weights(cfg, synthetic, env):
     """(checkpoint of out_dir to resume or evaluate, or None; the --init to load otherwise). Resume > --init > the
     embedded default's pretraining output. Both choices are checked to be the same on every rank."""
-    resume = checkpoint.resume_checkpoint(cfg.out_dir, env) if (cfg.resume or cfg.eval) and not (cfg.eval and cfg.init) \
-        else None
+    own = (cfg.resume or cfg.eval) and not (cfg.eval and cfg.init)  # --eval with --init evaluates that file
+    resume = checkpoint.resume_checkpoint(cfg.out_dir, env) if own else None
     init = cfg.init
     if not init and synthetic and resume is None:
         found = checkpoint.latest_checkpoint(SYNTHETIC_PRETRAIN_DIR)
@@ -334,8 +335,7 @@ def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
     env.log("\n".join(engine.batch_report({"clips": cfg.videos_per_gpu}, OFFICIAL_BATCH, cfg, env, synthetic)))
     progress, clips_per_step = engine.Progress(step, env), cfg.videos_per_gpu * cfg.accum * env.world
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-    for micro in data.step_batches(train_ds, cfg.videos_per_gpu, cfg, env, step, steps_per_epoch, stop_at,
-                                     progress):
+    for micro in data.step_batches(train_ds, cfg.videos_per_gpu, cfg, env, step, steps_per_epoch, stop_at, progress):
         # official: mmcv CosineAnnealing by_epoch=True (the cosine value changes once per epoch), warmup per iteration
         lr = engine.lr_at(progress.step, total_steps, warmup_steps, cfg.lr, cfg.warmup_ratio, cfg.min_lr,
                           cosine_every=steps_per_epoch)
@@ -352,14 +352,15 @@ def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
             row = {"step": step, "epoch": step / steps_per_epoch, "loss": loss / n, "acc": correct / n, "lr": lr,
                    "grad_norm": progress.grad_norm, "skipped_steps": progress.skipped,
                    "clips_per_s": progress.steps_per_s() * clips_per_step, "data_share": progress.take_data_share()}
-            checkpoint.append_log(row, f"step {step}/{total_steps} | epoch {row['epoch']:.2f} | loss {row['loss']:.4f} | "
-                              f"acc {row['acc']:.3f} | lr {lr:.2e} | grad {row['grad_norm']:.3f} | "
-                              f"{row['clips_per_s']:.1f} clips/s | data {row['data_share']:.0%}", env, cfg.out_dir)
+            line = (f"step {step}/{total_steps} | epoch {row['epoch']:.2f} | loss {row['loss']:.4f} | "
+                    f"acc {row['acc']:.3f} | lr {lr:.2e} | grad {row['grad_norm']:.3f} | "
+                    f"{row['clips_per_s']:.1f} clips/s | data {row['data_share']:.0%}")
+            checkpoint.append_log(row, line, env, cfg.out_dir)
         if step % cfg.save_every == 0 or step == stop_at or progress.stop_signal:
-            saved = checkpoint.save_checkpoint({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "scaler": scaler.state_dict(), "ema": ema, "config": asdict(cfg),
-                                    "model_config": asdict(mcfg), "classes": classes, "step": step},
-                                   env, cfg.out_dir, step, cfg.keep_last)
+            saved = checkpoint.save_checkpoint(
+                {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                 "ema": ema, "config": asdict(cfg), "model_config": asdict(mcfg), "classes": classes, "step": step},
+                env, cfg.out_dir, step, cfg.keep_last)
         if progress.stop_signal:  # SIGTERM / SIGUSR1 (preemption) or Ctrl-C: saved above, exit for a requeue
             progress.exit_after_signal(saved)
     env.log(f"trained {step - progress.first_step} steps in {(time.time() - progress.t0) / 60:.1f} min")
@@ -380,7 +381,8 @@ def main(argv=None):
     if not cfg.eval:
         ema = train(cfg, synthetic, env, raw_model, mcfg, train_records, classes, resume)
     else:  # a checkpoint of out_dir (or --init, loaded by build_model)
-        ema = checkpoint.resume_from(resume, raw_model, None, None, cfg, env, RESUME_IGNORES).get("ema") if resume else None
+        state = checkpoint.resume_from(resume, raw_model, None, None, cfg, env, RESUME_IGNORES) if resume else {}
+        ema = state.get("ema")
     if ema is not None and cfg.ema:  # official: EMAHook swaps the EMA weights in for testing
         raw_model.load_state_dict({**raw_model.state_dict(), **ema})
         env.log("evaluating the EMA weights")

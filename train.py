@@ -65,7 +65,7 @@ class TrainConfig:
     # Diving-48 JSON, UCF101 / HMDB51 splits; auto-detected); no labels are needed
     video_ann: str = ""
     video_root: str = ""  # the folder the annotation's paths are relative to (default: --video-ann if a folder)
-    image_root: str = ""  # a folder of images, with or without class sub-folders (ImageNet train), or --image-list's root
+    image_root: str = ""  # a folder of images, with or without class sub-folders (ImageNet train); --image-list's root
     image_list: str = ""  # optional list of image paths (`path` or `path label`)
     clip_len: int = field(default=16, metadata=COUNT)  # official cfg: SampleFrames(clip_len=16, frame_interval=8)
     frame_interval: int = field(default=8, metadata=COUNT)
@@ -294,7 +294,8 @@ def train_step(model, tokenizer, micro_batches, optimizer, scaler, cfg, env, lr,
     return engine.optimizer_step(optimizer, scaler, finite, cfg.clip_grad, env, lr), stats  # step
 
 
-LOSS_NAMES = {"image": "mim", "video": "mvm"}  # BEVT Eq. (3) L_MIM is the image stream's loss, Eq. (4) L_MVM the video's
+# BEVT Eq. (3): L_MIM is the image stream's loss, Eq. (4): L_MVM the video stream's
+LOSS_NAMES = {"image": "mim", "video": "mvm"}
 
 
 def summarise(sums):

@@ -42,6 +42,7 @@ def hiding_latest(folder):
     return None if os.environ.get("HIDE_CHECKPOINTS_ON_RANK") == rank else latest_checkpoint(folder)
 
 
-engine.optimizer_step, checkpoint.save_checkpoint, checkpoint.latest_checkpoint = recording_step, recording_save, hiding_latest
+engine.optimizer_step, checkpoint.save_checkpoint = recording_step, recording_save
+checkpoint.latest_checkpoint = hiding_latest
 sys.argv = [str(script)] + argv
 runpy.run_path(str(script), run_name="__main__")

@@ -55,8 +55,9 @@ def test_resume_and_rotation_see_only_the_runs_own_checkpoints_by_step(tmp_path,
 
 
 def test_a_second_run_on_the_out_dir_stops_and_the_lock_dies_with_its_process(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, checkpoint; checkpoint.lock_out_dir(sys.argv[1]);"
-                               " print('locked', flush=True); time.sleep(60)", str(tmp_path)],
+    script = "import sys, time, checkpoint; checkpoint.lock_out_dir(sys.argv[1]); print('locked', flush=True); " \
+             "time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -112,8 +113,8 @@ def test_a_failed_save_removes_its_partial_file_and_says_what_it_needs(tmp_path,
 
 def test_a_checkpoint_of_another_model_names_what_it_holds_and_what_is_asked():
     state = torch.nn.Linear(4, 2).state_dict()
-    with pytest.raises(SystemExit, match=r"checkpoint c.pt does not fit the model: it holds --model nano, the flags ask "
-                                         r"for --model tiny; weight \(2, 4\) vs \(2, 3\)"):
+    with pytest.raises(SystemExit, match=r"checkpoint c.pt does not fit the model: it holds --model nano, the flags "
+                                         r"ask for --model tiny; weight \(2, 4\) vs \(2, 3\)"):
         checkpoint.load_model_state(torch.nn.Linear(3, 2), state, "c.pt", "--model nano", "--model tiny")
     assert checkpoint.holds({"config": {"model": "nano", "stage": "joint"}}) == "--model nano --stage joint"
 

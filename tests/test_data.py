@@ -498,7 +498,8 @@ def test_check_command(syn, tmp_path, capsys):
     assert f"{NUM_CLASSES} samples" in out.out and "missing: 1" in out.out and "unreadable: 1" in out.out
     assert f"too short: {NUM_CLASSES - 2}" in out.out and records[1].path.split("/")[-1] in out.out
     assert f"{NUM_CLASSES}/{NUM_CLASSES}" in out.err  # progress line
-    assert dataset_tools.check(dataset_tools.CheckConfig(str(syn["ssv2_val"]), str(syn["webm_root"]), min_frames=8)) == 0
+    cfg = dataset_tools.CheckConfig(str(syn["ssv2_val"]), str(syn["webm_root"]), min_frames=8)
+    assert dataset_tools.check(cfg) == 0
 
 
 # --------------------------------------------------------------------------- 5b. frame folders (rawframes)
@@ -683,7 +684,7 @@ class PidVideos(data.PretrainVideoDataset):
 
 
 def test_same_samples_with_0_and_2_workers_and_one_persistent_loader(syn):
-    """A training loader with workers is made once and re-aimed at each epoch (data.aim_loader; its workers persist); its
+    """A training loader with workers is made once and re-aimed at each epoch (aim_loader; its workers persist); its
     samples are the dataset's at that epoch in DistributedSampler's order, as with 0 workers, after a partly used
     epoch and from a mid-epoch resume."""
     records, _ = annotations.read_k400_csv(syn["k400_train_csv"], syn["mp4_root"])

@@ -495,7 +495,8 @@ def k400_like_files(num_files, num_frames):
             synthetic_set.write_video(tmp / f"clip{k}.mp4", k400_like_frames(k, num_frames), fps=30, gop=None,
                                       options={"threads": "1"})
         (tmp / "videos.txt").write_text("".join(f"clip{k}.mp4 0\n" for k in range(num_files)))
-        dataset_tools.extract_frames(dataset_tools.ExtractConfig(str(tmp / "videos.txt"), str(tmp), str(tmp / "frames")))
+        dataset_tools.extract_frames(
+            dataset_tools.ExtractConfig(str(tmp / "videos.txt"), str(tmp), str(tmp / "frames")))
         os.replace(tmp / "frames" / "videos_rawframes.txt", tmp / "videos_rawframes.txt")
         os.replace(tmp / "frames" / "videos_rawframes_classes.txt", tmp / "videos_rawframes_classes.txt")
         os.rename(tmp, root)

@@ -2,7 +2,7 @@
 the newest checkpoint of `python train.py` (runs/synthetic_joint) or `python finetune.py` (runs/synthetic_finetune)
 and a video of the synthetic set.
 
-    python -m tools.demo masks --out masks.png          # sampled masks: image blockwise, then each video strategy (Table 8)
+    python -m tools.demo masks --out masks.png    # sampled masks: image blockwise, then each video strategy (Table 8)
     python -m tools.demo reconstruct --ckpt PRETRAIN.pt --video FILE --out rec.png [--gif rec.gif]   # or --image FILE
     python -m tools.demo predict --ckpt FINETUNED.pt --video FILE [FILE ...] [--out preds.csv]      # or --video DIR
     python -m tools.demo features --ckpt ANY.pt --ann LIST --root DIR --out feats.npy [--per-view true]
