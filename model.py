@@ -1,10 +1,10 @@
-"""BEVT model: Video Swin Transformer encoder shared by an image and a video stream, the two decoders, the losses
-(BEVT, CVPR 2022, §3 "BEVT encoders", "BEVT decoders", "Training objectives", "Weight sharing between streams"),
-and the classifier used for finetuning. Checkpoint conversion lives in convert.py.
+"""BEVT model: the Swin block, the Video Swin Transformer encoder shared by an image and a video stream, the
+decoder of both streams, the losses (BEVT, CVPR 2022, §3 "BEVT encoders", "BEVT decoders", "Training objectives",
+"Weight sharing between streams"), and the classifier used for finetuning. Checkpoint conversion is in convert.py.
 
 Mirrors the official files mmaction/models/backbones/swin_transformer_bevt.py (pretraining backbone + decoders),
 mmaction/models/backbones/swin_transformer.py (finetuning backbone) and heads/bevt_multisource_head.py (lm_head,
-loss). Parameter names follow the official code, so released checkpoints load with key renames only.
+loss). Encoder parameter names are the official ones; the decoder's are named after Eq. (1).
 
 Symbols (used in every shape comment):
   B batch, C=3 colour channels, T, H, W frames / pixels of the input.
@@ -42,7 +42,7 @@ class ModelConfig:
     vocab_size: int = 8192            # DALL-E codebook, official cfg ..._bevt_in1k_k400.py:23 (num_classes)
     # Image stream attention: "official" = what the paper's numbers were trained with (not in paper): the 2D
     # shift mask on EVERY block and the shift kept where the map equals the window (stage 4 at 224 px);
-    # "swin" = plain 2D Swin semantics (torchvision swin_t). The video stream is unaffected. See Stage.forward.
+    # "swin" = plain 2D Swin semantics (torchvision swin_t). The video stream is unaffected. See SwinBlock.
     image_attention: str = "official"
     grad_checkpoint: bool = False     # recompute each block in backward (official use_checkpoint=False)
 
@@ -61,13 +61,13 @@ PRESETS = {
 
 
 # --- the Swin block: shifted-window attention with relative position bias (Video Swin; torchvision's
-# --- ShiftedWindowAttention3d). This section is everything one block needs; it copies out alone (torch, einops).
+# --- ShiftedWindowAttention3d), and everything the block needs (torch, einops).
 
 def relative_position_index(window, table_window, device=None):
-    """(N, N) rows of the (2Wd-1)(2Wh-1)(2Ww-1)-row bias table for every query/key pair of a `window`
-    (which may be clamped smaller than `table_window`). We index with the TRUE relative offsets; torchvision
-    and the official code slice the full window's index instead, which is wrong when H' or W' is smaller than
-    the window (README: differences). For T' = 1 this picks exactly the dt = 0 slice (BEVT §3 weight sharing)."""
+    """(N, N) rows of the (2Wd-1)(2Wh-1)(2Ww-1)-row bias table for every query/key pair of a `window` (maybe clamped
+    smaller than `table_window`), by TRUE relative offsets: torchvision and the official code slice the full
+    window's index, wrong where the map is smaller than the window. For T' = 1 it is the dt = 0 slice (BEVT §3
+    weight sharing)."""
     coords = torch.stack(torch.meshgrid(*[torch.arange(w, device=device) for w in window], indexing="ij"))
     coords = coords.flatten(1)                                   # (3, N)
     rel = coords[:, :, None] - coords[:, None, :]                # (3, N, N) offsets in [-(w-1), w-1]
@@ -94,10 +94,9 @@ def shift_attention_mask(padded, window, shift_size, device=None):
 
 
 def window_and_shift(size, window, keep_shift_at_window=False):
-    """Clamp the window to the feature map and drop the shift on every axis the window covers (Video Swin
-    get_window_size, official: mmaction/models/backbones/swin_transformer_bevt.py:86-99; torchvision does the
-    same). keep_shift_at_window: keep the shift where the map EQUALS the window (the official image branch,
-    which never clamps). Returns (window, shift_size), tuples of ints."""
+    """Clamp the window to the map and drop the shift on every axis the window covers (Video Swin get_window_size,
+    official: mmaction/models/backbones/swin_transformer_bevt.py:86-99, as torchvision). keep_shift_at_window: keep
+    it where the map EQUALS the window (the official image branch). Returns (window, shift_size), tuples of ints."""
     win = tuple(min(s, w) for s, w in zip(size, window))
     shift = tuple(0 if s < w or (s == w and not keep_shift_at_window) else w // 2 for s, w in zip(size, window))
     return win, shift
@@ -155,14 +154,11 @@ class Mlp(nn.Module):                                          # Linear, GELU, L
 
 
 class SwinBlock(nn.Module):
-    """Swin block on channels-last tokens (B, T', H', W', D): x + (S)W-MSA(LN(x)), then x + MLP(LN(x)); plain
-    windows, or windows shifted by half a window (`shifted`, the odd blocks of a stage). Each forward clamps the
-    window to the map and drops the shift where the window covers it (window_and_shift); the shift mask of each
-    input size is built once and kept in `shift_masks` (keyed by size, window, shift and device; not state).
-    official_image: the official image branch's attention (not in paper): the shift mask on EVERY block, plain
-    ones too (official: mmaction/models/backbones/swin_transformer_bevt.py:472-478 passes compute_mask_2d to every
-    block, :246 applies it), and the shift kept where the map equals the window (:237 rolls without
-    get_window_size, so stage 4 at 224 px still shifts). The video branch (:489, :270-275) is Swin's."""
+    """Swin block on channels-last tokens (B, T', H', W', D): x + (S)W-MSA(LN(x)), then x + MLP(LN(x)), with plain
+    windows or, if `shifted` (odd blocks), windows shifted by half. It clamps its window to the map and keeps the
+    shift mask of each input size in `shift_masks` (not state). official_image: the official image branch (not in
+    paper): the shift mask on EVERY block (official: mmaction/models/backbones/swin_transformer_bevt.py:472-478,
+    :246) and the shift kept where the map equals the window (:237, no get_window_size: stage 4 at 224 px shifts)."""
 
     def __init__(self, dim, heads, window, shifted, mlp_ratio, qkv_bias, drop_path_p, attn_drop):
         super().__init__()
@@ -199,10 +195,12 @@ class SwinBlock(nn.Module):
             x = torch.roll(x, shifts=list(shift_size), dims=(1, 2, 3))
         return x[:, :T, :H, :W]                                 # (B, T', H', W', D) crop the padding
 
-    def shift_mask(self, padded, window, shift_size, device):
-        key = (padded, window, shift_size, device)              # all the mask depends on; it is float32 always
+    def shift_mask(self, padded, window, shift_size, device):   # (nW, N, N) float32, built once per input size
+        if torch.compiler.is_compiling():                       # a compiled graph builds it inside: no recompile
+            return shift_attention_mask(padded, window, shift_size, device)
+        key = (padded, window, shift_size, device)              # everything the mask depends on
         if key not in self.shift_masks:
-            self.shift_masks[key] = shift_attention_mask(padded, window, shift_size, device)   # (nW, N, N)
+            self.shift_masks[key] = shift_attention_mask(*key)
         return self.shift_masks[key]
 
 
@@ -245,10 +243,9 @@ class PatchMerging(nn.Module):
 
 
 class Stage(nn.Module):
-    """`depth` Swin blocks alternating plain / shifted windows, then (except the last stage) patch merging."""
+    """Swin blocks (one per drop-path rate) alternating plain / shifted windows, then (but the last) patch merging."""
 
-    def __init__(self, dim, depth, heads, window, mlp_ratio, qkv_bias, drop_paths, attn_drop, downsample,
-                 grad_checkpoint):
+    def __init__(self, dim, heads, window, mlp_ratio, qkv_bias, drop_paths, attn_drop, downsample, grad_checkpoint):
         super().__init__()
         self.grad_checkpoint = grad_checkpoint
         self.blocks = nn.ModuleList(SwinBlock(dim, heads, window, j % 2 == 1, mlp_ratio, qkv_bias, p, attn_drop)
@@ -293,7 +290,7 @@ class SwinEncoder(nn.Module):
         self.layers = nn.ModuleList()
         for i, depth in enumerate(cfg.depths):
             first = sum(cfg.depths[:i])
-            self.layers.append(Stage(C * 2 ** i, depth, cfg.num_heads[i], cfg.window_size, cfg.mlp_ratio,
+            self.layers.append(Stage(C * 2 ** i, cfg.num_heads[i], cfg.window_size, cfg.mlp_ratio,
                                      cfg.qkv_bias, rates[first:first + depth], cfg.attn_drop_rate, i < L - 1,
                                      cfg.grad_checkpoint))
         self.norm = nn.LayerNorm(C * 2 ** (L - 1))
@@ -327,14 +324,13 @@ class SwinEncoder(nn.Module):
         return outs
 
 
-# --- BEVT: encoder + decoders + loss ----------------------------------------------------------------------------
+# --- the decoder (Eq. 1) and BEVT: encoder + decoder + loss (Eq. 2-5) ----------------------------------------------
 
 class Decoder(nn.Module):
-    """The image and the video decoder (BEVT §3 "BEVT decoders", Eq. 1), no nonlinearity anywhere:
-    F = Linear(Concat(Spatial-Upsample(F4), F3)), and for video F^ = Temporal-Upsample(F), back to one prediction
-    per frame. forward takes the stream's stage-3 and stage-4 features, (B, T', h, w, C4), (B, T', h/2, w/2, C8)
-    of a clip or (B, h, w, C4), (B, h/2, w/2, C8) of an image, and returns features on the target grid,
-    (B, T, h, w, C8) or (B, h, w, C8). The official names are in convert.DECODER_KEYS."""
+    """The image and the video decoder (BEVT §3 "BEVT decoders", Eq. 1), no nonlinearity anywhere: F =
+    Linear(Concat(Spatial-Upsample(F4), F3)), then for video F^ = Temporal-Upsample(F), one prediction per frame.
+    Stage-3/4 features of a clip (B, T', h, w, C4), (B, T', h/2, w/2, C8) -> (B, T, h, w, C8); of an image
+    (B, h, w, C4), (B, h/2, w/2, C8) -> (B, h, w, C8)."""
 
     def __init__(self, C4, C8, patch_t):
         super().__init__()
@@ -356,9 +352,8 @@ class Decoder(nn.Module):
 
 
 class BEVT(nn.Module):
-    """Two-stream BERT pretraining (BEVT §3): image stream (MIM, Eq. 3) and video stream (MVM, Eq. 4) through one
-    encoder, the stream-specific decoders (Eq. 1), one shared softmax classifier (Eq. 2), L = L_MIM + lam L_MVM
-    (Eq. 5)."""
+    """Two-stream BERT pretraining (BEVT §3): image (MIM, Eq. 3) and video (MVM, Eq. 4) streams through one encoder,
+    the stream-specific decoders (Eq. 1), one shared softmax classifier (Eq. 2); L = L_MIM + lam L_MVM (Eq. 5)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -379,13 +374,11 @@ class BEVT(nn.Module):
         return f3, f4
 
     def forward_loss(self, feats, ids, mask):
-        """BEVT Eq. (3)/(4) of one stream, unnormalised: feats (B, T, h, w, C8) or (B, h, w, C8) from the decoder,
-        ids and mask on the same grid. Returns fp32 scalars (ce_sum, num_correct, num_masked): the cross-entropy
-        summed over the M masked positions, how many of them the argmax predicts right, and M.
-        As the official head (official: mmaction/models/heads/bevt_multisource_head.py:48,70), the shared norm and
-        classifier run on every position and the masked ones are kept: no host sync and no data-dependent shape (so
-        torch.compile captures one static graph), at the official cost of the C8 x V matmul on every position. With
-        M = 0 the sum is 0 with zero gradients for every parameter used, so DDP sees the same graph everywhere."""
+        """BEVT Eq. (3)/(4) of one stream, unnormalised: feats (B, T, h, w, C8) or (B, h, w, C8), ids and mask on
+        that grid -> fp32 scalars (ce_sum, num_correct, num_masked) over the M masked positions. As the official head
+        (official: mmaction/models/heads/bevt_multisource_head.py:48,70) the norm and classifier run on every
+        position: no host sync, no data-dependent shape (one static graph for torch.compile). With M = 0 the sum is
+        0 with zero gradients for every parameter used, so DDP sees the same graph everywhere."""
         logits = self.lm_head(self.encoder.norm(feats)).float()   # (B, T, h, w, V) or (B, h, w, V)
         ce = F.cross_entropy(logits.movedim(-1, 1), ids, reduction="none")   # (B, T, h, w) or (B, h, w)
         ce_sum = torch.where(mask, ce, 0.0).sum()               # Eq. (3)/(4) numerator
@@ -423,16 +416,13 @@ def target_counts(video_mask=None, image_mask=None, patch_t=2):
 
 
 def objective(sums, step_counts, lam, world=1):
-    """BEVT §3, Eq. (5): L = L_MIM + lam * L_MVM, each term its stream's ce_sum / step_counts[stream].clamp(min=1).
-    sums: {stream: ce_sum} of this micro-batch (forward's first entries); step_counts: {stream: loss positions of
-    the WHOLE optimizer step}, summed over all micro-batches and all ranks (target_counts, all-reduced); world: the
-    number of ranks, multiplied in because DDP averages the gradients over ranks. The gradients accumulated over
-    a step are then those of the mean cross-entropy over every masked position of the step.
-    This is the one place the loss is normalised. For one micro-batch on one process it is exactly the mean
-    cross-entropy of Eq. (3)/(4). The official code takes the mean per GPU per micro-batch (loss_cls mean,
-    official: mmaction/models/heads/bevt_multisource_head.py:77-78) and DDP averages those: every GPU weighs the
-    same however many positions it masked (a documented difference). Official lam = 1 (official:
-    mmaction/models/heads/bevt_multisource_head.py:27)."""
+    """BEVT §3, Eq. (5): L = L_MIM + lam * L_MVM, each term sums[stream] / step_counts[stream].clamp(min=1), the one
+    place the loss is normalised. sums: {"video": ce_sum, "image": ce_sum} of this micro-batch; step_counts: the
+    loss positions of the WHOLE optimizer step, per stream, over all micro-batches and ranks (target_counts,
+    all-reduced); world: the number of ranks, as DDP averages gradients. A step's gradients are then those of the
+    mean cross-entropy over its masked positions; one micro-batch on one process gives Eq. (3)/(4) exactly. The
+    official code averages per GPU per micro-batch (official: mmaction/models/heads/bevt_multisource_head.py:77-78),
+    a documented difference; official lam = 1 (official: mmaction/models/heads/bevt_multisource_head.py:27)."""
     loss = 0.0
     for stream, weight in (("image", 1.0), ("video", lam)):
         if stream in sums:
