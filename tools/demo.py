@@ -167,10 +167,10 @@ def predict_tokens(model, tokenizer, crops, stream_mask, video):
     x = data.normalize_batch(crops[None])  # (1, 3, T, S, S)
     mask = torch.from_numpy(stream_mask)[None]  # (1, T', S/16, S/16)
     if video:
-        feats = model.forward_decoder(*model.forward_encoder(x, mask), video=True)  # (1, T, h, w, C8)
+        feats = model.decoder(*model.forward_encoder(x, mask))  # (1, T, h, w, C8)
         target_mask = mask_to_target_grid(mask, model.cfg.patch_size[0])  # (1, T, h, w)
     else:
-        feats = model.forward_decoder(*model.forward_encoder(x[:, :, 0], mask[:, 0]), video=False)  # (1, 1, h, w, C8)
+        feats = model.decoder(*model.forward_encoder(x[:, :, 0], mask[:, 0])).unsqueeze(1)  # (1, 1, h, w, C8)
         target_mask = mask
     pred = model.lm_head(model.encoder.norm(feats)).argmax(-1)  # (1, T, h, w)
     return ids, pred[0], target_mask[0]
