@@ -15,6 +15,8 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 
+import convert
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # distributed set-up (torchrun's variables, else srun's) and precision
@@ -105,23 +107,12 @@ NO_DECAY_KEYS = {"absolute_pos_embed": {"decay_mult": 0.0}, "relative_position_b
                  "norm": {"decay_mult": 0.0}}
 
 
-def official_name(name):
-    """Our parameter name -> the official model's, which the custom keys are matched against: encoder and decoders
-    are `backbone.*`, the pretraining classifier `cls_head.lm_head.*`, the finetune head `cls_head.fc_cls.*`
-    (official: mmaction/models/heads/i3d_head.py:41)."""
-    if name.startswith("head."):
-        return "cls_head.fc_cls." + name.removeprefix("head.")
-    if name.startswith("lm_head."):
-        return "cls_head." + name
-    return "backbone." + name.removeprefix("encoder.")
-
-
 def paramwise(name, custom_keys):
     """(lr multiplier, weight-decay multiplier) of parameter `name` (ours), as mmcv DefaultOptimizerConstructor
     .add_params: the LONGEST key that is a substring of the official name decides (ties: alphabetical); no key: (1, 1).
     So a relative_position_bias_table (28 chars) beats every block key (<= 27 chars) and the ssv2 'backbone' key, and a
     block, downsample or patch-embed key beats 'norm' (those norms are decayed and layer-decayed)."""
-    official = official_name(name)
+    official = convert.official_param_name(name)
     for key in sorted(sorted(custom_keys), key=len, reverse=True):
         if key in official:
             return custom_keys[key].get("lr_mult", 1.0), custom_keys[key].get("decay_mult", 1.0)

@@ -98,7 +98,7 @@ def test_reconstruct_tokens_and_accuracy_match_the_model(pretrained, tmp_path, c
     assert torch.equal(out["ids"], ids) and torch.equal(out["mask"], target_mask)
     with torch.no_grad():  # the model's own count of right predictions at the masked positions
         _, correct, masked = model(video=data.normalize_batch(crops[None]), video_mask=torch.from_numpy(mask)[None],
-                                   video_ids=ids[None])["mvm"]
+                                   video_ids=ids[None])["video"]
     assert (out["pred"] == ids)[target_mask].sum().item() == correct.item() and masked.item() == target_mask.sum()
     per_frame = [a for a in out["accuracy"] if a is not None]
     counts = target_mask.flatten(1).sum(1)[target_mask.flatten(1).any(1)]

@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+import convert
 import data
 import engine
 import model as bevt_model
@@ -46,8 +47,9 @@ def test_longest_custom_key_wins_then_alphabetical():
     assert engine.paramwise("head.bias", keys) == (1.0, 1.0)  # a bias no key matches is decayed (mmcv defaults)
     tie = {"aaaa": {"lr_mult": 3.0}, "zzzz": {"lr_mult": 4.0}}
     assert engine.paramwise("encoder.zzzz.aaaa.weight", tie) == (3.0, 1.0)  # equal length: alphabetical first
-    assert [engine.official_name(n) for n in ("encoder.norm.weight", "head.bias", "lm_head.weight", "fpn.weight")] \
-        == ["backbone.norm.weight", "cls_head.fc_cls.bias", "cls_head.lm_head.weight", "backbone.fpn.weight"]
+    names = ("encoder.norm.weight", "head.bias", "lm_head.weight", "decoder.image_spatial_up.weight")
+    assert [convert.official_param_name(n) for n in names] == [
+        "backbone.norm.weight", "cls_head.fc_cls.bias", "cls_head.lm_head.weight", "backbone.fpn.0.weight"]
 
 
 def test_layer_ids_follow_official_k400_decay():
@@ -87,7 +89,7 @@ def test_pretraining_groups_are_the_official_cfg(swin_b_bevt):
     assert counts(by_name) == {(1.0, 0.0): 108 + 24, (1.0, 0.05): 344 - 132}
     assert by_name["encoder.layers.2.blocks.7.attn.qkv.bias"] == (1.0, 0.05)
     assert by_name["encoder.mask_token"] == (1.0, 0.05) and by_name["lm_head.bias"] == (1.0, 0.05)
-    assert by_name["fpn_t.bias"] == (1.0, 0.05) and by_name["encoder.patch_embed_2d.norm.bias"] == (1.0, 0.0)
+    assert by_name["decoder.video_temporal_up.bias"] == (1.0, 0.05) and by_name["encoder.patch_embed_2d.norm.bias"] == (1.0, 0.0)
     assert by_name["encoder.layers.1.downsample.norm.weight"] == (1.0, 0.0)
 
 

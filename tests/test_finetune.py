@@ -219,13 +219,18 @@ def init_classifier(path, classifier):
 
 def official_layout(bevt_sd):
     """Our BEVT state dict -> the official mmcv joint checkpoint layout."""
+    # official: mmaction/models/backbones/swin_transformer_bevt.py:678-700, the decoders in the backbone (nn.Sequential
+    # wrappers, but lm_down)
+    decoders = {"image_spatial_up": "fpn.0", "image_linear": "lm_down", "video_spatial_up": "fpn_s.0",
+                "video_linear": "lm_down_st.0", "video_temporal_up": "fpn_t.0"}
     sd = {}
     for k, v in bevt_sd.items():
         name, _, rest = k.partition(".")
         if name == "lm_head":
             sd["cls_head." + k] = v
-        elif name in ("fpn", "lm_down_st", "fpn_s", "fpn_t"):  # official: nn.Sequential wrappers, fpn.0.weight
-            sd[f"backbone.{name}.0.{rest}"] = v
+        elif name == "decoder":
+            part, _, param = rest.partition(".")
+            sd[f"backbone.{decoders[part]}.{param}"] = v
         else:
             sd["backbone." + k.removeprefix("encoder.")] = v
     for i, d in enumerate(TINY.depths):
@@ -244,8 +249,7 @@ def test_official_checkpoint_drops_exactly_the_pretraining_keys(tmp_path):
     sd, dropped, msg = init_classifier(tmp_path / "bevt.pth", clf)
     assert set(sd) == set(clf.state_dict())
     pretrain_only = {k for k in pre.state_dict() if k.startswith(
-        ("encoder.patch_embed_2d.", "encoder.mask_token", "lm_head.", "fpn.", "fpn_s.", "fpn_t.", "lm_down.",
-         "lm_down_st."))}
+        ("encoder.patch_embed_2d.", "encoder.mask_token", "lm_head.", "decoder."))}
     assert pretrain_only == set(pre.state_dict()) - set(clf.state_dict())
     buffers = {k for k in ckpt["state_dict"] if k.endswith("relative_position_index")}
     assert len(buffers) == sum(TINY.depths) and len(pretrain_only) == 4 + 1 + 2 + 5 * 2

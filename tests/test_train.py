@@ -178,8 +178,8 @@ def test_nan_loss_stops_with_step_losses_and_last_checkpoint(tiny_tokenizer, tmp
         out = forward(self, *args, **kwargs)
         calls.append(1)
         if len(calls) == 3:
-            ce_sum, correct, n = out["mim"]
-            out["mim"] = (ce_sum * float("nan"), correct, n)
+            ce_sum, correct, n = out["image"]
+            out["image"] = (ce_sum * float("nan"), correct, n)
         return out
 
     monkeypatch.setattr(bevt_model.BEVT, "forward", poisoned)
