@@ -202,12 +202,11 @@ def resume_from(path, raw_model, optimizer, scaler, cfg, env, ignore=()):
     checkpoint's other entries (step, EMA, data positions)."""
     ckpt = load_checkpoint(path)
     saved = ckpt["config"]
+    asks = " ".join(f"--{k} {getattr(cfg, k)}" for k in ("model", "stage") if hasattr(cfg, k))
     if saved.get("model") != cfg.model or saved.get("stage", "") != getattr(cfg, "stage", ""):
-        holds = " ".join(f"--{k} {saved[k]}" for k in ("model", "stage") if k in saved)
-        asks = " ".join(f"--{k} {getattr(cfg, k)}" for k in ("model", "stage") if hasattr(cfg, k))
-        raise SystemExit(f"{path} holds a run of {holds}; the flags ask for {asks}: use the same flags or another "
-                         f"--out-dir")
-    load_model_state(raw_model, ckpt.pop("model"), path, holds(ckpt), f"--model {cfg.model}")
+        raise SystemExit(f"{path} holds a run of {holds(ckpt)}; the flags ask for {asks}: use the same flags or "
+                         f"another --out-dir")
+    load_model_state(raw_model, ckpt.pop("model"), path, holds(ckpt), asks)
     changed = {k: (v, getattr(cfg, k)) for k, v in saved.items()
                if k not in ("init", "resume", "max_steps", *ignore) and hasattr(cfg, k)
                and (tuple(v) if isinstance(v, list) else v) != getattr(cfg, k)}

@@ -40,8 +40,15 @@ def help_text(f, default, variants):
     for label, overrides in variants.items():
         if f.name in overrides and overrides[f.name] != default:
             changed.setdefault(_show(overrides[f.name]), []).append(label)
-    bounds = [f"{k} {f.metadata[k]}" for k in ("above", "min", "max") if k in f.metadata]
+    bounds = [f"must be {allowed(f)}"] if {"above", "min", "max"} & set(f.metadata) else []
     return "; ".join([f"default: {_show(default)}"] + [f"{'/'.join(ls)}: {v}" for v, ls in changed.items()] + bounds)
+
+
+def allowed(f):
+    """The range in a field's metadata, in words: "> 0 and <= 1"."""
+    lo, hi, above = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("above")
+    return " and ".join([f"> {above}"] * (above is not None) + [f">= {lo}"] * (lo is not None)
+                        + [f"<= {hi}"] * (hi is not None)) or "a finite number"
 
 
 def parse_flags(cls, argv, description, positional=(), variants=None):
@@ -77,9 +84,7 @@ def check_range(f, value):
         lo, hi, above = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("above")
         if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi) or \
                 (above is not None and v <= above):
-            allowed = " and ".join([f"> {above}"] * (above is not None) + [f">= {lo}"] * (lo is not None)
-                                   + [f"<= {hi}"] * (hi is not None)) or "a finite number"
-            raise SystemExit(f"{flag(f.name)} {_show(value)}: must be {allowed}")
+            raise SystemExit(f"{flag(f.name)} {_show(value)}: must be {allowed(f)}")
 
 
 def check_ranges(cfg):

@@ -14,7 +14,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import checkpoint
+import checkpoint  # noqa: E402
 import engine  # noqa: E402
 
 script, out_dir, argv = ROOT / sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
@@ -38,8 +38,8 @@ def recording_save(state, env, ckpt_dir, step, keep_last):
     return save_checkpoint(state, env, ckpt_dir, step, keep_last)
 
 
-def hiding_latest(folder):
-    return None if os.environ.get("HIDE_CHECKPOINTS_ON_RANK") == rank else latest_checkpoint(folder)
+def hiding_latest(folder, env=None):
+    return None if os.environ.get("HIDE_CHECKPOINTS_ON_RANK") == rank else latest_checkpoint(folder, env)
 
 
 engine.optimizer_step, checkpoint.save_checkpoint = recording_step, recording_save
