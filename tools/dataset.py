@@ -82,13 +82,14 @@ def _write_frames(record, folder, ext, params) -> int:
     media.read_frames numbers them (decoded from the first frame). Returns the number written."""
     with av.open(record.path) as container:
         stream = media.video_stream(container, record.path)
-        pts = media.frame_pts(container, stream, record.path)  # demuxes to the end: seek back to the first frame
-        start, end = record.start_frame, min(record.end_frame or math.inf, len(pts))
+        index = media.frame_index(container, stream, record.path)  # demuxes to the end: seek back to the start
+        start, end = record.start_frame, min(record.end_frame or math.inf, len(index.pts))
         if end <= start:
             raise media.MediaError(f"{record.path}: no frames in [{start}, {end})")
-        container.seek(pts[0], stream=stream, backward=True, any_frame=False)
+        container.seek(index.pts[0], stream=stream, backward=True, any_frame=False)
         written = 0
-        for i, frame in media.decoded_frames(container, stream, record.path, pts, range(start, end)):
+        for i, frame in media.decoded_frames(container.demux(stream), stream, record.path, index,
+                                             range(start, end)):
             if start <= i < end:
                 path = media.frame_file(folder, i - start, ext)
                 bgr = cv2.cvtColor(frame.to_ndarray(format="rgb24"), cv2.COLOR_RGB2BGR)  # (H, W, 3)
