@@ -1,7 +1,9 @@
-"""Dataset tools: check a dataset before a run, and write a video dataset as frame folders (mmaction's rawframes).
+"""Dataset tools: check a dataset before a run, write a video dataset as frame folders (mmaction's rawframes), or
+convert it into prepared videos that read faster (tools/prepare.py).
 
     python -m tools.dataset check ANNOTATION ROOT [--min-frames 16]     # every file opened, problems listed
     python -m tools.dataset extract-frames --ann LIST --root DIR --out DIR [--format jpg|png] [--quality 95]
+    python -m tools.dataset prepare ANNOTATION ROOT DST [--codec mjpeg|h264] [--workers N]   # see tools/prepare.py
 
 The formats are those annotations.read_annotations reads; docs/data.md describes them and what each tool writes.
 """
@@ -19,6 +21,7 @@ import cv2
 import media
 from annotations import ImageRecord, read_annotations, read_segment
 from cli import parse_flags
+from tools.prepare import PrepareConfig, prepare
 
 
 @dataclass
@@ -158,7 +161,8 @@ def extract_frames(cfg: ExtractConfig) -> list:
 
 
 USAGE = """usage: python -m tools.dataset check ANNOTATION ROOT [--min-frames 16]
-       python -m tools.dataset extract-frames --ann LIST --root DIR --out DIR [--format jpg|png] [--quality 95]"""
+       python -m tools.dataset extract-frames --ann LIST --root DIR --out DIR [--format jpg|png] [--quality 95]
+       python -m tools.dataset prepare ANNOTATION ROOT DST [--codec mjpeg|h264] [--workers N] (--help: all flags)"""
 
 
 def main(argv=None):
@@ -169,6 +173,10 @@ def main(argv=None):
     if argv[:1] == ["extract-frames"]:
         cfg = ExtractConfig(**parse_flags(ExtractConfig, argv[1:], "write the frames of a video dataset (rawframes)"))
         sys.exit(1 if extract_frames(cfg) else 0)
+    if argv[:1] == ["prepare"]:
+        cfg = PrepareConfig(**parse_flags(PrepareConfig, argv[1:], "convert a video dataset into prepared videos",
+                                          ("annotation", "root", "out")))
+        sys.exit(1 if prepare(cfg) else 0)
     sys.exit(USAGE)
 
 
