@@ -334,8 +334,8 @@ def test_prepare_annotation_formats(syn, small_config, tmp_path):
 
 
 def test_prepare_refuses_bad_input(sources, syn, tmp_path):
-    """One line naming the problem, no traceback: a missing annotation, frame folders or images, a flag out of
-    range, a DST another run is writing."""
+    """One line naming the problem, no traceback: a missing annotation, frame folders or images, DST = ROOT, a flag
+    out of range, a DST another run is writing."""
     run = lambda *argv: subprocess.run([sys.executable, "-m", "tools.dataset", "prepare", *map(str, argv)],  # noqa
                                        capture_output=True, text=True, cwd=Path(__file__).parents[1])
     missing = run(tmp_path / "nope.txt", sources, tmp_path / "out")
@@ -343,6 +343,8 @@ def test_prepare_refuses_bad_input(sources, syn, tmp_path):
     assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
     with pytest.raises(SystemExit, match="converts videos, not images"):
         prep.prepare(prep.PrepareConfig(str(syn["images_train"]), str(syn["images_train"]), str(tmp_path / "o")))
+    with pytest.raises(SystemExit, match="DST must be another folder than ROOT"):
+        prep.prepare(prep.PrepareConfig(str(sources / "train.txt"), str(sources), str(sources / "."), workers=1))
     with pytest.raises(SystemExit, match="--mjpeg-q must be in"):
         prep.prepare(prep.PrepareConfig(str(sources / "train.txt"), str(sources), str(tmp_path / "o"), mjpeg_q=1))
     out = tmp_path / "locked"

@@ -204,6 +204,8 @@ def prepare(cfg: PrepareConfig) -> list:
     not_videos = [r.path for r in records if isinstance(r, ImageRecord) or r.total_frames is not None]
     if not_videos:
         raise SystemExit(f"{cfg.annotation}: prepare converts videos, not images or frame folders ({not_videos[0]})")
+    if Path(cfg.out).resolve() == Path(cfg.root).resolve():  # DST/a.mp4 would be the source ROOT/a.mp4 itself
+        raise SystemExit(f"DST must be another folder than ROOT ({cfg.root})")
     sources = list(dict.fromkeys(r.path for r in records))  # a video with several segments is converted once
     targets = {}
     for path in sources:  # clip.webm and clip.mp4 of one folder would become the same DST file
