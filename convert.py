@@ -5,8 +5,9 @@ position bias tables to another window (SSv2), and the detection of a checkpoint
 (classifier_state). Nothing here builds or runs a model except to read key names.
 
 Official key layout (xyzforever/BEVT, mmcv checkpoints {'meta', 'state_dict', ...}):
-  pretraining: backbone.* (SwinTransformerBEVT) + cls_head.lm_head.* + cls_head.vae_encoder.* (the DALL-E
-  tokenizer, dropped); finetuning: backbone.* (SwinTransformer3D) + cls_head.fc_cls.*.
+  pretraining: backbone.* (SwinTransformerBEVT, its decoders included) + cls_head.lm_head.* + cls_head.vae_encoder.*
+  (the DALL-E tokenizer, dropped); finetuning: backbone.* (SwinTransformer3D) + cls_head.fc_cls.*.
+  official_param_name maps any of our parameter names to its official name.
 """
 import math
 
@@ -14,11 +15,27 @@ import torch.nn.functional as F
 
 from model import ModelConfig, VideoClassifier, relative_position_index
 
-# official decoders wrapped in a one-layer nn.Sequential, so their keys read "<name>.0.*"
-# (official: mmaction/models/backbones/swin_transformer_bevt.py:680-700); lm_down (:678) is a plain Linear
-SEQUENTIAL_DECODERS = ("fpn", "lm_down_st", "fpn_s", "fpn_t")
-DECODERS = ("fpn.", "lm_down.", "fpn_s.", "lm_down_st.", "fpn_t.")
-PRETRAIN_ONLY = ("encoder.patch_embed_2d.", "encoder.mask_token", "lm_head.") + DECODERS
+# our decoder's modules -> their names inside the official backbone (official:
+# mmaction/models/backbones/swin_transformer_bevt.py:678-700): lm_down is a plain Linear, the other four are each
+# wrapped in a one-layer nn.Sequential, so their keys read "<name>.0.*"
+DECODER_KEYS = {"decoder.image_spatial_up.": "fpn.0.", "decoder.image_linear.": "lm_down.",
+                "decoder.video_spatial_up.": "fpn_s.0.", "decoder.video_linear.": "lm_down_st.0.",
+                "decoder.video_temporal_up.": "fpn_t.0."}
+PRETRAIN_ONLY = ("encoder.patch_embed_2d.", "encoder.mask_token", "decoder.", "lm_head.")
+
+
+def official_param_name(name):
+    """One of our BEVT / VideoClassifier parameter (or state-dict) names -> the official model's full name: the
+    encoder and the decoders are `backbone.*`, the shared classifier `cls_head.lm_head.*`
+    (official: mmaction/models/heads/bevt_multisource_head.py:31), the finetuning head `cls_head.fc_cls.*`
+    (official: mmaction/models/heads/i3d_head.py:41)."""
+    for ours, official in DECODER_KEYS.items():
+        if name.startswith(ours):
+            return "backbone." + official + name.removeprefix(ours)
+    for ours, official in (("encoder.", "backbone."), ("lm_head.", "cls_head.lm_head."), ("head.", "cls_head.fc_cls.")):
+        if name.startswith(ours):
+            return official + name.removeprefix(ours)
+    raise ValueError(f"official_param_name: {name!r} is not a BEVT or VideoClassifier name")
 
 
 # --- torchvision -------------------------------------------------------------------------------------------------
@@ -115,19 +132,19 @@ def _unwrap(ckpt):
 
 
 def _from_official_backbone(k):
-    """A key inside the official backbone -> ours: "fpn.0.weight" -> "fpn.weight" (the Sequential wrappers),
-    "lm_down.*" unchanged, the rest is the encoder. A decoder key without the official ".0." is returned as it
-    came, so that the caller reports it instead of loading a key of another layout."""
-    name, _, rest = k.partition(".")
-    if name in SEQUENTIAL_DECODERS:
-        return f"{name}.{rest[2:]}" if rest.startswith("0.") else "backbone." + k
-    return k if name == "lm_down" else "encoder." + k
+    """A key inside the official backbone -> ours (official_param_name's inverse): the decoders by DECODER_KEYS
+    ("fpn.0.weight" -> "decoder.image_spatial_up.weight"), the rest is the encoder. A decoder key of another layout
+    ("fpn_s.weight") becomes an encoder key that no model has, so the caller reports it."""
+    for ours, official in DECODER_KEYS.items():
+        if k.startswith(official):
+            return ours + k.removeprefix(official)
+    return "encoder." + k
 
 
 def load_official(ckpt, target):
     """Official BEVT checkpoint -> state dict for `target` (BEVT or VideoClassifier), for load_state_dict(strict=True)
     (a classifier head may be missing). Takes exactly the official module's key names: the pretraining format
-    (backbone.* of SwinTransformerBEVT with its decoders fpn.0, fpn_s.0, fpn_t.0, lm_down_st.0, lm_down;
+    (backbone.* of SwinTransformerBEVT with its decoders fpn.0, lm_down, fpn_s.0, lm_down_st.0, fpn_t.0;
     cls_head.lm_head.*; cls_head.vae_encoder.*) and the finetuning format (backbone.* of SwinTransformer3D,
     cls_head.fc_cls.*). Returns (state_dict, dropped keys). Dropped BY NAME: relative_position_index (we compute
     it), the DALL-E encoder, and for a classifier the pretraining-only keys (2D patch embed, mask token,
@@ -168,17 +185,16 @@ def inflate_image_checkpoint(ckpt, cfg: ModelConfig):
     mmaction/models/backbones/swin_transformer_bevt.py:718-793). Accepts an official checkpoint (2D Swin keys:
     patch_embed.proj a Conv2d, 2D bias tables; the official decoders fpn.0.* / lm_down.*, if present) or our own
     image-stage BEVT checkpoint (patch_embed_2d trained, 3D tables of which image mode used only dt = 0).
-    Returns the keys it can fill; the rest (lm_down_st, fpn_s, fpn_t, lm_head, ...) keep their fresh init: load
-    with strict=False."""
+    Returns the keys it can fill; the rest (the video decoder, lm_head, ...) keep their fresh init: load with
+    strict=False."""
     sd = {}
     for k, v in _unwrap(ckpt).items():                          # 1. unwrap, strip prefixes (official :739-740)
         for p in ("backbone.", "encoder."):
             k = k.removeprefix(p)
         if k.endswith(("relative_position_index", "attn_mask")):  # 2. drop buffers, fc_norm -> norm
             continue
-        name, _, rest = k.partition(".")
-        if name in SEQUENTIAL_DECODERS and rest.startswith("0."):  # official Sequential decoders -> ours
-            k = f"{name}.{rest[2:]}"
+        if not k.startswith("decoder."):                        # official decoders -> ours
+            k = _from_official_backbone(k).removeprefix("encoder.")
         sd[k.replace("fc_norm.", "norm.", 1) if k.startswith("fc_norm.") else k] = v
     pt, (wd, wh, ww) = cfg.patch_size[0], cfg.window_size
     # 3. the 2D patch embedding: ours is patch_embed_2d; an official 2D Swin calls its Conv2d patch_embed
@@ -203,7 +219,7 @@ def inflate_image_checkpoint(ckpt, cfg: ModelConfig):
                 v = F.interpolate(v.t().reshape(1, -1, s, s), size=(2 * wh - 1, 2 * ww - 1),
                                   mode="bicubic").reshape(v.shape[1], -1).t()   # (rows2d, nH)
             v = v.repeat(2 * wd - 1, 1)                         # ((2Wd-1) rows2d, nH)
-        out[k if k.startswith(DECODERS) else "encoder." + k] = v
+        out[k if k.startswith("decoder.") else "encoder." + k] = v
     return out                                                  # 6. caller: load_state_dict(strict=False)
 
 

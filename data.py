@@ -7,9 +7,9 @@ configs/recognition/swin/: swin_base_patch244_window877_bevt_in1k_k400.py (pretr
 and ..._window1677_bevt_finetune_ssv2.py (finetuning). Pretraining samples are uint8; `normalize_batch` runs on the
 device.
 """
-import copy
 import math
 import multiprocessing
+import signal
 import warnings
 
 import av
@@ -212,7 +212,8 @@ class _Base(Dataset):
                 if not self.replace:
                     return self._blank(index)
                 index = int(rng.integers(len(self)))
-        raise RuntimeError(f"{MAX_RETRIES + 1} unreadable samples in a row (last {path}); run `python -m tools.dataset check`")
+        raise RuntimeError(f"{MAX_RETRIES + 1} unreadable samples in a row (last {path}); run "
+                           f"`python -m tools.dataset check`")
 
 
 def pretrain_crop(frames, crop, rescale, rng, jitter=lambda frames: frames):
@@ -289,7 +290,8 @@ class FinetuneVideoDataset(_Base):
         """A test view of an unreadable video: a blank clip keeps every video's views in place."""
         video_index = index // self.views
         blank = torch.zeros(3, self.clip_len, self.crop, self.crop)
-        return {"video": blank, "label": self.records[video_index].label, "video_index": video_index}
+        return {"video": blank, "label": self.records[video_index].label, "video_index": video_index,
+                "unreadable": True}
 
     def _load(self, index, rng):
         video_index, view = divmod(index, self.views)
@@ -303,7 +305,8 @@ class FinetuneVideoDataset(_Base):
         frames = resize_short(annotations.read_segment(record, pick), self.short_side)  # (T, H, W, 3)
         if not self.train:
             clip = to_clip(fixed_crop(frames, self.crop, position, self.num_crops))  # (3, T, crop, crop)
-            return {"video": normalize_batch(clip[None])[0], "label": record.label, "video_index": video_index}
+            return {"video": normalize_batch(clip[None])[0], "label": record.label, "video_index": video_index,
+                    "unreadable": False}
         frames = random_resized_crop(frames, self.crop, rng, self.area)
         clip = to_clip(frames[:, :, ::-1] if self.flip and rng.random() < 0.5 else frames)  # (3, T, crop, crop)
         if self.randaugment is not None:  # torchvision draws from torch's RNG: seed it from ours, then restore it
@@ -348,32 +351,34 @@ class AtEpoch(Dataset):
         self.dataset.set_epoch(epoch)
         return self.dataset[index]
 
-    def __getstate__(self):  # workers started by spawn / forkserver get the dataset without the loader kept on it
-        dataset = copy.copy(self.dataset)
-        vars(dataset).pop("_train_loader", None)
-        return {"dataset": dataset}
+
+
+def ignore_stop_signals(worker_id):
+    """DataLoader workers leave SIGINT / SIGTERM / SIGUSR1 to the main process, which stops at a step boundary and
+    ends them (engine.Progress); a worker killed by Ctrl-C would end the run with its traceback instead."""
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(s, signal.SIG_IGN)
 
 
 def make_loader(dataset, batch_size, train, num_workers, seed, distributed, epoch=0, start_batch=0) -> DataLoader:
-    """Train: batches of the TrainOrder for (seed, epoch) from batch `start_batch` on, drop_last; the dataset (with
-    set_epoch) draws each sample's randomness from (seed, epoch, index), so nothing depends on the worker count. The
-    training loader of a dataset is made once and kept on it, its workers persistent: a later call (next epoch,
-    resume) returns the same DataLoader re-aimed, so earlier handles to it follow, and a dataset feeds one training
-    stream at a time. Eval: a new loader; rank r takes samples r, r + world, ... (no padding, no duplicates, the
-    last batch uneven)."""
+    """Train: batches of the TrainOrder for (seed, epoch) from batch `start_batch` on, drop_last, persistent workers
+    (aim_loader re-aims the same loader at another epoch); the dataset (with set_epoch) draws each sample's randomness
+    from (seed, epoch, index), so nothing depends on the worker count. Eval: rank r takes samples r, r + world, ...
+    (no padding, no duplicates, the last batch uneven)."""
     world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
     # a private generator (it only seeds the workers): creating a loader must not advance the global torch RNG (drop
     # path), or a resumed run, which creates its loaders at another point of that stream, would diverge
     settings = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available(), drop_last=train,
-                    generator=torch.Generator().manual_seed(seed))
+                    generator=torch.Generator().manual_seed(seed), worker_init_fn=ignore_stop_signals)
     if not train:
         return DataLoader(dataset, batch_size, sampler=range(rank, len(dataset), world), **settings)
-    key = (batch_size, num_workers, seed, world, rank)
-    if getattr(dataset, "_train_loader", (None,))[0] != key:
-        order = TrainOrder(dataset, batch_size, seed, world, rank)
-        dataset._train_loader = key, DataLoader(AtEpoch(dataset), batch_size, sampler=order,
-                                                persistent_workers=num_workers > 0, **settings)
-    loader = dataset._train_loader[1]
+    order = TrainOrder(dataset, batch_size, seed, world, rank)
+    loader = DataLoader(AtEpoch(dataset), batch_size, sampler=order, persistent_workers=num_workers > 0, **settings)
+    return aim_loader(loader, epoch, start_batch)
+
+
+def aim_loader(loader, epoch, start_batch=0):
+    """A training loader's next pass: the samples of `epoch` from batch `start_batch` on (its workers stay)."""
     loader.sampler.epoch, loader.sampler.start_batch = epoch, start_batch
     return loader
 
@@ -382,12 +387,50 @@ def cycled_batches(dataset, batch_size, num_workers, seed, distributed, position
     """The joint stage's image stream, cycled beside the video epochs (official: RepeatDataset, in1k_k400.py:86-95),
     a new shuffle each time it runs out. `position` {"epoch", "batch"} is advanced in place as batches are handed
     out, so a checkpoint can store it and a resumed run continues with the same images."""
+    loader = make_loader(dataset, batch_size, True, num_workers, seed, distributed)
     while True:
-        for batch in make_loader(dataset, batch_size, True, num_workers, seed, distributed, position["epoch"],
-                                 position["batch"]):
+        for batch in aim_loader(loader, position["epoch"], position["batch"]):
             position["batch"] += 1
             yield batch
         position["epoch"], position["batch"] = position["epoch"] + 1, 0
+
+
+# --------------------------------------------------------------------------- the datasets and batches of a run
+def read_dataset(annotation, root, flags, classes=None, kind=None):
+    """(records, class names): annotations.read_annotations (labels indexed by the training `classes` if given), or
+    with `kind` ("video" / "image", pretraining) annotations.read_unlabelled and no class names. Their errors (a
+    missing file, a malformed line, an unseen label, an empty set) end the run naming the flags."""
+    try:
+        if kind is not None:
+            return annotations.read_unlabelled(annotation, root, kind), []
+        return annotations.read_annotations(annotation, root, classes)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{flags}: {e}") from None
+
+
+def step_counts(dataset, batch_size, cfg, env):
+    """(optimizer steps per epoch, steps of the whole schedule, the step this run stops at: --max-steps). Every rank
+    must hold the same dataset length (the scripts check it: each rank reads the annotation file itself)."""
+    steps_per_epoch = len(dataset) // env.world // batch_size // cfg.accum
+    if steps_per_epoch == 0:
+        raise SystemExit(f"dataset of {len(dataset)} samples is smaller than one step "
+                         f"({env.world} GPUs x {batch_size} x accum {cfg.accum})")
+    total_steps = cfg.epochs * steps_per_epoch
+    return steps_per_epoch, total_steps, min(total_steps, cfg.max_steps) if cfg.max_steps > 0 else total_steps
+
+
+def step_batches(dataset, batch_size, cfg, env, step, steps_per_epoch, stop_at, progress):
+    """Yields the `accum` micro-batches of each optimizer step from `step` to `stop_at`; a resumed run starts its
+    epoch's loader after the batches already used. The time spent waiting for the batches, the loader's start
+    included, is counted in `progress`'s data-wait clock (the log's data share)."""
+    loader = make_loader(dataset, batch_size, True, cfg.num_workers, cfg.seed, env.ddp)
+    while step < stop_at:
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        it = iter(aim_loader(loader, epoch, in_epoch * cfg.accum))
+        end = min(stop_at, (epoch + 1) * steps_per_epoch)
+        for _ in range(step, end):
+            yield [progress.next_batch(it) for _ in range(cfg.accum)]
+        step = end
 
 
 def load_frames(root, num_frames, size, seed) -> torch.Tensor:

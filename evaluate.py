@@ -1,4 +1,4 @@
-"""Multi-view testing and the temporal-dependency test (BEVT Table 2): shared by finetune.py, demo.py and reproduce.py.
+"""Multi-view testing and the temporal-dependency test (BEVT Table 2), for finetune.py and the tools.
 
 Each video is tested on several views (official test pipelines: K400 4 clips x 3 crops,
 configs/recognition/swin/swin_base_patch244_window877_bevt_finetune_k400.py:45-56; SSv2 1 clip x 3 crops) and its
@@ -51,13 +51,15 @@ def temporal_transform(video, video_index, kind, seed):
 
 @torch.no_grad()
 def evaluate(model, batches, num_videos, num_classes, env, dtype="float32", temporal="none", seed=0):
-    """Sums softmax probabilities, view counts and labels per video over this rank's batches ({"video", "label",
-    "video_index"}) and all-reduces them, so every rank holds the whole set. Returns (prob_sum (N, C), views (N,),
-    labels (N,)); a video seen by no rank has 0 views (`metrics` refuses that)."""
+    """Sums softmax probabilities, view counts, labels and unreadable views per video over this rank's batches
+    ({"video", "label", "video_index", "unreadable"}) and all-reduces them, so every rank holds the whole set. Returns
+    (prob_sum (N, C), views (N,), labels (N,), unreadable (N,) bool: a view of the video could not be decoded and was
+    scored as a blank clip); a video seen by no rank has 0 views (`metrics` refuses that)."""
     model.eval()
     prob_sum = torch.zeros(num_videos, num_classes, dtype=torch.float64, device=env.device)
     views = torch.zeros(num_videos, dtype=torch.float64, device=env.device)
     label_sum = torch.zeros(num_videos, dtype=torch.float64, device=env.device)
+    blank = torch.zeros(num_videos, dtype=torch.float64, device=env.device)
     for b in batches:
         video = temporal_transform(b["video"].to(env.device, non_blocking=True), b["video_index"], temporal, seed)
         with engine.autocast_context(env.device, dtype):
@@ -66,16 +68,18 @@ def evaluate(model, batches, num_videos, num_classes, env, dtype="float32", temp
         prob_sum.index_add_(0, index, logits.float().softmax(-1).double())  # official: average_clips='prob'
         views.index_add_(0, index, torch.ones_like(index, dtype=torch.float64))
         label_sum.index_add_(0, index, b["label"].to(env.device, torch.float64))
-    for t in (prob_sum, views, label_sum):
+        blank.index_add_(0, index, b["unreadable"].to(env.device, torch.float64))
+    for t in (prob_sum, views, label_sum, blank):
         engine.all_sum(t, env)
     labels = (label_sum / views.clamp(min=1)).round().long()
-    return prob_sum.cpu(), views.cpu(), labels.cpu()
+    return prob_sum.cpu(), views.cpu(), labels.cpu(), blank.cpu() > 0
 
 
-def metrics(prob_sum, views, labels, expected_views, groups=None, topk=(1, 5)):
+def metrics(prob_sum, views, labels, expected_views, groups=None, topk=(1, 5), unreadable=None):
     """Top-k accuracy (%) over videos of the averaged probabilities, per-class top-1 (%, NaN for an empty class) and
-    top-1 over the videos of each group of classes ({name: [labels]}, e.g. the synthetic appearance / motion classes).
-    Every video must have been seen exactly `expected_views` times (none dropped or counted twice)."""
+    top-1 over the videos of each group of classes ({name: [labels]}, e.g. the synthetic appearance / motion classes),
+    and how many videos had a view that could not be read (`unreadable`, scored as blank clips). Every video must have
+    been seen exactly `expected_views` times (none dropped or counted twice)."""
     bad = (views != expected_views).nonzero().flatten()
     if len(bad):
         raise RuntimeError(f"{len(bad)} videos were not seen exactly {expected_views} times, e.g. video "
@@ -89,6 +93,7 @@ def metrics(prob_sum, views, labels, expected_views, groups=None, topk=(1, 5)):
     total = torch.zeros(C, dtype=torch.float64).index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
     out["per_class"] = (100.0 * correct / total).tolist()  # NaN where a class has no test video
     out["class_count"] = total.long().tolist()
+    out["unreadable_videos"] = int(unreadable.sum()) if unreadable is not None else 0
     out["groups"] = {g: 100.0 * correct[c].sum().item() / max(total[c].sum().item(), 1)
                      for g, c in (groups or {}).items()}
     return out
@@ -113,9 +118,9 @@ def run_eval(model, records, num_classes, recipe, env, temporal="none", groups=N
     ds = test_dataset(records, recipe)
     loader = data.make_loader(ds, recipe.test_batch, train=False, num_workers=recipe.num_workers, seed=recipe.seed,
                               distributed=env.ddp)
-    prob_sum, views, labels = evaluate(model, loader, len(records), num_classes, env, recipe.dtype, temporal,
-                                       recipe.seed)
-    return metrics(prob_sum, views, labels, ds.views, groups)
+    prob_sum, views, labels, unreadable = evaluate(model, loader, len(records), num_classes, env, recipe.dtype,
+                                                   temporal, recipe.seed)
+    return metrics(prob_sum, views, labels, ds.views, groups, unreadable=unreadable)
 
 
 def report(results, classes, env, out_dir):
@@ -125,6 +130,10 @@ def report(results, classes, env, out_dir):
     normal, others = results["normal"], [(k, m) for k, m in results.items() if k != "normal"]
     rows = [("all classes", lambda m: m["top1"])] + [(f"{g} classes", lambda m, g=g: m["groups"][g])
                                                      for g in normal["groups"]]
+    if normal["unreadable_videos"]:
+        print(f"warning: {normal['unreadable_videos']} of {sum(normal['class_count'])} "
+              f"test videos could not be read and were scored as blank clips (listed above; `python -m tools.dataset "
+              f"check` names them)")
     print(f"test top-5 {normal['top5']:.2f}; top-1:")
     for name, get in rows:  # BEVT Table 2 layout: normal, then each temporal test with its drop
         print(f"  {name:<20} {get(normal):6.2f}" + "".join(f" | {k} {get(m):6.2f} (drop {get(normal) - get(m):.2f})"

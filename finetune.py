@@ -13,10 +13,10 @@ Diving-48 has no official config (see PRESETS).
     python finetune.py --eval true --init runs/finetune/ckpt_00010000.pt --temporal-test single-frame ...
     python finetune.py --linear-probe true --init bevt_joint.pth ...   # frozen encoder, BatchNorm + Linear head
 
-Multi-view testing and the Table 2 test are evaluate.py's; DDP, AMP, the lr schedule, optimizer groups, checkpoints
-and the step loop are engine.py's. The linear probe is MAE's (main_linprobe.py: BatchNorm1d without affine before a
-trunc_normal(0.01) Linear, the encoder frozen); MAE trains it with LARS, lr 0.1 x batch / 256, no weight decay, 90
-epochs; we keep the preset's AdamW and schedule.
+Multi-view testing and the Table 2 test are evaluate.py's; DDP, AMP, the lr schedule, optimizer groups and the step
+loop are engine.py's; the out-dir's lock, checkpoints and log are checkpoint.py's. The linear probe is MAE's
+(main_linprobe.py: BatchNorm1d without affine before a trunc_normal(0.01) Linear, the encoder frozen); MAE trains it
+with LARS, lr 0.1 x batch / 256, no weight decay, 90 epochs; we keep the preset's AdamW and schedule.
 """
 import dataclasses
 import sys
@@ -29,17 +29,20 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-import annotations
+import checkpoint
 import convert
 import data
 import engine
 import evaluate
 import model as bevt_model
 import synthetic as synthetic_set
-from cli import parse_flags
+from cli import check_ranges, parse_flags
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config: the dataclass defaults are the official K400 recipe; PRESETS overrides per dataset
+
+
+POSITIVE, COUNT, FRACTION = {"above": 0}, {"min": 1}, {"min": 0, "max": 1}  # ranges checked by cli.check_ranges
 
 
 @dataclass
@@ -59,49 +62,62 @@ class FinetuneConfig:
     test_ann: str = ""
     test_root: str = ""
     sampling: str = field(default="dense", metadata={"choices": ("dense", "uniform")})  # official: SampleFrames(32, 2)
-    clip_len: int = 32  # BEVT §4.1: clip length 32
-    frame_interval: int = 2  # official k400 cfg; unused by uniform (segment) sampling
-    img_size: int = 224  # BEVT §4.1: 224 x 224
-    train_short_side: int = 256  # official cfgs: Resize(-1, 256) -> RandomResizedCrop -> Resize(224, 224)
-    test_short_side: int = 224  # official cfgs: Resize(-1, 224) -> ThreeCrop(224)
+    clip_len: int = field(default=32, metadata=COUNT)  # BEVT §4.1: clip length 32
+    frame_interval: int = field(default=2, metadata=COUNT)  # official k400 cfg; unused by uniform (segment) sampling
+    img_size: int = field(default=224, metadata={"min": 32})  # BEVT §4.1: 224 x 224
+    # official cfgs: Resize(-1, 256) -> RandomResizedCrop -> Resize(224, 224)
+    train_short_side: int = field(default=256, metadata=COUNT)
+    test_short_side: int = field(default=224, metadata=COUNT)  # official cfgs: Resize(-1, 224) -> ThreeCrop(224)
     flip: bool = True  # official k400 cfg: Flip(0.5)
-    randaugment: tuple = (0, 0)  # (n, m); (0, 0): off. official ssv2 cfg: RandAugment(n=4, m=7), same for all frames
-    erase_prob: float = 0.0  # official ssv2 cfg: RandomErasing(p=0.25)
-    crop_area: tuple = (0.08, 1.0)  # official cfgs: RandomResizedCrop area range
-    label_smoothing: float = 0.0  # official ssv2 cfg: LabelSmoothing 0.1
-    test_clips: int = 4  # official k400 cfg: 4 clips x 3 crops (ThreeCrop 224 on short side 224)
-    test_crops: int = 3
-    test_batch: int = 4  # views per forward at test time (official max_testing_views=4 is the same memory knob)
+    # (n, m); (0, 0): off. official ssv2 cfg: RandAugment(n=4, m=7), same for all frames
+    randaugment: tuple = field(default=(0, 0), metadata={"min": 0})
+    erase_prob: float = field(default=0.0, metadata=FRACTION)  # official ssv2 cfg: RandomErasing(p=0.25)
+    # official cfgs: RandomResizedCrop area range
+    crop_area: tuple = field(default=(0.08, 1.0), metadata={"above": 0, "max": 1})
+    # official ssv2 cfg: LabelSmoothing 0.1
+    label_smoothing: float = field(default=0.0, metadata={"min": 0, "max": 0.99})
+    # official k400 cfg: 4 clips x 3 crops (ThreeCrop 224 on short side 224)
+    test_clips: int = field(default=4, metadata=COUNT)
+    test_crops: int = field(default=3, metadata={"min": 1, "max": 3})
+    # views per forward at test time (official max_testing_views=4 is the same memory knob)
+    test_batch: int = field(default=4, metadata=COUNT)
     # model
-    window_size: tuple = (0, 0, 0)  # (0, 0, 0): the model preset's, (8, 7, 7) for Swin-B; ssv2: (16, 7, 7)
-    drop_path: float = 0.3  # official k400 cfg: drop_path_rate=0.3
-    head_dropout: float = 0.5  # official k400 cfg: I3DHead dropout_ratio=0.5
+    # (0, 0, 0): the model preset's, (8, 7, 7) for Swin-B; ssv2: (16, 7, 7)
+    window_size: tuple = field(default=(0, 0, 0), metadata={"min": 0})
+    drop_path: float = field(default=0.3, metadata={"min": 0, "max": 0.99})  # official k400 cfg: drop_path_rate=0.3
+    # official k400 cfg: I3DHead dropout_ratio=0.5
+    head_dropout: float = field(default=0.5, metadata={"min": 0, "max": 0.99})
     grad_checkpoint: bool = False  # recompute each block in backward; official: use_checkpoint=False
     # (mmaction/models/backbones/swin_transformer.py:573, not set by the cfgs)
     # optimisation: official AdamW, cosine (mmcv by_epoch=True) with a 2.5-epoch linear warmup from 0.1 x lr
-    epochs: int = 60  # BEVT §4.1: 60 epochs
-    warmup_epochs: float = 2.5
-    warmup_ratio: float = 0.1  # mmcv default
-    lr: float = 3e-4
-    min_lr: float = 0.0
-    weight_decay: float = 0.001
-    betas: tuple = (0.9, 0.999)
-    layer_decay: float = 0.9  # official k400 cfg: custom_keys lr_mult 0.9^k; 1.0: off
-    backbone_lr_scale: float = 1.0  # official ssv2 cfg: custom key 'backbone' lr_mult 0.1; 1.0: off
-    clip_grad: float = 40.0  # official k400 cfg: grad_clip max_norm=40; 0 disables
-    videos_per_gpu: int = 2  # official k400 cfg: 2 per GPU x update_interval 4 x 8 GPUs = 64 (BEVT §4.1)
-    accum: int = 4
+    epochs: int = field(default=60, metadata=COUNT)  # BEVT §4.1: 60 epochs
+    warmup_epochs: float = field(default=2.5, metadata={"min": 0})
+    warmup_ratio: float = field(default=0.1, metadata=FRACTION)  # mmcv default
+    lr: float = field(default=3e-4, metadata=POSITIVE)
+    min_lr: float = field(default=0.0, metadata={"min": 0})
+    weight_decay: float = field(default=0.001, metadata={"min": 0})
+    betas: tuple = field(default=(0.9, 0.999), metadata={"min": 0, "max": 0.999999})
+    # official k400 cfg: custom_keys lr_mult 0.9^k; 1.0: off
+    layer_decay: float = field(default=0.9, metadata={"above": 0, "max": 1})
+    # official ssv2 cfg: custom key 'backbone' lr_mult 0.1; 1.0: off
+    backbone_lr_scale: float = field(default=1.0, metadata={"min": 0})
+    clip_grad: float = field(default=40.0, metadata={"min": 0})  # official k400 cfg: grad_clip max_norm=40; 0 disables
+    # official k400 cfg: 2 per GPU x update_interval 4 x 8 GPUs = 64 (BEVT §4.1)
+    videos_per_gpu: int = field(default=2, metadata=COUNT)
+    accum: int = field(default=4, metadata=COUNT)
     ema: bool = False  # official ssv2 cfg: EMAHook; evaluation and export then use the EMA weights
-    ema_momentum: float = 2e-4  # mmcv EMAHook default, per forward iteration
-    max_steps: int = 0  # stop after this many optimizer steps (the schedule still spans `epochs`); 0: all
+    # mmcv EMAHook default, per forward iteration
+    ema_momentum: float = field(default=2e-4, metadata={"above": 0, "max": 1})
+    # stop after this many optimizer steps (the schedule still spans `epochs`); 0: all
+    max_steps: int = field(default=0, metadata={"min": 0})
     # machinery
     dtype: str = field(default="bfloat16", metadata={"choices": ("bfloat16", "float16", "float32")})
     compile: bool = False
-    num_workers: int = 8
-    seed: int = 0
-    log_every: int = 20
-    save_every: int = 1000  # optimizer steps; a checkpoint is also written at the end
-    keep_last: int = 2
+    num_workers: int = field(default=8, metadata={"min": 0})
+    seed: int = field(default=0, metadata={"min": 0})
+    log_every: int = field(default=20, metadata=COUNT)
+    save_every: int = field(default=1000, metadata=COUNT)  # optimizer steps; a checkpoint is also written at the end
+    keep_last: int = field(default=2, metadata=COUNT)
 
 
 OFFICIAL_BATCH = {"clips": 64}  # BEVT §4.1: batch 64 (official: 8 GPUs x 8 clips per step)
@@ -142,13 +158,28 @@ from the output of `python train.py` ({SYNTHETIC_PRETRAIN_DIR}) when there is on
 replace the preset's. Flags given always win."""
 
 
+def check_config(cfg):
+    """Every flag against its range, then the rules between flags (each failure names the flags and what is
+    allowed), before any data or model is built."""
+    check_ranges(cfg)
+    if not cfg.img_size <= cfg.test_short_side:
+        raise SystemExit(f"--test-short-side {cfg.test_short_side}: must be at least --img-size {cfg.img_size} (the "
+                         f"test crops are taken from the rescaled frame)")
+    if cfg.crop_area[0] > cfg.crop_area[1]:
+        raise SystemExit(f"--crop-area {cfg.crop_area[0]} {cfg.crop_area[1]}: the first must not exceed the second")
+    if cfg.window_size != (0, 0, 0) and 0 in cfg.window_size:
+        raise SystemExit(f"--window-size {' '.join(map(str, cfg.window_size))}: all three >= 1, or 0 0 0 (the "
+                         f"preset's)")
+    return cfg
+
+
 def build_config(argv):
     variants = {"ssv2": SSV2, "diving48": PRESETS["diving48"], "no-data run": SYNTHETIC_DEFAULTS}
     given = parse_flags(FinetuneConfig, argv, DESCRIPTION, variants=variants)
     synthetic = not (given.get("train_ann") or given.get("test_ann"))
     preset = PRESETS[given.get("preset", "k400")]
     base = {**preset, **SYNTHETIC_DEFAULTS} if synthetic else dict(preset)
-    return FinetuneConfig(**{**base, **given}), synthetic
+    return check_config(FinetuneConfig(**{**base, **given})), synthetic
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -185,7 +216,7 @@ def train_step(model, micro_batches, optimizer, scaler, cfg, env, lr):
         stats[0] += loss.detach().double() * len(label)
         stats[1] += (logits.argmax(-1) == label).sum()
         stats[2] += len(label)  # a Python number: no host-to-device copy
-    return engine.optimizer_step(optimizer, scaler, finite, cfg.clip_grad, env, lr), stats
+    return engine.optimizer_step(optimizer, scaler, finite, cfg.clip_grad, env, lr), {"clips": stats}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -194,7 +225,7 @@ def train_step(model, micro_batches, optimizer, scaler, cfg, env, lr):
 
 def datasets(cfg, synthetic):
     """(train records or None with --eval, test records, class names, class groups or None). The annotation format is
-    detected by annotations.read_annotations (K400 CSV, SSv2 / Diving-48 JSON, `path label` list)."""
+    detected by annotations.read_annotations (K400 CSV, SSv2 / Diving-48 JSON, UCF101 / HMDB51 splits, lists)."""
     if synthetic:
         paths = synthetic_set.synthetic_paths(synthetic_set.synthetic_root())
         train_ann, test_ann = paths["k400_train_csv"], paths["k400_val_csv"]
@@ -205,28 +236,24 @@ def datasets(cfg, synthetic):
         groups = None
     if not (test_ann and test_root):
         raise SystemExit("evaluation needs --test-ann and --test-root")
-    test_records, classes = engine.read_dataset(test_ann, test_root, "--test-ann/--test-root")
-    train_records = None
+    train_records, classes = None, None
     if not cfg.eval:
         if not (train_ann and train_root):
             raise SystemExit("training needs --train-ann and --train-root (or --eval true)")
-        train_records, classes = engine.read_dataset(train_ann, train_root, "--train-ann/--train-root")
-        if str(test_ann).endswith(".csv"):  # Kinetics labels are names: index the test set with the training classes
-            test_records, _ = annotations.read_k400_csv(test_ann, test_root, classes)
-    bad = [r.path for r in test_records if r.label >= len(classes)]
-    if bad:
-        raise SystemExit(f"{test_ann}: {len(bad)} test labels outside the {len(classes)} classes, e.g. {bad[0]}")
+        train_records, classes = data.read_dataset(train_ann, train_root, "--train-ann/--train-root")
+    # the test labels are indexed by the training classes (a class the training set lacks is named with its line)
+    test_records, classes = data.read_dataset(test_ann, test_root, "--test-ann/--test-root", classes)
     return train_records, test_records, classes, groups
 
 
 def start_weights(cfg, synthetic, env):
     """(checkpoint of out_dir to resume or evaluate, or None; the --init to load otherwise). Resume > --init > the
     embedded default's pretraining output. Both choices are checked to be the same on every rank."""
-    resume = engine.resume_checkpoint(cfg.out_dir, env) if (cfg.resume or cfg.eval) and not (cfg.eval and cfg.init) \
-        else None
+    own = (cfg.resume or cfg.eval) and not (cfg.eval and cfg.init)  # --eval with --init evaluates that file
+    resume = checkpoint.resume_checkpoint(cfg.out_dir, env) if own else None
     init = cfg.init
     if not init and synthetic and resume is None:
-        found = engine.latest_checkpoint(SYNTHETIC_PRETRAIN_DIR)
+        found = checkpoint.latest_checkpoint(SYNTHETIC_PRETRAIN_DIR)
         init = engine.same_on_all_ranks(str(found) if found else "none", env, f"the newest in {SYNTHETIC_PRETRAIN_DIR}")
         env.log(f"no pretraining checkpoint in {SYNTHETIC_PRETRAIN_DIR} (run `python train.py` first): from scratch"
                 if not found else f"the embedded default starts from the pretraining output {found}")
@@ -253,8 +280,9 @@ def build_model(cfg, env, num_classes, init):
         raw_model.head = probe_head(raw_model.head)
     raw_model = raw_model.to(env.device)
     if init not in (None, "", "none"):
-        sd, dropped, kind = engine.init_classifier(engine.load_checkpoint(init), raw_model, init)
-        engine.load_model_state(raw_model, sd, init)
+        state = checkpoint.load_checkpoint(init)
+        sd, dropped, kind = checkpoint.init_classifier(state, raw_model, init)
+        checkpoint.load_model_state(raw_model, sd, init, checkpoint.holds(state), f"--model {cfg.model}")
         env.log(f"initialised from {kind} checkpoint {init} ({len(dropped)} keys dropped by name): "
                 + ", ".join(sorted({".".join(k.split(".")[:2]) for k in dropped})))
     elif init is not None:  # None: the resume checkpoint's weights follow
@@ -266,6 +294,17 @@ def build_model(cfg, env, num_classes, init):
     return raw_model, mcfg
 
 
+@torch.no_grad()
+def ema_update(ema, model, momentum, accum):
+    """ema <- (1 - m) ema + m param, once per optimizer step. mmcv EMAHook runs after every forward iteration with
+    m = min(2e-4, (1 + it) / (warm_up + it)) = 2e-4 (warm_up=100 never binds), after the optimizer hook of the same
+    iteration; with update_interval=accum the parameters stay fixed for the accum iterations that follow a step, so one
+    update per optimizer step with m' = 1 - (1 - m)^accum gives exactly the official EMA."""
+    m = 1.0 - (1.0 - momentum) ** accum
+    for name, p in model.named_parameters():
+        ema[name].mul_(1.0 - m).add_(p.detach(), alpha=m)
+
+
 RESUME_IGNORES = ("eval", "temporal_test", "export_torchvision")  # flags of what happens after training
 
 
@@ -275,7 +314,7 @@ def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
     groups = engine.param_groups(raw_model, cfg.weight_decay, custom_keys(cfg, mcfg))
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
     scaler = engine.make_scaler(env, cfg.dtype)
-    state = engine.resume_from(resume, raw_model, optimizer, scaler, cfg, env, RESUME_IGNORES) if resume else {}
+    state = checkpoint.resume_from(resume, raw_model, optimizer, scaler, cfg, env, RESUME_IGNORES) if resume else {}
     step, ema = state.get("step", 0), state.get("ema")
     ema = {n: t.to(env.device) for n, t in ema.items()} if ema else None
     train_ds = data.FinetuneVideoDataset(
@@ -283,7 +322,8 @@ def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
         crop=cfg.img_size, short_side=cfg.train_short_side, flip=cfg.flip,
         randaugment=cfg.randaugment if cfg.randaugment[0] > 0 else None, erase_prob=cfg.erase_prob,
         area=cfg.crop_area, seed=cfg.seed)
-    steps_per_epoch, total_steps, stop_at = engine.step_counts(train_ds, cfg.videos_per_gpu, cfg, env)
+    engine.same_on_all_ranks(len(train_ds), env, "the number of training samples")
+    steps_per_epoch, total_steps, stop_at = data.step_counts(train_ds, cfg.videos_per_gpu, cfg, env)
     model = torch.compile(raw_model) if cfg.compile else raw_model
     if env.ddp:  # every parameter is used in every step: no find_unused_parameters
         model = DDP(model, device_ids=[env.local_rank] if env.device.startswith("cuda") else None)
@@ -293,48 +333,56 @@ def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
             f"{env.world} process(es) on {env.device} {cfg.dtype} | {steps_per_epoch} steps/epoch x {cfg.epochs} = "
             f"{total_steps} steps")
     env.log("\n".join(engine.batch_report({"clips": cfg.videos_per_gpu}, OFFICIAL_BATCH, cfg, env, synthetic)))
-    progress, clips_per_step = engine.Progress(step, 3, env), cfg.videos_per_gpu * cfg.accum * env.world
+    progress, clips_per_step = engine.Progress(step, env), cfg.videos_per_gpu * cfg.accum * env.world
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-    for micro in engine.step_batches(train_ds, cfg.videos_per_gpu, cfg, env, step, steps_per_epoch, stop_at,
-                                     progress):
+    for micro in data.step_batches(train_ds, cfg.videos_per_gpu, cfg, env, step, steps_per_epoch, stop_at, progress):
         # official: mmcv CosineAnnealing by_epoch=True (the cosine value changes once per epoch), warmup per iteration
         lr = engine.lr_at(progress.step, total_steps, warmup_steps, cfg.lr, cfg.warmup_ratio, cfg.min_lr,
                           cosine_every=steps_per_epoch)
         result, stats = train_step(model, micro, optimizer, scaler, cfg, env, lr)
         if result is None:
             raise SystemExit(f"non-finite loss at step {progress.step + 1}; last good checkpoint: "
-                             f"{engine.latest_checkpoint(cfg.out_dir) or 'none written yet'}")
+                             f"{checkpoint.latest_checkpoint(cfg.out_dir) or 'none written yet'}")
         progress.record(result, stats)
         if ema is not None:
-            engine.ema_update(ema, raw_model, cfg.ema_momentum, cfg.accum)
+            ema_update(ema, raw_model, cfg.ema_momentum, cfg.accum)
         step = progress.step
-        if step % cfg.log_every == 0 or step == stop_at:  # means over the steps since the last line
-            loss, correct, n = progress.take_window()
+        if step % cfg.log_every == 0 or step == stop_at or progress.stop_signal:  # means since the last line
+            loss, correct, n = progress.take_window()["clips"]
             row = {"step": step, "epoch": step / steps_per_epoch, "loss": loss / n, "acc": correct / n, "lr": lr,
                    "grad_norm": progress.grad_norm, "skipped_steps": progress.skipped,
                    "clips_per_s": progress.steps_per_s() * clips_per_step, "data_share": progress.take_data_share()}
-            engine.append_log(row, f"step {step}/{total_steps} | epoch {row['epoch']:.2f} | loss {row['loss']:.4f} | "
-                              f"acc {row['acc']:.3f} | lr {lr:.2e} | grad {row['grad_norm']:.3f} | "
-                              f"{row['clips_per_s']:.1f} clips/s | data {row['data_share']:.0%}", env, cfg.out_dir)
-        if step % cfg.save_every == 0 or step == stop_at:
-            engine.save_checkpoint({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "scaler": scaler.state_dict(), "ema": ema, "config": asdict(cfg),
-                                    "model_config": asdict(mcfg), "classes": classes, "step": step},
-                                   env, cfg.out_dir, step, cfg.keep_last)
+            line = (f"step {step}/{total_steps} | epoch {row['epoch']:.2f} | loss {row['loss']:.4f} | "
+                    f"acc {row['acc']:.3f} | lr {lr:.2e} | grad {row['grad_norm']:.3f} | "
+                    f"{row['clips_per_s']:.1f} clips/s | data {row['data_share']:.0%}")
+            checkpoint.append_log(row, line, env, cfg.out_dir)
+        if step % cfg.save_every == 0 or step == stop_at or progress.stop_signal:
+            saved = checkpoint.save_checkpoint(
+                {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                 "ema": ema, "config": asdict(cfg), "model_config": asdict(mcfg), "classes": classes, "step": step},
+                env, cfg.out_dir, step, cfg.keep_last)
+        if progress.stop_signal:  # SIGTERM / SIGUSR1 (preemption) or Ctrl-C: saved above, exit for a requeue
+            progress.exit_after_signal(saved)
     env.log(f"trained {step - progress.first_step} steps in {(time.time() - progress.t0) / 60:.1f} min")
     return ema
 
 
 def main(argv=None):
     cfg, synthetic = build_config(sys.argv[1:] if argv is None else argv)
-    cfg, env = engine.start_run(cfg, synthetic, "--train-ann/--test-ann")
+    cfg, env = engine.start_run(cfg)
+    checkpoint.claim_out_dir(cfg.out_dir, env, resume=cfg.resume or cfg.eval)
+    if synthetic:
+        env.log("no --train-ann/--test-ann given: the embedded default (synthetic data, nano model, CPU-sized; "
+                "see --help)")
+        engine.rank_zero_first(synthetic_set.synthetic_root, env, "the synthetic data set's folder")
     resume, init = start_weights(cfg, synthetic, env)
     train_records, test_records, classes, groups = datasets(cfg, synthetic)
     raw_model, mcfg = build_model(cfg, env, len(classes), init if resume is None else None)
     if not cfg.eval:
         ema = train(cfg, synthetic, env, raw_model, mcfg, train_records, classes, resume)
     else:  # a checkpoint of out_dir (or --init, loaded by build_model)
-        ema = engine.resume_from(resume, raw_model, None, None, cfg, env, RESUME_IGNORES).get("ema") if resume else None
+        state = checkpoint.resume_from(resume, raw_model, None, None, cfg, env, RESUME_IGNORES) if resume else {}
+        ema = state.get("ema")
     if ema is not None and cfg.ema:  # official: EMAHook swaps the EMA weights in for testing
         raw_model.load_state_dict({**raw_model.state_dict(), **ema})
         env.log("evaluating the EMA weights")
@@ -352,4 +400,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    engine.run_script(main)

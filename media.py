@@ -1,7 +1,6 @@
-"""Reading pixels from files: videos decoded with PyAV, images with torchvision's decoder, and frame folders
-(mmaction's rawframes) with OpenCV. Every reader returns uint8 RGB frames; a file that cannot give what was asked
-(too few frames, an undecodable image, a wrong frame count) raises MediaError, and PyAV's errors and OSError pass
-through.
+"""Reading pixels from files: videos decoded with PyAV, images and frame folders (mmaction's rawframes) with OpenCV.
+Every reader returns uint8 RGB frames; a file that cannot give what was asked (too few frames, an undecodable image,
+a wrong frame count) raises MediaError, and PyAV's errors and OSError pass through.
 
 Frame i of a video is its i-th frame in display order, as decord (the official decoder) numbers frames, whatever the
 frame rate. A read uses the file's keyframes (from its packets): it seeks to the keyframe before a wanted frame
@@ -18,7 +17,6 @@ import functools
 import itertools
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +24,6 @@ import av
 import cv2
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image
 
 cv2.setNumThreads(1)  # DataLoader workers are the parallelism; OpenCV would start a thread per core in every worker
 
@@ -180,12 +177,18 @@ def read_video(path, indices) -> torch.Tensor:
 
 
 def read_image(path) -> torch.Tensor:
-    try:
-        with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs (for TorchCodec), but they work and
-            warnings.simplefilter("ignore", DeprecationWarning)  # decode JPEG ~3x faster than PyAV: mute the notice
-            return decode_image(str(path), mode=ImageReadMode.RGB)  # (3, H, W) uint8
-    except RuntimeError as err:  # torchvision reports undecodable bytes as RuntimeError
-        raise MediaError(f"{path}: {err}") from None
+    """uint8 (3, H, W) RGB, a view of the decoded (H, W, 3) array. Decoded by OpenCV as the official ImageDecode
+    does (mmcv.imfrombytes with channel_order 'rgb': IMREAD_COLOR, then BGR to RGB), so any PNG or JPEG comes out
+    8-bit with 3 channels: 16-bit samples keep their high byte, grey is repeated, alpha is dropped, palettes are
+    looked up, the EXIF orientation is applied. MediaError if OpenCV cannot decode the file (corrupt, or a format it
+    does not read)."""
+    # official: mmaction/datasets/pipelines/loading.py:1454 (ImageDecode): mmcv.imfrombytes(channel_order='rgb')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such image file")
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)  # (H, W, 3) uint8; None if it cannot be decoded
+    if bgr is None:
+        raise MediaError(f"{path}: not an image OpenCV can decode (corrupt, or an unsupported format)")
+    return torch.from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).permute(2, 0, 1)  # (3, H, W)
 
 
 # --------------------------------------------------------------------------- frame folders (rawframes)

@@ -1,10 +1,10 @@
-"""BEVT model: Video Swin Transformer encoder shared by an image and a video stream, the two decoders, the losses
-(BEVT, CVPR 2022, §3 "BEVT encoders", "BEVT decoders", "Training objectives", "Weight sharing between streams"),
-and the classifier used for finetuning. Checkpoint conversion lives in convert.py.
+"""BEVT model: the Swin block, the Video Swin Transformer encoder shared by an image and a video stream, the
+decoder of both streams, the losses (BEVT, CVPR 2022, §3 "BEVT encoders", "BEVT decoders", "Training objectives",
+"Weight sharing between streams"), and the classifier used for finetuning. Checkpoint conversion is in convert.py.
 
 Mirrors the official files mmaction/models/backbones/swin_transformer_bevt.py (pretraining backbone + decoders),
 mmaction/models/backbones/swin_transformer.py (finetuning backbone) and heads/bevt_multisource_head.py (lm_head,
-loss). Parameter names follow the official code, so released checkpoints load with key renames only.
+loss). Encoder parameter names are the official ones; the decoder's are named after Eq. (1).
 
 Symbols (used in every shape comment):
   B batch, C=3 colour channels, T, H, W frames / pixels of the input.
@@ -42,7 +42,7 @@ class ModelConfig:
     vocab_size: int = 8192            # DALL-E codebook, official cfg ..._bevt_in1k_k400.py:23 (num_classes)
     # Image stream attention: "official" = what the paper's numbers were trained with (not in paper): the 2D
     # shift mask on EVERY block and the shift kept where the map equals the window (stage 4 at 224 px);
-    # "swin" = plain 2D Swin semantics (torchvision swin_t). The video stream is unaffected. See Stage.forward.
+    # "swin" = plain 2D Swin semantics (torchvision swin_t). The video stream is unaffected. See SwinBlock.
     image_attention: str = "official"
     grad_checkpoint: bool = False     # recompute each block in backward (official use_checkpoint=False)
 
@@ -61,13 +61,13 @@ PRESETS = {
 
 
 # --- the Swin block: shifted-window attention with relative position bias (Video Swin; torchvision's
-# --- shifted_window_attention_3d). Everything a reader needs for one block is in this section.
+# --- ShiftedWindowAttention3d), and everything the block needs (torch, einops).
 
 def relative_position_index(window, table_window, device=None):
-    """(N, N) rows of the (2Wd-1)(2Wh-1)(2Ww-1)-row bias table for every query/key pair of a `window`
-    (which may be clamped smaller than `table_window`). We index with the TRUE relative offsets; torchvision
-    and the official code slice the full window's index instead, which is wrong when H' or W' is smaller than
-    the window (README: differences). For T' = 1 this picks exactly the dt = 0 slice (BEVT §3 weight sharing)."""
+    """(N, N) rows of the (2Wd-1)(2Wh-1)(2Ww-1)-row bias table for every query/key pair of a `window` (maybe clamped
+    smaller than `table_window`), by TRUE relative offsets: torchvision and the official code slice the full
+    window's index, wrong where the map is smaller than the window. For T' = 1 it is the dt = 0 slice (BEVT §3
+    weight sharing)."""
     coords = torch.stack(torch.meshgrid(*[torch.arange(w, device=device) for w in window], indexing="ij"))
     coords = coords.flatten(1)                                   # (3, N)
     rel = coords[:, :, None] - coords[:, None, :]                # (3, N, N) offsets in [-(w-1), w-1]
@@ -91,6 +91,15 @@ def shift_attention_mask(padded, window, shift_size, device=None):
                        wt=window[0], wh=window[1], ww=window[2])  # (nW, N)
     differs = region[:, :, None] != region[:, None, :]           # (nW, N, N)
     return differs.float() * -100.0                             # (nW, N, N)
+
+
+def window_and_shift(size, window, keep_shift_at_window=False):
+    """Clamp the window to the map and drop the shift on every axis the window covers (Video Swin get_window_size,
+    official: mmaction/models/backbones/swin_transformer_bevt.py:86-99, as torchvision). keep_shift_at_window: keep
+    it where the map EQUALS the window (the official image branch). Returns (window, shift_size), tuples of ints."""
+    win = tuple(min(s, w) for s, w in zip(size, window))
+    shift = tuple(0 if s < w or (s == w and not keep_shift_at_window) else w // 2 for s, w in zip(size, window))
+    return win, shift
 
 
 def drop_path(x, p, training):
@@ -145,29 +154,36 @@ class Mlp(nn.Module):                                          # Linear, GELU, L
 
 
 class SwinBlock(nn.Module):
-    """Swin block on channels-last tokens (B, T', H', W', D): x + (S)W-MSA(LN(x)), then x + MLP(LN(x)).
-    The stage gives it the window (clamped to the map), the cyclic shift (0 on plain blocks) and the shift mask
-    of shifted windows (None on plain blocks), computed once per stage."""
+    """Swin block on channels-last tokens (B, T', H', W', D): x + (S)W-MSA(LN(x)), then x + MLP(LN(x)), with plain
+    windows or, if `shifted` (odd blocks), windows shifted by half. It clamps its window to the map and keeps the
+    shift mask of each input size in `shift_masks` (not state). official_image: the official image branch (not in
+    paper): the shift mask on EVERY block (official: mmaction/models/backbones/swin_transformer_bevt.py:472-478,
+    :246) and the shift kept where the map equals the window (:237, no get_window_size: stage 4 at 224 px shifts)."""
 
-    def __init__(self, dim, heads, window, mlp_ratio, qkv_bias, drop_path_p, attn_drop):
+    def __init__(self, dim, heads, window, shifted, mlp_ratio, qkv_bias, drop_path_p, attn_drop):
         super().__init__()
+        self.window, self.shifted, self.drop_path_p = tuple(window), shifted, drop_path_p
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, heads, window, qkv_bias, attn_drop)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.drop_path_p = drop_path_p
+        self.shift_masks = {}
 
-    def forward(self, x, window, shift_size, shift_mask):     # (B, T', H', W', D)
-        x = x + drop_path(self.shifted_window_attention(self.norm1(x), window, shift_size, shift_mask),
+    def forward(self, x, official_image=False):                # (B, T', H', W', D)
+        x = x + drop_path(self.shifted_window_attention(self.norm1(x), official_image),
                           self.drop_path_p, self.training)
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path_p, self.training)
 
-    def shifted_window_attention(self, x, window, shift_size, shift_mask):   # (B, T', H', W', D)
+    def shifted_window_attention(self, x, official_image):     # (B, T', H', W', D)
         B, T, H, W, D = x.shape
+        window, shift_size = window_and_shift((T, H, W), self.window, keep_shift_at_window=official_image)
         Wd, Wh, Ww = window
         pad = [(w - s % w) % w for s, w in zip((T, H, W), window)]
         x = F.pad(x, (0, 0, 0, pad[2], 0, pad[1], 0, pad[0]))   # (B, Tp, Hp, Wp, D); official: after norm1, zeros
         Tp, Hp, Wp = x.shape[1:4]
+        masked = any(shift_size) and (self.shifted or official_image)
+        shift_mask = self.shift_mask((Tp, Hp, Wp), window, shift_size, x.device) if masked else None  # (nW, N, N)
+        shift_size = shift_size if self.shifted else (0, 0, 0)
         if any(shift_size):                                     # cyclic shift
             x = torch.roll(x, shifts=[-s for s in shift_size], dims=(1, 2, 3))
         x = rearrange(x, "b (t wd) (h wh) (w ww) d -> (b t h w) (wd wh ww) d",
@@ -179,18 +195,16 @@ class SwinBlock(nn.Module):
             x = torch.roll(x, shifts=list(shift_size), dims=(1, 2, 3))
         return x[:, :T, :H, :W]                                 # (B, T', H', W', D) crop the padding
 
+    def shift_mask(self, padded, window, shift_size, device):   # (nW, N, N) float32, built once per input size
+        if torch.compiler.is_compiling():                       # a compiled graph builds it inside: no recompile
+            return shift_attention_mask(padded, window, shift_size, device)
+        key = (padded, window, shift_size, device)              # everything the mask depends on
+        if key not in self.shift_masks:
+            self.shift_masks[key] = shift_attention_mask(*key)
+        return self.shift_masks[key]
+
 
 # --- stages ------------------------------------------------------------------------------------------------------
-
-def window_and_shift(size, window, keep_shift_at_window=False):
-    """Clamp the window to the feature map and drop the shift on every axis the window covers (Video Swin
-    get_window_size, official: mmaction/models/backbones/swin_transformer_bevt.py:86-99; torchvision does the
-    same). keep_shift_at_window: keep the shift where the map EQUALS the window (the official image branch,
-    which never clamps). Returns (window, shift_size), tuples of ints."""
-    win = tuple(min(s, w) for s, w in zip(size, window))
-    shift = tuple(0 if s < w or (s == w and not keep_shift_at_window) else w // 2 for s, w in zip(size, window))
-    return win, shift
-
 
 class PatchEmbed(nn.Module):
     """Conv patch embedding + LayerNorm. 3D (video, kernel = patch) or 2D (image stream, kernel = patch[1:])."""
@@ -229,34 +243,23 @@ class PatchMerging(nn.Module):
 
 
 class Stage(nn.Module):
-    """`depth` Swin blocks alternating plain / shifted windows, then (except the last stage) patch merging."""
+    """Swin blocks (one per drop-path rate) alternating plain / shifted windows, then (but the last) patch merging."""
 
-    def __init__(self, dim, depth, heads, window, mlp_ratio, qkv_bias, drop_paths, attn_drop, downsample,
-                 grad_checkpoint):
+    def __init__(self, dim, heads, window, mlp_ratio, qkv_bias, drop_paths, attn_drop, downsample, grad_checkpoint):
         super().__init__()
-        self.window, self.grad_checkpoint = tuple(window), grad_checkpoint
-        self.blocks = nn.ModuleList(SwinBlock(dim, heads, window, mlp_ratio, qkv_bias, p, attn_drop)
-                                    for p in drop_paths)
+        self.grad_checkpoint = grad_checkpoint
+        self.blocks = nn.ModuleList(SwinBlock(dim, heads, window, j % 2 == 1, mlp_ratio, qkv_bias, p, attn_drop)
+                                    for j, p in enumerate(drop_paths))
         self.downsample = PatchMerging(dim) if downsample else None
 
     def forward(self, x, official_image=False):                # (B, T', H', W', D)
-        """official_image: the official image branch's attention (not in paper; official:
-        mmaction/models/backbones/swin_transformer_bevt.py:472-478 computes compute_mask_2d and passes it to every
-        block, :246 applies it on every block, :237 rolls whenever the block's shift is set, with no
-        get_window_size, so stage 4 (map = window) still shifts). The video branch (:489, :270-275) is Swin's."""
-        B, T, H, W, D = x.shape
-        window, shift_size = window_and_shift((T, H, W), self.window, official_image)
-        padded = [s + (w - s % w) % w for s, w in zip((T, H, W), window)]
-        shift_mask = shift_attention_mask(padded, window, shift_size, x.device) if any(shift_size) else None
-        for j, blk in enumerate(self.blocks):
-            shifted = j % 2 == 1
-            args = (window, shift_size if shifted else (0, 0, 0), shift_mask if shifted or official_image else None)
+        for blk in self.blocks:
             if self.grad_checkpoint and self.training and torch.is_grad_enabled():
                 # as Video Swin's use_checkpoint (official: mmaction/models/backbones/swin_transformer.py:320-327),
                 # per whole block; the RNG state (drop path) is replayed, so the gradients are the same
-                x = checkpoint(blk, x, *args, use_reentrant=False)   # (B, T', H', W', D)
+                x = checkpoint(blk, x, official_image, use_reentrant=False)   # (B, T', H', W', D)
             else:
-                x = blk(x, *args)                               # (B, T', H', W', D)
+                x = blk(x, official_image)                      # (B, T', H', W', D)
         # (B, T', H', W', D) pre-downsampling output, and the input of the next stage (B, T', H'/2, W'/2, 2D)
         return x, (x if self.downsample is None else self.downsample(x))
 
@@ -287,7 +290,7 @@ class SwinEncoder(nn.Module):
         self.layers = nn.ModuleList()
         for i, depth in enumerate(cfg.depths):
             first = sum(cfg.depths[:i])
-            self.layers.append(Stage(C * 2 ** i, depth, cfg.num_heads[i], cfg.window_size, cfg.mlp_ratio,
+            self.layers.append(Stage(C * 2 ** i, cfg.num_heads[i], cfg.window_size, cfg.mlp_ratio,
                                      cfg.qkv_bias, rates[first:first + depth], cfg.attn_drop_rate, i < L - 1,
                                      cfg.grad_checkpoint))
         self.norm = nn.LayerNorm(C * 2 ** (L - 1))
@@ -321,104 +324,107 @@ class SwinEncoder(nn.Module):
         return outs
 
 
-# --- BEVT: encoder + decoders + loss ----------------------------------------------------------------------------
+# --- the decoder (Eq. 1) and BEVT: encoder + decoder + loss (Eq. 2-5) ----------------------------------------------
+
+class Decoder(nn.Module):
+    """The image and the video decoder (BEVT §3 "BEVT decoders", Eq. 1), no nonlinearity anywhere: F =
+    Linear(Concat(Spatial-Upsample(F4), F3)), then for video F^ = Temporal-Upsample(F), one prediction per frame.
+    Stage-3/4 features of a clip (B, T', h, w, C4), (B, T', h/2, w/2, C8) -> (B, T, h, w, C8); of an image
+    (B, h, w, C4), (B, h/2, w/2, C8) -> (B, h, w, C8)."""
+
+    def __init__(self, C4, C8, patch_t):
+        super().__init__()
+        # --- image decoder (official backbone.fpn.0, backbone.lm_down)
+        self.image_spatial_up = nn.ConvTranspose2d(C8, C8, kernel_size=2, stride=2)
+        self.image_linear = nn.Linear(C4 + C8, C8)
+        # --- video decoder (official backbone.fpn_s.0, backbone.lm_down_st.0, backbone.fpn_t.0)
+        self.video_spatial_up = nn.ConvTranspose3d(C8, C8, kernel_size=(1, 2, 2), stride=(1, 2, 2))
+        self.video_linear = nn.Linear(C4 + C8, C8)
+        self.video_temporal_up = nn.ConvTranspose3d(C8, C8, kernel_size=(patch_t, 1, 1), stride=(patch_t, 1, 1))
+
+    def forward(self, f3, f4):
+        if f3.dim() == 4:                                       # image stream
+            up = self.image_spatial_up(f4.movedim(-1, 1)).movedim(1, -1)   # (B, h, w, C8)
+            return self.image_linear(torch.cat([f3, up], dim=-1))  # (B, h, w, C4 + C8) -> (B, h, w, C8)
+        up = self.video_spatial_up(f4.movedim(-1, 1)).movedim(1, -1)       # (B, T', h, w, C8)
+        x = self.video_linear(torch.cat([f3, up], dim=-1))      # (B, T', h, w, C4 + C8) -> (B, T', h, w, C8)
+        return self.video_temporal_up(x.movedim(-1, 1)).movedim(1, -1)     # (B, T, h, w, C8)
+
 
 class BEVT(nn.Module):
-    """Two-stream BERT pretraining (BEVT §3): image stream (MIM, Eq. 3) and video stream (MVM, Eq. 4) through one
-    encoder, stream-specific decoders (Eq. 1), one shared softmax classifier (Eq. 2), L = L_MIM + lam L_MVM (Eq. 5)."""
+    """Two-stream BERT pretraining (BEVT §3): image (MIM, Eq. 3) and video (MVM, Eq. 4) streams through one encoder,
+    the stream-specific decoders (Eq. 1), one shared softmax classifier (Eq. 2); L = L_MIM + lam L_MVM (Eq. 5)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         C8, C4 = cfg.embed_dim * 2 ** (len(cfg.depths) - 1), cfg.embed_dim * 2 ** (len(cfg.depths) - 2)
-        pt = cfg.patch_size[0]
         self.encoder = SwinEncoder(cfg, image_stream=True, mask_token=True)
-        # --- image decoder: up(F4) 2x spatially, concat F3, Linear; no nonlinearity anywhere
-        self.fpn = nn.ConvTranspose2d(C8, C8, kernel_size=2, stride=2)
-        self.lm_down = nn.Linear(C4 + C8, C8)
-        # --- video decoder: same, then a temporal upsample back to one prediction per frame (x patch_t)
-        self.fpn_s = nn.ConvTranspose3d(C8, C8, kernel_size=(1, 2, 2), stride=(1, 2, 2))
-        self.lm_down_st = nn.Linear(C4 + C8, C8)
-        self.fpn_t = nn.ConvTranspose3d(C8, C8, kernel_size=(pt, 1, 1), stride=(pt, 1, 1))
+        self.decoder = Decoder(C4, C8, cfg.patch_size[0])
         # --- shared classifier over the codebook (BEVT §3, Eq. 2; official cls_head.lm_head)
         self.lm_head = nn.Linear(C8, cfg.vocab_size)
         init_weights(self)
 
     def forward_encoder(self, x, mask):
-        """-> stage-3 and stage-4 features (B, T', h, w, C4), (B, T', h/2, w/2, C8); T' = 1 for images."""
-        outs = self.encoder(x, mask)
-        return outs[-2], outs[-1]
-
-    def forward_decoder(self, f3, f4, video):
-        """BEVT §3, Eq. (1): F = Linear(Concat(Spatial-Upsample(F4), F3)), then Temporal-Upsample for video.
-        Returns features on the target grid, (B, T, h, w, C8) for video, (B, 1, h, w, C8) for images; the shared
-        final norm is applied in forward_loss (LayerNorm is per token)."""
-        B, T, h, w, _ = f3.shape
-        if video:
-            up = self.fpn_s(f4.movedim(-1, 1)).movedim(1, -1)   # (B, T', h, w, C8)
-            x = self.lm_down_st(torch.cat([f3, up], dim=-1))    # (B, T', h, w, C4 + C8) -> (B, T', h, w, C8)
-            return self.fpn_t(x.movedim(-1, 1)).movedim(1, -1)  # (B, T, h, w, C8)
-        up = self.fpn(f4[:, 0].movedim(-1, 1)).movedim(1, -1)  # (B, h, w, C8)
-        x = self.lm_down(torch.cat([f3[:, 0], up], dim=-1))    # (B, h, w, C4 + C8) -> (B, h, w, C8)
-        return x.unsqueeze(1)                                   # (B, 1, h, w, C8)
+        """-> stage-3 and stage-4 features: (B, T', h, w, C4), (B, T', h/2, w/2, C8) of a clip (B, C, T, H, W);
+        (B, h, w, C4), (B, h/2, w/2, C8) of an image (B, C, H, W), without the encoder's 1-frame axis."""
+        f3, f4 = self.encoder(x, mask)[-2:]
+        if x.dim() == 4:
+            return f3[:, 0], f4[:, 0]                           # (B, h, w, C4), (B, h/2, w/2, C8)
+        return f3, f4
 
     def forward_loss(self, feats, ids, mask):
-        """BEVT Eq. (3)/(4) of one stream, unnormalised: feats (B, T, h, w, C8) from forward_decoder, ids and mask
-        (B, T, h, w) on the target grid (T = 1 for images). Returns fp32 scalars (ce_sum, num_correct, num_masked):
-        the cross-entropy summed over the M masked positions, how many of them the argmax predicts right, and M.
-        As the official head (official: mmaction/models/heads/bevt_multisource_head.py:48,70), the shared norm and
-        classifier run on every position and the masked ones are kept: no host sync and no data-dependent shape (so
-        torch.compile captures one static graph), at the official cost of the C8 x V matmul on every position. With
-        M = 0 the sum is 0 with zero gradients for every parameter used, so DDP sees the same graph everywhere."""
-        logits = self.lm_head(self.encoder.norm(feats)).float()   # (B, T, h, w, V)
-        ce = F.cross_entropy(logits.movedim(-1, 1), ids, reduction="none")   # (B, T, h, w)
+        """BEVT Eq. (3)/(4) of one stream, unnormalised: feats (B, T, h, w, C8) or (B, h, w, C8), ids and mask on
+        that grid -> fp32 scalars (ce_sum, num_correct, num_masked) over the M masked positions. As the official head
+        (official: mmaction/models/heads/bevt_multisource_head.py:48,70) the norm and classifier run on every
+        position: no host sync, no data-dependent shape (one static graph for torch.compile). With M = 0 the sum is
+        0 with zero gradients for every parameter used, so DDP sees the same graph everywhere."""
+        logits = self.lm_head(self.encoder.norm(feats)).float()   # (B, T, h, w, V) or (B, h, w, V)
+        ce = F.cross_entropy(logits.movedim(-1, 1), ids, reduction="none")   # (B, T, h, w) or (B, h, w)
         ce_sum = torch.where(mask, ce, 0.0).sum()               # Eq. (3)/(4) numerator
         num_correct = (mask & (logits.argmax(-1) == ids)).sum().float()
         return ce_sum, num_correct, mask.sum().float()
 
     def forward(self, video=None, video_mask=None, video_ids=None, image=None, image_mask=None, image_ids=None):
         """video (B, C, T, H, W), video_mask (B, T', h, w), video_ids (B, T, h, w); image (B, C, H, W),
-        image_mask / image_ids (B, h, w). Either stream may be absent. Returns {"mvm": (ce_sum, num_correct,
-        num_masked), "mim": (...)} for the present streams; `objective` turns the sums into Eq. (5)."""
+        image_mask / image_ids (B, h, w). Either stream may be absent. Returns {"video": (ce_sum, num_correct,
+        num_masked), "image": (...)} for the present streams; `objective` turns the sums into Eq. (5)."""
         if image is None and video is None:
             raise ValueError("BEVT.forward needs video=... and/or image=...")
         out = {}
         # the video stream first, as the official recognizer (it fixes the order of the drop-path random draws)
         # official: mmaction/models/recognizers/bevt_multisource.py:115-118
         if video is not None:
-            feats = self.forward_decoder(*self.forward_encoder(video, video_mask), video=True)   # (B, T, h, w, C8)
+            feats = self.decoder(*self.forward_encoder(video, video_mask))   # (B, T, h, w, C8)
             target_mask = mask_to_target_grid(video_mask, self.cfg.patch_size[0])   # (B, T, h, w)
-            out["mvm"] = self.forward_loss(feats, video_ids, target_mask)
+            out["video"] = self.forward_loss(feats, video_ids, target_mask)
         if image is not None:
-            feats = self.forward_decoder(*self.forward_encoder(image, image_mask), video=False)  # (B, 1, h, w, C8)
-            out["mim"] = self.forward_loss(feats, image_ids.unsqueeze(1), image_mask.unsqueeze(1))
+            feats = self.decoder(*self.forward_encoder(image, image_mask))   # (B, h, w, C8)
+            out["image"] = self.forward_loss(feats, image_ids, image_mask)
         return out
 
 
 def target_counts(video_mask=None, image_mask=None, patch_t=2):
-    """Loss positions per present stream, {"mvm": tensor, "mim": tensor} on the mask's device (no host sync): the
+    """Loss positions per present stream, {"video": tensor, "image": tensor} on the mask's device (no host sync): the
     image mask's True cells; the video mask's, each on the patch_t frames of its token (forward_loss's grid)."""
     counts = {}
     if video_mask is not None:
-        counts["mvm"] = mask_to_target_grid(video_mask, patch_t).sum().float()   # (B, T, h, w) summed
+        counts["video"] = mask_to_target_grid(video_mask, patch_t).sum().float()   # (B, T, h, w) summed
     if image_mask is not None:
-        counts["mim"] = image_mask.sum().float()
+        counts["image"] = image_mask.sum().float()
     return counts
 
 
 def objective(sums, step_counts, lam, world=1):
-    """BEVT §3, Eq. (5): L = L_MIM + lam * L_MVM, each term its stream's ce_sum / step_counts[stream].clamp(min=1).
-    sums: {stream: ce_sum} of this micro-batch (forward's first entries); step_counts: {stream: loss positions of
-    the WHOLE optimizer step}, summed over all micro-batches and all ranks (target_counts, all-reduced); world: the
-    number of ranks, multiplied in because DDP averages the gradients over ranks. The gradients accumulated over
-    a step are then those of the mean cross-entropy over every masked position of the step.
-    This is the one place the loss is normalised. For one micro-batch on one process it is exactly the mean
-    cross-entropy of Eq. (3)/(4). The official code takes the mean per GPU per micro-batch (loss_cls mean,
-    official: mmaction/models/heads/bevt_multisource_head.py:77-78) and DDP averages those: every GPU weighs the
-    same however many positions it masked (a documented difference). Official lam = 1 (official:
-    mmaction/models/heads/bevt_multisource_head.py:27)."""
+    """BEVT §3, Eq. (5): L = L_MIM + lam * L_MVM, each term sums[stream] / step_counts[stream].clamp(min=1), the one
+    place the loss is normalised. sums: {"video": ce_sum, "image": ce_sum} of this micro-batch; step_counts: the
+    loss positions of the WHOLE optimizer step, per stream, over all micro-batches and ranks (target_counts,
+    all-reduced); world: the number of ranks, as DDP averages gradients. A step's gradients are then those of the
+    mean cross-entropy over its masked positions; one micro-batch on one process gives Eq. (3)/(4) exactly. The
+    official code averages per GPU per micro-batch (official: mmaction/models/heads/bevt_multisource_head.py:77-78),
+    a documented difference; official lam = 1 (official: mmaction/models/heads/bevt_multisource_head.py:27)."""
     loss = 0.0
-    for stream, weight in (("mim", 1.0), ("mvm", lam)):
+    for stream, weight in (("image", 1.0), ("video", lam)):
         if stream in sums:
             loss = loss + weight * world * sums[stream] / step_counts[stream].clamp(min=1)
     return loss

@@ -24,7 +24,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -43,14 +43,16 @@ SYNTHETIC_ROOT = CACHE / "synthetic-v5"
 @dataclass
 class SyntheticConfig:
     out: str = ""  # output folder
-    train_per_class: int = 12
-    val_per_class: int = 4
-    test_per_class: int = 0  # a held-out test split (reproduce.py); 0: none, and the files are those of synthetic-v5
-    frames: int = 64
-    width: int = 160
-    height: int = 128
-    images_per_class: int = 48  # training images per appearance class (+ 1/6 as many for val)
-    seed: int = 0
+    train_per_class: int = field(default=12, metadata={"min": 1})
+    val_per_class: int = field(default=4, metadata={"min": 1})
+    # a held-out test split (reproduce.py); 0: none, and the files are those of synthetic-v5
+    test_per_class: int = field(default=0, metadata={"min": 0})
+    frames: int = field(default=64, metadata={"min": 8})
+    width: int = field(default=160, metadata={"min": 32})
+    height: int = field(default=128, metadata={"min": 32})
+    # training images per appearance class (+ 1/6 as many for val)
+    images_per_class: int = field(default=48, metadata={"min": 1})
+    seed: int = field(default=0, metadata={"min": 0})
 
 
 # (name, kind, SSv2-style template). Appearance classes are solvable from one frame; motion classes share one

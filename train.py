@@ -11,13 +11,15 @@ mmaction/utils/optimizer.py (gradient accumulation), mmaction/apis/train.py.
     torchrun --nproc_per_node 8 train.py --stage joint --init image_stage.pt --tokenizer dalle_encoder.pt \
         --video-ann k400/train.csv --video-root k400/train --image-root imagenet/train
 
-One optimizer step = `accum` micro-batches per GPU, each with `videos_per_gpu` clips and `images_per_gpu` images.
-The shared machinery (DDP, optimizer groups, schedule, checkpoints, the step loop) is engine.py.
+One optimizer step = `accum` micro-batches per GPU, each with `videos_per_gpu` clips and `images_per_gpu` images
+(train_step: targets, forward, Eq. 5, backward, step). What finetune.py shares (DDP, optimizer groups, schedule, the
+optimizer step) is engine.py; the out-dir's lock, checkpoints and log are checkpoint.py's.
 """
 import dataclasses
 import hashlib
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,16 +27,20 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import checkpoint
 import convert
 import data
 import engine
 import model as bevt_model
 import synthetic as synthetic_set
 import tokenizer as tok
-from cli import parse_flags
+from cli import check_ranges, parse_flags
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config
+
+
+POSITIVE, COUNT, FRACTION = {"above": 0}, {"min": 1}, {"min": 0, "max": 1}  # ranges checked by cli.check_ranges
 
 
 @dataclass
@@ -42,7 +48,7 @@ class TrainConfig:
     # BEVT §3 "Training strategies"; "tokenizer": train the small VQ tokenizer on the data flags' frames and stop
     stage: str = field(default="joint", metadata={"choices": ("image", "video", "joint", "tokenizer")})
     model: str = field(default="base", metadata={"choices": tuple(bevt_model.PRESETS)})  # official: Swin-B
-    drop_path: float = 0.3  # official cfg: drop_path_rate=0.3 (pretraining)
+    drop_path: float = field(default=0.3, metadata={"min": 0, "max": 0.99})  # official cfg: drop_path_rate=0.3
     grad_checkpoint: bool = False  # recompute each block in backward; official: use_checkpoint=False
     # image stream attention: "official" = the released code's (the 2D shift mask on every block, the shift kept at
     # stage 4; the paper's numbers), "swin" = 2D Swin semantics (model.Stage.forward, docs/differences.md)
@@ -55,42 +61,67 @@ class TrainConfig:
     out_dir: str = "runs/pretrain"
     resume: bool = False  # continue from the newest checkpoint in out_dir
     # data: video stream (K400 in the paper) and image stream (ImageNet-1K)
-    video_ann: str = ""  # annotation file: K400 CSV or `path label` list, SSv2 JSON, Diving-48 JSON (auto-detected)
-    video_root: str = ""
-    image_root: str = ""  # ImageNet train folder (class sub-folders), or the root of --image-list paths
-    image_list: str = ""  # optional `path label` list
-    clip_len: int = 16  # official cfg: SampleFrames(clip_len=16, frame_interval=8)
-    frame_interval: int = 8
-    img_size: int = 224  # official cfg: RandomCrop(224)
-    rescale: tuple = (256, 320)  # official cfg: RandomRescale short side in [256, 320], bicubic
-    jitter: float = 0.4  # official cfg: image ColorJitter(0.4, 0.4, 0.4)
-    mask_ratio: float = 0.5  # official cfg: 98 of 14x14 masked, tube per-frame ratio 0.5 (BEVT §3 "Mask strategy")
-    tube_range: tuple = (0.5, 1.0)  # official cfg: masked_tube_range=(0.5, 1.0); BEVT §3: tube length in [0.5T, T]
+    # a folder of videos (at any depth), a list of paths, or an annotation file (K400 CSV, `path label` list, SSv2 /
+    # Diving-48 JSON, UCF101 / HMDB51 splits; auto-detected); no labels are needed
+    video_ann: str = ""
+    video_root: str = ""  # the folder the annotation's paths are relative to (default: --video-ann if a folder)
+    image_root: str = ""  # a folder of images, with or without class sub-folders (ImageNet train); --image-list's root
+    image_list: str = ""  # optional list of image paths (`path` or `path label`)
+    clip_len: int = field(default=16, metadata=COUNT)  # official cfg: SampleFrames(clip_len=16, frame_interval=8)
+    frame_interval: int = field(default=8, metadata=COUNT)
+    img_size: int = field(default=224, metadata={"min": 32})  # official cfg: RandomCrop(224)
+    rescale: tuple = field(default=(256, 320), metadata=COUNT)  # official cfg: RandomRescale short side, bicubic
+    jitter: float = field(default=0.4, metadata={"min": 0})  # official cfg: image ColorJitter(0.4, 0.4, 0.4)
+    # official cfg: 98 of 14x14 masked, tube per-frame ratio 0.5 (BEVT §3 "Mask strategy")
+    mask_ratio: float = field(default=0.5, metadata={"above": 0, "max": 1})
+    # official cfg: masked_tube_range=(0.5, 1.0); BEVT §3: tube length in [0.5T, T]
+    tube_range: tuple = field(default=(0.5, 1.0), metadata={"above": 0, "max": 1})
     mask_strategy: str = field(default="tube",
                                metadata={"choices": ("tube", "random_3d", "frame_diff", "random_frame")})
-    lam: float = 1.0  # BEVT Eq. (5) λ; official: loss weights 1.0 for both streams
+    lam: float = field(default=1.0, metadata={"min": 0})  # BEVT Eq. (5) λ; official: loss weights 1.0 for both
     # batch: official videos_per_gpu=8, omni_videos_per_gpu=[8, 64], update_interval=2 -> 4 + 32 per forward, accum 2
-    videos_per_gpu: int = 4
-    images_per_gpu: int = 32
-    accum: int = 2
+    videos_per_gpu: int = field(default=4, metadata=COUNT)
+    images_per_gpu: int = field(default=32, metadata=COUNT)
+    accum: int = field(default=2, metadata=COUNT)
     # optimisation: official AdamW, CosineAnnealing by iteration, 10 warmup epochs from 0.1 x lr, 150 epochs, clip 3.0
-    epochs: int = 150
-    warmup_epochs: float = 10.0
-    warmup_ratio: float = 0.1  # mmcv default warmup_ratio
-    lr: float = 5e-4
-    min_lr: float = 0.0
-    weight_decay: float = 0.05
-    betas: tuple = (0.9, 0.999)
-    clip_grad: float = 3.0  # 0 disables
-    max_steps: int = 0  # stop after this many optimizer steps (the schedule still spans `epochs`); 0: run all
+    epochs: int = field(default=150, metadata=COUNT)
+    warmup_epochs: float = field(default=10.0, metadata={"min": 0})
+    warmup_ratio: float = field(default=0.1, metadata=FRACTION)  # mmcv default warmup_ratio
+    lr: float = field(default=5e-4, metadata=POSITIVE)
+    min_lr: float = field(default=0.0, metadata={"min": 0})
+    weight_decay: float = field(default=0.05, metadata={"min": 0})
+    betas: tuple = field(default=(0.9, 0.999), metadata={"min": 0, "max": 0.999999})
+    clip_grad: float = field(default=3.0, metadata={"min": 0})  # 0 disables
+    # stop after this many optimizer steps (the schedule still spans `epochs`); 0: run all
+    max_steps: int = field(default=0, metadata={"min": 0})
     # machinery
     dtype: str = field(default="bfloat16", metadata={"choices": ("bfloat16", "float16", "float32")})  # CPU: float32
     compile: bool = False
-    num_workers: int = 8
-    seed: int = 0  # official README: --seed 0
-    log_every: int = 20
-    save_every: int = 1000  # optimizer steps; a checkpoint is also written at the end
-    keep_last: int = 3
+    num_workers: int = field(default=8, metadata={"min": 0})
+    seed: int = field(default=0, metadata={"min": 0})  # official README: --seed 0
+    log_every: int = field(default=20, metadata=COUNT)
+    save_every: int = field(default=1000, metadata=COUNT)  # optimizer steps; a checkpoint is also written at the end
+    keep_last: int = field(default=3, metadata=COUNT)
+
+
+def check_config(cfg):
+    """Every flag against its range, then the rules between flags; each failure names the flags, values, what is
+    allowed. Runs before any data, model or tokenizer is built."""
+    check_ranges(cfg)
+    patch_t = bevt_model.PRESETS[cfg.model].patch_size[0]
+    # the mask grid (16-px tokenizer cells) must be the stage-3 grid, and stage 4 half of it: img_size / 32 whole
+    if cfg.img_size % 32:
+        raise SystemExit(f"--img-size {cfg.img_size}: must be a multiple of 32 (the tokenizer's 16-px cells on the "
+                         f"half-size view make the stage-3 grid, which stage 4 halves)")
+    if cfg.clip_len % patch_t:
+        raise SystemExit(f"--clip-len {cfg.clip_len}: must be a multiple of the model's tubelet length {patch_t} "
+                         f"(--model {cfg.model})")
+    if not cfg.img_size <= cfg.rescale[0] <= cfg.rescale[1]:
+        raise SystemExit(f"--rescale {cfg.rescale[0]} {cfg.rescale[1]}: must be a range of short sides "
+                         f"from --img-size {cfg.img_size} up (the crop is taken from the rescaled frame)")
+    if cfg.tube_range[0] > cfg.tube_range[1]:
+        raise SystemExit(f"--tube-range {cfg.tube_range[0]} {cfg.tube_range[1]}: the first must not exceed the second")
+    return cfg
 
 
 # BEVT §4.1: batch 256 (joint), 2,048 images (BEVT-I). official: README.md:78 (32 GPUs) x omni_videos_per_gpu
@@ -115,7 +146,7 @@ def build_config(argv):
     given = parse_flags(TrainConfig, argv, DESCRIPTION, variants={"no-data run": SYNTHETIC_DEFAULTS})
     synthetic = not (given.get("video_ann") or given.get("image_root"))
     base = {**SYNTHETIC_DEFAULTS} if synthetic else {}
-    return TrainConfig(**{**base, **given}), synthetic
+    return check_config(TrainConfig(**{**base, **given})), synthetic
 
 
 NO_TOKENIZER = """--tokenizer is needed with real data. BEVT's targets come from the DALL-E encoder:
@@ -133,18 +164,20 @@ def data_paths(cfg):
     if not (cfg.video_ann or cfg.image_root):  # the embedded default
         paths = synthetic_set.synthetic_paths(synthetic_set.synthetic_root())
         return paths["k400_train_csv"], paths["mp4_root"], paths["images_train"], paths["images_train"]
-    return cfg.video_ann, cfg.video_root, cfg.image_list or cfg.image_root, cfg.image_root
+    video_root = cfg.video_root or (cfg.video_ann if Path(cfg.video_ann).is_dir() else "")
+    return cfg.video_ann, video_root, cfg.image_list or cfg.image_root, cfg.image_root
 
 
 def build_datasets(cfg):
-    """(video dataset or None, image dataset or None). The annotation format is recognised from the file
-    (annotations.read_annotations: K400 CSV, SSv2 JSON, Diving-48 JSON, `path label`)."""
+    """(video dataset or None, image dataset or None). Labels are not needed (annotations.read_unlabelled): a video
+    folder, a list of paths, or any annotation the finetuning readers take; an image folder with or without class
+    sub-folders, or a list."""
     video_ann, video_root, image_ann, image_root = data_paths(cfg)
     video_ds = image_ds = None
     if cfg.stage in ("video", "joint"):
         if not video_ann:
             raise SystemExit(f"--stage {cfg.stage} needs --video-ann and --video-root")
-        records, _ = engine.read_dataset(video_ann, video_root, "--video-ann/--video-root")
+        records, _ = data.read_dataset(video_ann, video_root, "--video-ann/--video-root", kind="video")
         video_ds = data.PretrainVideoDataset(
             records, clip_len=cfg.clip_len, frame_interval=cfg.frame_interval, crop=cfg.img_size, rescale=cfg.rescale,
             mask_strategy=cfg.mask_strategy, tube_range=cfg.tube_range, mask_ratio=cfg.mask_ratio,
@@ -152,24 +185,40 @@ def build_datasets(cfg):
     if cfg.stage in ("image", "joint"):
         if not image_root:
             raise SystemExit(f"--stage {cfg.stage} needs --image-root")
-        records, _ = engine.read_dataset(image_ann, image_root, "--image-root/--image-list")
+        records, _ = data.read_dataset(image_ann, image_root, "--image-root/--image-list", kind="image")
         image_ds = data.PretrainImageDataset(records, crop=cfg.img_size, rescale=cfg.rescale, jitter=cfg.jitter,
                                              mask_ratio=cfg.mask_ratio, seed=cfg.seed)
     return video_ds, image_ds
 
 
+# Part of the synthetic run's cached tokenizer name: bump it when what ensure_small_vq trains changes (data.load_frames,
+# data.tokenizer_view, tokenizer.VQConfig or tokenizer.VQTokenizer), so a VQ made by other code is not reused.
+SMALL_VQ_VERSION = 2
+
+
+def ensure_small_vq(data_root, size, path, env):
+    """Unless `path` exists, rank 0 trains tokenizer.VQConfig(size=size) on frames of `data_root` and saves it there;
+    every rank waits. Deterministic: seeded frames (data.load_frames) and a seeded training."""
+    if env.master and not Path(path).exists():
+        vq_cfg = tok.VQConfig(size=size)
+        frames = data.load_frames(data_root, vq_cfg.num_frames, vq_cfg.size, vq_cfg.seed)  # (N, 3, size, size) uint8
+        tok.save_tokenizer(tok.train_vq_tokenizer(frames, vq_cfg), path)
+    if env.ddp:
+        dist.barrier()
+
+
 def build_tokenizer(cfg, env):
     """(the frozen target tokenizer on this rank's device, the resolved path of its file) (BEVT §3 "Tokenizer"):
     --tokenizer, or (the synthetic run only) the small VQ for its views, trained once by rank 0 and cached per data
-    folder, view size and engine.SMALL_VQ_VERSION (the code that made it)."""
+    folder, view size and SMALL_VQ_VERSION (the code that made it)."""
     path = cfg.tokenizer
     if not path:
         _, video_root, _, image_root = data_paths(cfg)
         root = str(Path(video_root or image_root).resolve())
         size = cfg.img_size // 2  # BEVT §3 "Tokenizer": frames downsampled by 1/2 (the dataset's tokenizer view)
         key = hashlib.sha1(root.encode()).hexdigest()[:10]
-        path = synthetic_set.CACHE / f"vq_tokenizer_{size}_v{engine.SMALL_VQ_VERSION}_{key}.pt"
-        engine.ensure_small_vq(root, size, path, env)
+        path = synthetic_set.CACHE / f"vq_tokenizer_{size}_v{SMALL_VQ_VERSION}_{key}.pt"
+        ensure_small_vq(root, size, path, env)
     size = Path(path).stat().st_size if Path(path).is_file() else None
     engine.same_on_all_ranks((str(path), size), env, "the tokenizer file (path, bytes)")
     if size is None:
@@ -188,12 +237,12 @@ def train_tokenizer_stage(cfg, env):
     if path.exists():
         env.log(f"{path} exists, not retrained (delete it to retrain)")
     env.log(f"training the small VQ tokenizer on frames of {video_root or image_root} ({size}-px tokenizer views)")
-    engine.ensure_small_vq(video_root or image_root, size, path, env)
+    ensure_small_vq(video_root or image_root, size, path, env)
     env.log(f"tokenizer: {path}; pass it as --tokenizer {path} (with --img-size {cfg.img_size})")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# model (one optimizer step is engine.pretrain_step)
+# model and one optimizer step
 
 
 def build_model(cfg, env, vocab_size, init):
@@ -202,12 +251,60 @@ def build_model(cfg, env, vocab_size, init):
     raw_model = bevt_model.BEVT(mcfg).to(env.device)
     if init:
         # BEVT §3 "Training strategies": the image stream's weights initialise the joint model (3D inflation)
-        inflated = convert.inflate_image_checkpoint(engine.load_checkpoint(init), mcfg)
-        missing, unexpected = raw_model.load_state_dict(inflated, strict=False)
-        if unexpected:
-            raise SystemExit(f"--init {init}: keys that are not in the model: {unexpected}")
+        state = checkpoint.load_checkpoint(init)
+        try:
+            inflated = convert.inflate_image_checkpoint(state, mcfg)
+        except (ValueError, RuntimeError) as e:
+            raise SystemExit(f"--init {init} ({checkpoint.holds(state)}): {e}; the flags ask for --model "
+                             f"{cfg.model}") from None
+        missing = checkpoint.load_model_state(raw_model, inflated, init, checkpoint.holds(state),
+                                              f"--model {cfg.model}", allow_missing=True)
         env.log(f"initialised from {init}; fresh (not in the image checkpoint): {missing}")
     return raw_model, mcfg
+
+
+def train_step(model, tokenizer, micro_batches, optimizer, scaler, cfg, env, lr, patch_t):
+    """One optimizer step over `accum` micro-batches: targets, forward, Eq. 5, backward, then the step. Returns
+    (engine.optimizer_step's result, {stream: tensor [summed cross-entropy, correct predictions, masked positions]}).
+    Each stream's cross-entropy is averaged over its masked positions in the WHOLE step (every micro-batch on every
+    rank, counted before the first backward), so the update does not depend on how the batch is split across GPUs or
+    accumulation steps (model.objective, BEVT Eq. 5). patch_t: the model's tubelet length."""
+    streams = [s for s in ("video", "image") if s in micro_batches[0]]
+    masks = [{s: b[s + "_mask"].to(env.device, non_blocking=True) for s in streams} for b in micro_batches]
+    per_micro = [bevt_model.target_counts(m.get("video"), m.get("image"), patch_t) for m in masks]
+    counts = {s: engine.all_sum(sum(c[s] for c in per_micro), env) for s in streams}  # masked positions of the step
+    stats = {s: torch.zeros(3, dtype=torch.float64, device=env.device) for s in streams}
+    finite = torch.ones((), dtype=torch.bool, device=env.device)
+    for i, (batch, mask) in enumerate(zip(micro_batches, masks)):
+        inputs = {}
+        for s in streams:
+            # targets: BEVT §3 "Tokenizer", the frozen tokenizer's ids of the half-size view (no_grad, fp32 inside)
+            inputs[s + "_ids"] = tokenizer.encode(batch[s + "_tok"].to(env.device, non_blocking=True))
+            inputs[s] = data.normalize_batch(batch[s].to(env.device, non_blocking=True))  # uint8 -> float, on device
+            inputs[s + "_mask"] = mask[s]
+        # DDP all-reduces the gradients on the last micro-batch only
+        with model.no_sync() if env.ddp and i < len(micro_batches) - 1 else nullcontext():
+            with engine.autocast_context(env.device, cfg.dtype):
+                out = model(**inputs)  # forward: {stream: (ce_sum, num_correct, num_masked)}
+            loss = bevt_model.objective({s: out[s][0] for s in streams}, counts, cfg.lam, env.world)  # BEVT Eq. (5)
+            finite &= torch.isfinite(loss.detach())
+            scaler.scale(loss).backward()  # backward
+        for s in streams:
+            stats[s] += torch.stack(out[s]).detach().double()  # (3,)
+    return engine.optimizer_step(optimizer, scaler, finite, cfg.clip_grad, env, lr), stats  # step
+
+
+# BEVT Eq. (3): L_MIM is the image stream's loss, Eq. (4): L_MVM the video stream's
+LOSS_NAMES = {"image": "mim", "video": "mvm"}
+
+
+def summarise(sums):
+    """{stream: [summed CE, correct, masked]} -> {"loss_mvm": mean CE, "acc_mvm": accuracy, "masked_mvm": n, ...}."""
+    out = {}
+    for stream, (total, correct, n) in sums.items():
+        k = LOSS_NAMES[stream]
+        out["loss_" + k], out["acc_" + k], out["masked_" + k] = total / max(n, 1), correct / max(n, 1), int(n)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -221,7 +318,7 @@ def log_line(row, env, out_dir):
             f"data {row['data_share']:.0%} | eta {row['eta_min']:.1f} min")
     line += f" | fp16 skipped {row['skipped_steps']}" if row["skipped_steps"] else ""
     line += f" | {row['bad_samples']} unreadable samples replaced" if row["bad_samples"] else ""
-    engine.append_log(row, line, env, out_dir)
+    checkpoint.append_log(row, line, env, out_dir)
 
 
 def main(argv=None):
@@ -230,14 +327,19 @@ def main(argv=None):
         flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(cfg).items()
                          if k in ("video_ann", "video_root", "image_root", "image_list") and v)
         raise SystemExit(NO_TOKENIZER.format(data_flags=flags))
-    cfg, env = engine.start_run(cfg, synthetic, "--video-ann/--image-root")
+    cfg, env = engine.start_run(cfg)
+    checkpoint.claim_out_dir(cfg.out_dir, env, resume=cfg.resume or cfg.stage == "tokenizer")
+    if synthetic:
+        env.log("no --video-ann/--image-root given: the embedded default (synthetic data, nano model, CPU-sized; "
+                "see --help)")
+        engine.rank_zero_first(synthetic_set.synthetic_root, env, "the synthetic data set's folder")
     if cfg.stage == "tokenizer":
         return train_tokenizer_stage(cfg, env)
 
     # --- data, tokenizer, model, optimizer; the resume checkpoint first (it replaces --init)
     video_ds, image_ds = build_datasets(cfg)
     tokenizer, tokenizer_path = build_tokenizer(cfg, env)
-    resume = engine.resume_checkpoint(cfg.out_dir, env) if cfg.resume else None
+    resume = checkpoint.resume_checkpoint(cfg.out_dir, env) if cfg.resume else None
     raw_model, mcfg = build_model(cfg, env, tokenizer.vocab_size, cfg.init if resume is None else "")
     # official cfg paramwise_cfg: no weight decay for norms and bias tables, everything else (biases too) 0.05
     groups = engine.param_groups(raw_model, cfg.weight_decay, engine.NO_DECAY_KEYS)
@@ -246,13 +348,14 @@ def main(argv=None):
 
     # --- schedule in optimizer steps; the epoch is defined by the video set, the image set is cycled
     main_ds, main_bs = (video_ds, cfg.videos_per_gpu) if video_ds is not None else (image_ds, cfg.images_per_gpu)
-    steps_per_epoch, total_steps, stop_at = engine.step_counts(main_ds, main_bs, cfg, env)
+    engine.same_on_all_ranks(len(main_ds), env, "the number of training samples")
+    steps_per_epoch, total_steps, stop_at = data.step_counts(main_ds, main_bs, cfg, env)
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
 
     # --- resume
     step, skipped, image_pos = 0, 0, {"epoch": 0, "batch": 0}
     if resume is not None:
-        state = engine.resume_from(resume, raw_model, optimizer, scaler, cfg, env)
+        state = checkpoint.resume_from(resume, raw_model, optimizer, scaler, cfg, env)
         step, skipped, image_pos = state["step"], state["skipped_steps"], state["image_position"]
     model = torch.compile(raw_model) if cfg.compile else raw_model
     if env.ddp:
@@ -273,41 +376,41 @@ def main(argv=None):
     # stream is cycled (official: RepeatDataset + cycle)
     images = data.cycled_batches(image_ds, cfg.images_per_gpu, cfg.num_workers, cfg.seed, env.ddp, image_pos) \
         if cfg.stage == "joint" else None
-    keys = [k for k, ds in (("mvm", video_ds), ("mim", image_ds)) if ds is not None]
-    progress, last_ckpt = engine.Progress(step, (len(keys), 3), env, skipped), resume
-    for micro in engine.step_batches(main_ds, main_bs, cfg, env, step, steps_per_epoch, stop_at, progress):
+    progress, last_ckpt = engine.Progress(step, env, skipped), resume
+    for micro in data.step_batches(main_ds, main_bs, cfg, env, step, steps_per_epoch, stop_at, progress):
         if images is not None:  # joint stage: each micro-batch also gets the next image batch
             micro = [{**b, **progress.next_batch(images)} for b in micro]
         lr = engine.lr_at(progress.step, total_steps, warmup_steps, cfg.lr, cfg.warmup_ratio, cfg.min_lr)
-        result, stats = engine.pretrain_step(model, tokenizer, micro, optimizer, scaler, cfg, env, lr,
-                                             mcfg.patch_size[0])
+        result, stats = train_step(model, tokenizer, micro, optimizer, scaler, cfg, env, lr, mcfg.patch_size[0])
         if result is None:
-            sums = engine.all_sum(stats, env).tolist()
-            raise SystemExit(f"non-finite loss at step {progress.step + 1}: {engine.summarise(sums, keys)}; "
+            sums = {s: engine.all_sum(v, env).tolist() for s, v in stats.items()}
+            raise SystemExit(f"non-finite loss at step {progress.step + 1}: {summarise(sums)}; "
                              f"last good checkpoint: {last_ckpt or 'none written yet'}")
         progress.record(result, stats)
         step = progress.step
-        if step % cfg.log_every == 0 or step == stop_at:  # means over the steps since the last line
+        if step % cfg.log_every == 0 or step == stop_at or progress.stop_signal:  # means since the last line
             rate = progress.steps_per_s()
             bad = sum(ds.num_bad for ds in (video_ds, image_ds) if ds is not None)
             row = {"step": step, "total": total_steps, "epoch": step / steps_per_epoch,
-                   **engine.summarise(progress.take_window(), keys), "lr": lr, "grad_norm": progress.grad_norm,
+                   **summarise(progress.take_window()), "lr": lr, "grad_norm": progress.grad_norm,
                    "clips_per_s": rate * per_step.get("clips", 0), "images_per_s": rate * per_step.get("images", 0),
                    "eta_min": (stop_at - step) / max(rate, 1e-9) / 60, "data_share": progress.take_data_share(),
                    "skipped_steps": progress.skipped,
                    "bad_samples": int(engine.all_sum(torch.tensor(float(bad), device=env.device), env))}
             log_line(row, env, cfg.out_dir)
-        if step % cfg.save_every == 0 or step == stop_at:
-            last_ckpt = engine.save_checkpoint(
+        if step % cfg.save_every == 0 or step == stop_at or progress.stop_signal:
+            last_ckpt = checkpoint.save_checkpoint(
                 {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                  "config": asdict(cfg), "model_config": asdict(mcfg), "step": step, "epoch": step // steps_per_epoch,
                  "image_position": dict(image_pos), "skipped_steps": progress.skipped,
                  "tokenizer": tokenizer_path},  # the file the targets came from (demo tools find it here)
                 env, cfg.out_dir, step, cfg.keep_last)
+        if progress.stop_signal:  # SIGTERM / SIGUSR1 (preemption) or Ctrl-C: saved above, exit for a requeue
+            progress.exit_after_signal(last_ckpt)
     env.log(f"done: {step} steps in {(time.time() - progress.t0) / 60:.1f} min; checkpoints in {cfg.out_dir}")
     if env.ddp:
         dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main()
+    engine.run_script(main)

@@ -14,12 +14,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import checkpoint
 import engine  # noqa: E402
 
 script, out_dir, argv = ROOT / sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
 rank = os.environ["RANK"]
-optimizer_step, save_checkpoint, latest_checkpoint, steps = (engine.optimizer_step, engine.save_checkpoint,
-                                                             engine.latest_checkpoint, [])
+optimizer_step, save_checkpoint, latest_checkpoint, steps = (engine.optimizer_step, checkpoint.save_checkpoint,
+                                                             checkpoint.latest_checkpoint, [])
 
 
 def recording_step(optimizer, *args, **kwargs):
@@ -41,6 +42,7 @@ def hiding_latest(folder):
     return None if os.environ.get("HIDE_CHECKPOINTS_ON_RANK") == rank else latest_checkpoint(folder)
 
 
-engine.optimizer_step, engine.save_checkpoint, engine.latest_checkpoint = recording_step, recording_save, hiding_latest
+engine.optimizer_step, checkpoint.save_checkpoint = recording_step, recording_save
+checkpoint.latest_checkpoint = hiding_latest
 sys.argv = [str(script)] + argv
 runpy.run_path(str(script), run_name="__main__")

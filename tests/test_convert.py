@@ -101,11 +101,11 @@ def test_official_pretraining_checkpoint_loads_strictly_into_the_right_modules()
     assert sorted(dropped) == sorted(k for k in off
                               if k.endswith("relative_position_index") or "vae_encoder" in k)
     assert torch.equal(bevt.encoder.layers[2].blocks[1].attn.qkv.weight, off["backbone.layers.2.blocks.1.attn.qkv.weight"])
-    # decoders: our forward_decoder equals the official decoder computed from the official tensors by hand
-    f3, f4 = torch.randn(2, 1, 4, 4, 32), torch.randn(2, 1, 2, 2, 64)          # (B, 1, h, w, C4), (B, 1, h/2, w/2, C8)
-    up = F.conv_transpose2d(f4[:, 0].movedim(-1, 1), off["backbone.fpn.0.weight"], off["backbone.fpn.0.bias"], stride=2)
-    ref = F.linear(torch.cat([f3[:, 0], up.movedim(1, -1)], -1), off["backbone.lm_down.weight"], off["backbone.lm_down.bias"])
-    torch.testing.assert_close(bevt.forward_decoder(f3, f4, video=False)[:, 0], ref)
+    # decoders: our Decoder equals the official decoder computed from the official tensors by hand
+    f3, f4 = torch.randn(2, 4, 4, 32), torch.randn(2, 2, 2, 64)                # (B, h, w, C4), (B, h/2, w/2, C8)
+    up = F.conv_transpose2d(f4.movedim(-1, 1), off["backbone.fpn.0.weight"], off["backbone.fpn.0.bias"], stride=2)
+    ref = F.linear(torch.cat([f3, up.movedim(1, -1)], -1), off["backbone.lm_down.weight"], off["backbone.lm_down.bias"])
+    torch.testing.assert_close(bevt.decoder(f3, f4), ref)
     v3, v4 = torch.randn(2, 3, 4, 4, 32), torch.randn(2, 3, 2, 2, 64)          # (B, T', h, w, C4), (B, T', h/2, w/2, C8)
     up = F.conv_transpose3d(v4.movedim(-1, 1), off["backbone.fpn_s.0.weight"], off["backbone.fpn_s.0.bias"],
                             stride=(1, 2, 2))                                   # (B, C8, T', h, w)
@@ -113,7 +113,7 @@ def test_official_pretraining_checkpoint_loads_strictly_into_the_right_modules()
                  off["backbone.lm_down_st.0.bias"])                             # (B, T', h, w, C8)
     ref = F.conv_transpose3d(x.movedim(-1, 1), off["backbone.fpn_t.0.weight"], off["backbone.fpn_t.0.bias"],
                              stride=(2, 1, 1)).movedim(1, -1)                   # (B, T, h, w, C8)
-    torch.testing.assert_close(bevt.forward_decoder(v3, v4, video=True), ref)
+    torch.testing.assert_close(bevt.decoder(v3, v4), ref)
     torch.testing.assert_close(bevt.lm_head.weight, off["cls_head.lm_head.weight"])
     # a decoder key in another layout (no ".0.") or an unknown key is an error naming it, not a silent skip
     for bad in ("module.backbone.fpn_s.weight", "module.backbone.extra.weight"):
@@ -128,7 +128,8 @@ def test_official_checkpoints_load_into_the_classifier():
     clf = VideoClassifier(TINY, num_classes=6)
     sd, dropped = convert.load_official(ckpt, clf)
     assert set(clf.state_dict()) - set(sd) == {"head.weight", "head.bias"}
-    assert {"encoder.mask_token", "lm_head.weight", "fpn.weight", "fpn_t.bias", "lm_down.weight"} <= set(dropped)
+    assert {"encoder.mask_token", "lm_head.weight", "decoder.image_spatial_up.weight", "decoder.video_temporal_up.bias",
+            "decoder.image_linear.weight"} <= set(dropped)
     clf.load_state_dict(sd, strict=False)
     assert torch.equal(clf.encoder.norm.weight, off["backbone.norm.weight"])
     # official finetuning checkpoint (Video Swin layout): everything, the head included, loads strictly
@@ -144,22 +145,28 @@ def test_official_checkpoints_load_into_the_classifier():
     assert "head.weight" in dropped and sd["encoder.layers.0.blocks.0.attn.relative_position_bias_table"].shape == (63, 1)
 
 
-def test_load_official_of_our_own_layout_round_trip():
-    """Our BEVT state dict written in the official layout loads back to the same tensors."""
+def test_official_param_names_are_the_official_layout_and_round_trip():
+    """official_param_name maps every BEVT and VideoClassifier parameter onto exactly the official key list written
+    out above, at the official shape (buffers and the DALL-E encoder aside), each decoder module onto its own
+    official module; load_official maps the official names back to the same tensors."""
+    pairs = {"decoder.image_spatial_up.weight": "backbone.fpn.0.weight", "decoder.image_linear.bias": "backbone.lm_down.bias",
+             "decoder.video_spatial_up.bias": "backbone.fpn_s.0.bias",
+             "decoder.video_linear.weight": "backbone.lm_down_st.0.weight",
+             "decoder.video_temporal_up.weight": "backbone.fpn_t.0.weight", "lm_head.bias": "cls_head.lm_head.bias",
+             "encoder.layers.2.blocks.1.norm2.weight": "backbone.layers.2.blocks.1.norm2.weight",
+             "encoder.mask_token": "backbone.mask_token", "head.weight": "cls_head.fc_cls.weight"}
+    assert {k: convert.official_param_name(k) for k in pairs} == pairs
     torch.manual_seed(0)
-    bevt = BEVT(TINY)
-    sd = bevt.state_dict()
-    official = {}
-    for k, v in sd.items():
-        name = k.split(".")[0]
-        if k.startswith("lm_head."):
-            official["cls_head." + k] = v
-        elif name in convert.SEQUENTIAL_DECODERS:
-            official[f"backbone.{name}.0.{k.split('.', 1)[1]}"] = v
-        else:
-            official["backbone." + k.removeprefix("encoder.")] = v
-    loaded, dropped = convert.load_official({"state_dict": official}, BEVT(TINY))
-    assert loaded.keys() == sd.keys() and all(torch.equal(loaded[k], sd[k]) for k in sd) and dropped == []
+    for ours, keys in [(BEVT(TINY), official_pretraining_keys(TINY)),
+                       (VideoClassifier(TINY, num_classes=6), official_finetune_keys(TINY, 6))]:
+        sd = ours.state_dict()
+        official = {convert.official_param_name(k): v for k, v in sd.items()}
+        assert {k: tuple(v.shape) for k, v in official.items()} == \
+            {k: s for k, s in keys.items() if not k.endswith("relative_position_index") and "vae_encoder" not in k}
+        loaded, dropped = convert.load_official({"state_dict": official}, ours)
+        assert loaded.keys() == sd.keys() and all(torch.equal(loaded[k], sd[k]) for k in sd) and dropped == []
+    with pytest.raises(ValueError, match="fpn.weight"):
+        convert.official_param_name("fpn.weight")
 
 
 @torch.no_grad()
@@ -187,17 +194,20 @@ def test_inflation_is_exact_on_static_clip(source):
     sd = img_model.state_dict()
     if source == "official_2d":                                 # a 2D Swin: Conv2d patch_embed, 2D tables, fpn.0
         Wd = NANO.window_size[0]
-        sd = {k: v for k, v in sd.items() if not k.startswith(("encoder.patch_embed.", "lm_head.", "fpn_", "lm_down_st"))}
-        sd = {k.replace("patch_embed_2d.", "patch_embed.").replace("fpn.", "fpn.0."): v for k, v in sd.items()}
+        sd = {k: v for k, v in sd.items() if not k.startswith(("encoder.patch_embed.", "lm_head.", "decoder.video_"))}
+        sd = {k.replace("patch_embed_2d.", "patch_embed.").replace("decoder.image_spatial_up.", "fpn.0.")
+              .replace("decoder.image_linear.", "lm_down."): v for k, v in sd.items()}
         sd = {k: (v.view(2 * Wd - 1, -1, v.shape[1])[Wd - 1] if k.endswith("bias_table") else v)
               for k, v in sd.items()}
         assert "fpn.0.weight" in sd
         sd = {"model": {"module.backbone." + k.removeprefix("encoder."): v for k, v in sd.items()}}
     joint = BEVT(dataclasses.replace(NANO, image_attention="swin")).eval()   # swin: image = static clip exactly
     missing, unexpected = joint.load_state_dict(convert.inflate_image_checkpoint(sd, NANO), strict=False)
-    fresh = ("lm_head.",) if source == "ours" else ("lm_head.", "fpn_s.", "fpn_t.", "lm_down_st.")
+    fresh = ("lm_head.",) if source == "ours" else ("lm_head.", "decoder.video_")
     assert unexpected == [] and sorted(missing) == sorted(k for k in joint.state_dict() if k.startswith(fresh))
-    torch.testing.assert_close(joint.fpn.weight, img_model.fpn.weight, atol=0, rtol=0)
+    for name in ("image_spatial_up", "image_linear"):
+        torch.testing.assert_close(getattr(joint.decoder, name).weight, getattr(img_model.decoder, name).weight,
+                                   atol=0, rtol=0)
     img = torch.randn(2, 3, 64, 64)
     clip = img.unsqueeze(2).repeat(1, 1, 8, 1, 1)               # (B, C, T, H, W) static clip
     f_img = joint.encoder(img)[-1]                              # (B, 1, h, w, C8)

@@ -16,9 +16,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import annotations  # noqa: E402
+import checkpoint
 import cli  # noqa: E402
 import data  # noqa: E402
-from tools import demo  # noqa: E402
 import engine  # noqa: E402
 import evaluate  # noqa: E402
 import finetune  # noqa: E402
@@ -26,6 +26,7 @@ import synthetic as synthetic_set  # noqa: E402
 import tokenizer as tok  # noqa: E402
 from masking import VIDEO_MASK_STRATEGIES, blockwise_mask, mask_to_target_grid, video_mask  # noqa: E402
 from model import BEVT, PRESETS, VideoClassifier  # noqa: E402
+from tools import demo  # noqa: E402
 
 CPU = engine.Dist(False, 0, 0, 1, "cpu")
 
@@ -97,7 +98,7 @@ def test_reconstruct_tokens_and_accuracy_match_the_model(pretrained, tmp_path, c
     assert torch.equal(out["ids"], ids) and torch.equal(out["mask"], target_mask)
     with torch.no_grad():  # the model's own count of right predictions at the masked positions
         _, correct, masked = model(video=data.normalize_batch(crops[None]), video_mask=torch.from_numpy(mask)[None],
-                                   video_ids=ids[None])["mvm"]
+                                   video_ids=ids[None])["video"]
     assert (out["pred"] == ids)[target_mask].sum().item() == correct.item() and masked.item() == target_mask.sum()
     per_frame = [a for a in out["accuracy"] if a is not None]
     counts = target_mask.flatten(1).sum(1)[target_mask.flatten(1).any(1)]
@@ -132,7 +133,7 @@ def finetuned(tmp_path_factory):
                  clip_len=4, sampling="dense", videos_per_gpu=2, accum=1, max_steps=2, num_workers=0, log_every=1,
                  save_every=2, test_clips=2, test_crops=3, test_batch=16, dtype="float32", window_size=(2, 2, 2))
     finetune.main(cli.as_flags(flags))
-    return engine.latest_checkpoint(out), json.loads((out / "eval.json").read_text())
+    return checkpoint.latest_checkpoint(out), json.loads((out / "eval.json").read_text())
 
 
 def reference_probabilities(ckpt_path, records):
@@ -145,7 +146,7 @@ def reference_probabilities(ckpt_path, records):
     recipe = SimpleNamespace(**state["config"])
     ds = evaluate.test_dataset(records, recipe)
     loader = data.make_loader(ds, 5, train=False, num_workers=0, seed=0, distributed=False)
-    prob_sum, views, _ = evaluate.evaluate(model, loader, len(records), len(state["classes"]), CPU)
+    prob_sum, views, _, _ = evaluate.evaluate(model, loader, len(records), len(state["classes"]), CPU)
     assert views.tolist() == [6] * len(records)
     return prob_sum / views[:, None], model
 

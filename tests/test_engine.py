@@ -1,6 +1,6 @@
 """engine.py: the official optimizer groups (mmcv's longest-key rule on the official custom keys, layer ids), the lr
 schedule, dtype resolution and autocast, fp16 loss scaling with a skipped step, the overflow stop, the batch report,
-the data-wait share of the step loop, checkpoints."""
+the data-wait share of the step loop."""
 import dataclasses
 import math
 import time
@@ -8,6 +8,8 @@ import time
 import pytest
 import torch
 
+import convert
+import data
 import engine
 import model as bevt_model
 
@@ -45,8 +47,9 @@ def test_longest_custom_key_wins_then_alphabetical():
     assert engine.paramwise("head.bias", keys) == (1.0, 1.0)  # a bias no key matches is decayed (mmcv defaults)
     tie = {"aaaa": {"lr_mult": 3.0}, "zzzz": {"lr_mult": 4.0}}
     assert engine.paramwise("encoder.zzzz.aaaa.weight", tie) == (3.0, 1.0)  # equal length: alphabetical first
-    assert [engine.official_name(n) for n in ("encoder.norm.weight", "head.bias", "lm_head.weight", "fpn.weight")] \
-        == ["backbone.norm.weight", "cls_head.fc_cls.bias", "cls_head.lm_head.weight", "backbone.fpn.weight"]
+    names = ("encoder.norm.weight", "head.bias", "lm_head.weight", "decoder.image_spatial_up.weight")
+    assert [convert.official_param_name(n) for n in names] == [
+        "backbone.norm.weight", "cls_head.fc_cls.bias", "cls_head.lm_head.weight", "backbone.fpn.0.weight"]
 
 
 def test_layer_ids_follow_official_k400_decay():
@@ -86,7 +89,7 @@ def test_pretraining_groups_are_the_official_cfg(swin_b_bevt):
     assert counts(by_name) == {(1.0, 0.0): 108 + 24, (1.0, 0.05): 344 - 132}
     assert by_name["encoder.layers.2.blocks.7.attn.qkv.bias"] == (1.0, 0.05)
     assert by_name["encoder.mask_token"] == (1.0, 0.05) and by_name["lm_head.bias"] == (1.0, 0.05)
-    assert by_name["fpn_t.bias"] == (1.0, 0.05) and by_name["encoder.patch_embed_2d.norm.bias"] == (1.0, 0.0)
+    assert by_name["decoder.video_temporal_up.bias"] == (1.0, 0.05) and by_name["encoder.patch_embed_2d.norm.bias"] == (1.0, 0.0)
     assert by_name["encoder.layers.1.downsample.norm.weight"] == (1.0, 0.0)
 
 
@@ -151,15 +154,15 @@ def test_fp16_scaler_on_cpu_steps_and_skips_an_overflowing_step():
 
 
 def test_overflows_in_a_row_stop_the_run():
-    progress = engine.Progress(0, 3, CPU)
+    progress, stats = engine.Progress(0, CPU), {"clips": torch.zeros(3)}
     for _ in range(engine.MAX_OVERFLOWS - 1):
-        progress.record((1.0, 1), torch.zeros(3))
-    progress.record((1.0, 0), torch.zeros(3))  # a good step resets the count
+        progress.record((1.0, 1), stats)
+    progress.record((1.0, 0), stats)  # a good step resets the count
     for _ in range(engine.MAX_OVERFLOWS - 1):
-        progress.record((1.0, 1), torch.zeros(3))
+        progress.record((1.0, 1), stats)
     assert progress.skipped == 2 * (engine.MAX_OVERFLOWS - 1)
     with pytest.raises(SystemExit, match=f"fp16: {engine.MAX_OVERFLOWS} steps in a row overflowed"):
-        progress.record((float("inf"), 1), torch.zeros(3))
+        progress.record((float("inf"), 1), stats)
 
 
 def test_nonfinite_loss_without_scaler_returns_none_and_keeps_weights():
@@ -207,7 +210,7 @@ class SleepyDataset(torch.utils.data.Dataset):
 
 
 def data_share_of_a_run(delay, compute_s=0.02):
-    """engine.step_batches + Progress + optimizer_step on a tiny model, as the scripts run them; each step also
+    """data.step_batches + Progress + optimizer_step on a tiny model, as the scripts run them; each step also
     sleeps `compute_s` (a stand-in for the device's work). Returns the logged data share of the one window."""
     @dataclasses.dataclass
     class Cfg:
@@ -219,13 +222,13 @@ def data_share_of_a_run(delay, compute_s=0.02):
     net = torch.nn.Linear(4, 1)
     optimizer = torch.optim.AdamW(engine.param_groups(net, 0.05, {}), lr=1e-3)
     scaler = engine.make_scaler(CPU, "float32")
-    dataset, progress = SleepyDataset(delay), engine.Progress(0, 1, CPU)
-    for micro in engine.step_batches(dataset, 2, Cfg(), CPU, 0, 4, 4, progress):
+    dataset, progress = SleepyDataset(delay), engine.Progress(0, CPU)
+    for micro in data.step_batches(dataset, 2, Cfg(), CPU, 0, 4, 4, progress):
         loss = sum(net(b["x"]).square().mean() for b in micro)
         loss.backward()
         time.sleep(compute_s)
         progress.record(engine.optimizer_step(optimizer, scaler, torch.isfinite(loss.detach()), 1.0, CPU, 1e-3),
-                        loss.detach().double().reshape(1))
+                        {"loss": loss.detach().double().reshape(1)})
     assert progress.step == 4
     return progress.take_data_share()
 
@@ -235,23 +238,3 @@ def test_data_share_is_near_one_for_a_slow_loader_and_low_for_a_fast_one():
     fast = data_share_of_a_run(delay=0.0)
     assert 0.8 < slow <= 1.0, slow
     assert 0.0 <= fast < 0.3, fast
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def test_checkpoints_round_trip_weights_only_and_keep_the_newest(tmp_path):
-    net = torch.nn.Linear(3, 2)
-    for step in (1, 2, 3):
-        engine.save_checkpoint({"model": net.state_dict(), "step": step}, CPU, tmp_path, step, keep_last=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt_00000002.pt", "ckpt_00000003.pt"]
-    assert engine.resume_checkpoint(tmp_path, CPU).name == "ckpt_00000003.pt"
-    state = engine.load_checkpoint(engine.latest_checkpoint(tmp_path))
-    assert state["step"] == 3 and torch.equal(state["rng"][0]["cpu"], torch.get_rng_state())
-    engine.load_model_state(torch.nn.Linear(3, 2), state["model"], "x")
-    with pytest.raises(SystemExit, match="missing keys: \\['bias'\\]"):
-        engine.load_model_state(torch.nn.Linear(3, 2), {"weight": state["model"]["weight"]}, "x")
-    (tmp_path / "ckpt_00000009.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(SystemExit, match="cannot load checkpoint .*ckpt_00000009.pt"):
-        engine.load_checkpoint(engine.latest_checkpoint(tmp_path))

@@ -61,7 +61,7 @@ class FakeViews(torch.utils.data.Dataset):
         v, view = divmod(index, VIEWS)
         video = torch.zeros(3, 2, 1, NUM_CLASSES)
         video[0, 0, 0] = view_logits(v, view)
-        return {"video": video, "label": 1 if v == 0 else v % NUM_CLASSES, "video_index": v}
+        return {"video": video, "label": 1 if v == 0 else v % NUM_CLASSES, "video_index": v, "unreadable": v == 5}
 
 
 def expected(num_videos):
@@ -75,12 +75,15 @@ def expected(num_videos):
 def test_multiview_averages_probabilities_and_topk():
     n = 8
     loader = data.make_loader(FakeViews(n), 5, train=False, num_workers=0, seed=0, distributed=False)
-    prob_sum, views, labels = evaluate.evaluate(LogitsInPixels(), loader, n, NUM_CLASSES, CPU)
+    prob_sum, views, labels, unreadable = evaluate.evaluate(LogitsInPixels(), loader, n, NUM_CLASSES, CPU)
     probs, exp_labels, ranks = expected(n)
+    assert unreadable.tolist() == [v == 5 for v in range(n)]
     torch.testing.assert_close(prob_sum / VIEWS, probs)
     assert views.tolist() == [VIEWS] * n and labels.tolist() == exp_labels.tolist()
     assert probs[0].argmax() == 1 and torch.stack([view_logits(0, w) for w in range(VIEWS)]).mean(0).argmax() == 2
-    m = evaluate.metrics(prob_sum, views, labels, VIEWS, groups={"a": [1, 2], "b": [0, 3, 4, 5, 6]})
+    m = evaluate.metrics(prob_sum, views, labels, VIEWS, groups={"a": [1, 2], "b": [0, 3, 4, 5, 6]},
+                         unreadable=unreadable)
+    assert m["unreadable_videos"] == 1
     assert ranks.tolist() == [0, 2, 5, 0, 2, 5, 0, 2]  # label rank per video, by construction
     assert m["groups"] == {"a": pytest.approx(100 / 3), "b": pytest.approx(200 / 5)}  # videos 0,1,2 | 3,4,5,6,7
     assert m["top1"] == pytest.approx(100 * 3 / 8) and m["top5"] == pytest.approx(100 * 6 / 8)
@@ -113,7 +116,7 @@ def test_multiview_across_two_gloo_ranks_uneven_last_batch(tmp_path):
                                NUM_CLASSES, CPU)
     for a, b in zip(r0["result"], single):
         torch.testing.assert_close(a, b)
-    prob_sum, views, labels = r0["result"]
+    prob_sum, views, labels, _ = r0["result"]
     assert views.tolist() == [VIEWS] * n  # no view dropped or counted twice
     _, _, ranks = expected(n)
     m = evaluate.metrics(prob_sum, views, labels, VIEWS)

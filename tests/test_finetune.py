@@ -14,6 +14,7 @@ import torch
 import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import checkpoint
 import cli  # noqa: E402
 import convert  # noqa: E402
 import engine  # noqa: E402
@@ -150,7 +151,7 @@ def test_ema_one_update_per_step_equals_official_per_iteration_updates():
         for _ in range(8):  # mmcv EMAHook: after every forward iteration; params unchanged between steps
             for n, p in m.named_parameters():
                 ref[n] = (1 - 2e-4) * ref[n] + 2e-4 * p.detach().double()
-        engine.ema_update(ema, m, 2e-4, accum=8)
+        finetune.ema_update(ema, m, 2e-4, accum=8)
         with torch.no_grad():
             for p in m.parameters():
                 p.add_(1.0)
@@ -213,18 +214,23 @@ def test_export_same_logits_as_torchvision(tmp_path):
 
 def init_classifier(path, classifier):
     """What finetune.py --init does with the file: (state dict, dropped keys, the format)."""
-    return engine.init_classifier(engine.load_checkpoint(path), classifier, path)
+    return checkpoint.init_classifier(checkpoint.load_checkpoint(path), classifier, path)
 
 
 def official_layout(bevt_sd):
     """Our BEVT state dict -> the official mmcv joint checkpoint layout."""
+    # official: mmaction/models/backbones/swin_transformer_bevt.py:678-700, the decoders in the backbone (nn.Sequential
+    # wrappers, but lm_down)
+    decoders = {"image_spatial_up": "fpn.0", "image_linear": "lm_down", "video_spatial_up": "fpn_s.0",
+                "video_linear": "lm_down_st.0", "video_temporal_up": "fpn_t.0"}
     sd = {}
     for k, v in bevt_sd.items():
         name, _, rest = k.partition(".")
         if name == "lm_head":
             sd["cls_head." + k] = v
-        elif name in ("fpn", "lm_down_st", "fpn_s", "fpn_t"):  # official: nn.Sequential wrappers, fpn.0.weight
-            sd[f"backbone.{name}.0.{rest}"] = v
+        elif name == "decoder":
+            part, _, param = rest.partition(".")
+            sd[f"backbone.{decoders[part]}.{param}"] = v
         else:
             sd["backbone." + k.removeprefix("encoder.")] = v
     for i, d in enumerate(TINY.depths):
@@ -243,8 +249,7 @@ def test_official_checkpoint_drops_exactly_the_pretraining_keys(tmp_path):
     sd, dropped, msg = init_classifier(tmp_path / "bevt.pth", clf)
     assert set(sd) == set(clf.state_dict())
     pretrain_only = {k for k in pre.state_dict() if k.startswith(
-        ("encoder.patch_embed_2d.", "encoder.mask_token", "lm_head.", "fpn.", "fpn_s.", "fpn_t.", "lm_down.",
-         "lm_down_st."))}
+        ("encoder.patch_embed_2d.", "encoder.mask_token", "lm_head.", "decoder."))}
     assert pretrain_only == set(pre.state_dict()) - set(clf.state_dict())
     buffers = {k for k in ckpt["state_dict"] if k.endswith("relative_position_index")}
     assert len(buffers) == sum(TINY.depths) and len(pretrain_only) == 4 + 1 + 2 + 5 * 2
@@ -307,9 +312,9 @@ def test_two_gloo_ranks_hold_one_ema(tmp_path):
 
 def test_resume_without_ema_starts_ema_from_the_resumed_weights(tmp_path):
     finetune.main(run_flags(tmp_path, max_steps=1))  # checkpoint without EMA
-    resumed = torch.load(engine.latest_checkpoint(tmp_path), weights_only=True)["model"]
+    resumed = torch.load(checkpoint.latest_checkpoint(tmp_path), weights_only=True)["model"]
     finetune.main(run_flags(tmp_path, max_steps=2, resume=True, ema=True, ema_momentum=0.0))  # EMA frozen at start
-    ema = torch.load(engine.latest_checkpoint(tmp_path), weights_only=True)["ema"]
+    ema = torch.load(checkpoint.latest_checkpoint(tmp_path), weights_only=True)["ema"]
     assert ema.keys() <= resumed.keys() and all(torch.equal(ema[k], resumed[k]) for k in ema)
 
 

@@ -3,12 +3,15 @@ parameter / GMAC numbers, the losses (Eq. 3-5), the dt = 0 property, the officia
 a per-block reference, gradient checkpointing, the finetune head init, and the documented clamped-window
 difference from torchvision. CPU only, seeded, no downloads."""
 import dataclasses
+from pathlib import Path
 
 import torch
+from einops import rearrange
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import swin_t
 from torchvision.models.video import swin3d_b, swin3d_t
-from torchvision.models.video.swin_transformer import SwinTransformer3d
+from torchvision.models.video.swin_transformer import (SwinTransformer3d, _get_window_and_shift_size,
+                                                       shifted_window_attention_3d)
 
 import convert
 import model
@@ -125,9 +128,9 @@ def test_pretraining_step_grads_and_overfit():
     m = BEVT(cfg)
     batch = _nano_batch(cfg.vocab_size)
     out = m(**batch)
-    assert set(out) == {"mim", "mvm"} and all(len(v) == 3 for v in out.values())
+    assert set(out) == {"image", "video"} and all(len(v) == 3 for v in out.values())
     counts = model.target_counts(batch["video_mask"], batch["image_mask"], cfg.patch_size[0])
-    for s in ("mim", "mvm"):
+    for s in ("image", "video"):
         assert out[s][2] == counts[s] and out[s][0].dtype == torch.float32
     loss = model.objective({s: out[s][0] for s in out}, counts, lam=1.0)
     assert torch.isfinite(loss)
@@ -137,11 +140,10 @@ def test_pretraining_step_grads_and_overfit():
     # image-only stage: the video-only parameters get no gradient, everything else does
     m.zero_grad(set_to_none=True)
     out = m(image=batch["image"], image_mask=batch["image_mask"], image_ids=batch["image_ids"])
-    assert set(out) == {"mim"}
-    out["mim"][0].backward()
-    unused = sorted({n.split(".")[0] if not n.startswith("encoder.") else n.split(".")[1]
-                     for n, p in m.named_parameters() if p.grad is None})
-    assert unused == ["fpn_s", "fpn_t", "lm_down_st", "patch_embed"]
+    assert set(out) == {"image"}
+    out["image"][0].backward()
+    unused = sorted({n.split(".")[1] for n, p in m.named_parameters() if p.grad is None})
+    assert unused == ["patch_embed", "video_linear", "video_spatial_up", "video_temporal_up"]
     # overfit one batch
     opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
     losses = []
@@ -165,15 +167,15 @@ def test_forward_loss_is_eq3_4_and_objective_is_eq5():
     cfg = dataclasses.replace(NANO, vocab_size=64)
     m = BEVT(cfg).eval()
     batches = [_nano_batch(cfg.vocab_size, seed=s) for s in (0, 1)]
-    means, rows = [], {"mim": [], "mvm": []}
+    means, rows = [], {"image": [], "video": []}
     for b in batches:
         out = m(**b)
-        f_vid = m.forward_decoder(*m.forward_encoder(b["video"], b["video_mask"]), video=True)   # (B, T, h, w, C8)
-        f_img = m.forward_decoder(*m.forward_encoder(b["image"], b["image_mask"]), video=False)  # (B, 1, h, w, C8)
+        f_vid = m.decoder(*m.forward_encoder(b["video"], b["video_mask"]))   # (B, T, h, w, C8)
+        f_img = m.decoder(*m.forward_encoder(b["image"], b["image_mask"]))   # (B, h, w, C8)
         vmask = b["video_mask"].repeat_interleave(cfg.patch_size[0], dim=1)   # (B, T, h, w)
         ref = {}
-        for s, f, ids, msk in [("mvm", f_vid, b["video_ids"], vmask),
-                               ("mim", f_img[:, 0], b["image_ids"], b["image_mask"])]:
+        for s, f, ids, msk in [("video", f_vid, b["video_ids"], vmask),
+                               ("image", f_img, b["image_ids"], b["image_mask"])]:
             logits = m.lm_head(m.encoder.norm(f[msk]))              # (M, V)
             ce = torch.nn.functional.cross_entropy(logits, ids[msk], reduction="none")   # (M,)
             rows[s].append(ce)
@@ -182,14 +184,14 @@ def test_forward_loss_is_eq3_4_and_objective_is_eq5():
             assert out[s][1] == (logits.argmax(-1) == ids[msk]).sum() and out[s][2] == msk.sum()
         counts = model.target_counts(b["video_mask"], b["image_mask"], cfg.patch_size[0])
         loss = model.objective({s: out[s][0] for s in out}, counts, lam=0.5)
-        torch.testing.assert_close(loss, ref["mim"] + 0.5 * ref["mvm"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(loss, ref["image"] + 0.5 * ref["video"], atol=1e-5, rtol=1e-5)
         means.append(out)
     step = {s: sum(model.target_counts(b["video_mask"], b["image_mask"])[s] for b in batches) for s in rows}
     total = sum(model.objective({s: o[s][0] for s in o}, step, lam=0.5) for o in means)
-    torch.testing.assert_close(total, torch.cat(rows["mim"]).mean() + 0.5 * torch.cat(rows["mvm"]).mean(),
+    torch.testing.assert_close(total, torch.cat(rows["image"]).mean() + 0.5 * torch.cat(rows["video"]).mean(),
                                atol=1e-5, rtol=1e-5)
-    two = model.objective({s: means[0][s][0] for s in ("mim",)}, step, lam=0.5, world=2)
-    torch.testing.assert_close(two, 2 * model.objective({"mim": means[0]["mim"][0]}, step, lam=0.5))
+    two = model.objective({s: means[0][s][0] for s in ("image",)}, step, lam=0.5, world=2)
+    torch.testing.assert_close(two, 2 * model.objective({"image": means[0]["image"][0]}, step, lam=0.5))
 
 
 def test_video_stream_runs_before_the_image_stream():
@@ -207,8 +209,8 @@ def test_video_stream_runs_before_the_image_stream():
     video_only = m(**video)
     torch.manual_seed(5)
     image_only = m(**image)
-    assert torch.equal(joint["mvm"][0], video_only["mvm"][0])
-    assert not torch.equal(joint["mim"][0], image_only["mim"][0])
+    assert torch.equal(joint["video"][0], video_only["video"][0])
+    assert not torch.equal(joint["image"][0], image_only["image"][0])
 
 
 def test_masked_positions_get_the_mask_token():
@@ -304,12 +306,12 @@ def test_loss_with_no_masked_positions_is_zero_and_keeps_the_graph():
     assert no_grad == [] and all(p.grad.abs().max() == 0 for p in m.parameters())
     batch["image_mask"][0, 0, 0] = True                         # one masked position: a real loss again
     out = m(**batch)
-    assert out["mim"][0] > 0 and out["mim"][2] == 1 and out["mvm"][0] == 0
+    assert out["image"][0] > 0 and out["image"][2] == 1 and out["video"][0] == 0
 
 
-def _official_image_stage(stage, x, table_window):
-    """One stage of the official image branch, written out from its code (not from model.py): a 2D window of
-    Wh x Ww, shift Wh // 2, NO clamping; the 2D shift mask (compute_mask_2d, official:
+def _official_image_block(blk, j, x, table_window):
+    """Block j of a stage of the official image branch, written out from its code (not from model.py): a 2D window
+    of Wh x Ww, shift Wh // 2, NO clamping; the 2D shift mask (compute_mask_2d, official:
     mmaction/models/backbones/swin_transformer_bevt.py:383-402) passed to EVERY block (:472-478) and applied on
     every block (:246); the cyclic roll on the odd blocks, whatever the map size (:237-238, shift from :439,449);
     the bias is the 3D table read with the full window's index sliced to the first Wh*Ww rows (:166-170)."""
@@ -325,22 +327,27 @@ def _official_image_stage(stage, x, table_window):
     region = region.view(H // ws, ws, W // ws, ws).permute(0, 2, 1, 3).reshape(-1, ws * ws)   # (nW, N)
     shift_mask = (region[:, None, :] - region[:, :, None] != 0).float() * -100.0               # (nW, N, N)
     full = model.relative_position_index(table_window, table_window)[:ws * ws, :ws * ws]       # (N, N)
+    a = blk.attn
+    y = blk.norm1(x)
+    if j % 2 == 1:
+        y = torch.roll(y, shifts=(-ss, -ss), dims=(1, 2))
+    win = y.view(B, H // ws, ws, W // ws, ws, D).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, D)  # (B*nW, N, D)
+    qkv = a.qkv(win).view(win.shape[0], ws * ws, 3, a.heads, D // a.heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0] * (D // a.heads) ** -0.5, qkv[1], qkv[2]                            # (B*nW, nH, N, hd)
+    bias = a.relative_position_bias_table[full.flatten()].view(ws * ws, ws * ws, -1).permute(2, 0, 1)
+    logits = (q @ k.transpose(-2, -1) + bias).view(B, -1, a.heads, ws * ws, ws * ws) + shift_mask[None, :, None]
+    out = (logits.view(-1, a.heads, ws * ws, ws * ws).softmax(-1) @ v).transpose(1, 2).reshape(-1, ws * ws, D)
+    out = a.proj(out).view(B, H // ws, W // ws, ws, ws, D).permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, D)
+    if j % 2 == 1:
+        out = torch.roll(out, shifts=(ss, ss), dims=(1, 2))
+    x = x + out
+    return x + blk.mlp(blk.norm2(x))
+
+
+def _official_image_stage(stage, x, table_window):
+    """One stage of the official image branch: its blocks (_official_image_block), then the patch merging."""
     for j, blk in enumerate(stage.blocks):
-        a = blk.attn
-        y = blk.norm1(x)
-        if j % 2 == 1:
-            y = torch.roll(y, shifts=(-ss, -ss), dims=(1, 2))
-        win = y.view(B, H // ws, ws, W // ws, ws, D).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, D)  # (B*nW, N, D)
-        qkv = a.qkv(win).view(win.shape[0], ws * ws, 3, a.heads, D // a.heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0] * (D // a.heads) ** -0.5, qkv[1], qkv[2]                            # (B*nW, nH, N, hd)
-        bias = a.relative_position_bias_table[full.flatten()].view(ws * ws, ws * ws, -1).permute(2, 0, 1)
-        logits = (q @ k.transpose(-2, -1) + bias).view(B, -1, a.heads, ws * ws, ws * ws) + shift_mask[None, :, None]
-        out = (logits.view(-1, a.heads, ws * ws, ws * ws).softmax(-1) @ v).transpose(1, 2).reshape(-1, ws * ws, D)
-        out = a.proj(out).view(B, H // ws, W // ws, ws, ws, D).permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, D)
-        if j % 2 == 1:
-            out = torch.roll(out, shifts=(ss, ss), dims=(1, 2))
-        x = x + out
-        x = x + blk.mlp(blk.norm2(x))
+        x = _official_image_block(blk, j, x, table_window)
     return x, (stage.downsample(x[:, None])[:, 0] if stage.downsample is not None else x)
 
 
@@ -362,6 +369,93 @@ def test_official_image_attention_matches_a_per_block_reference():
     enc.cfg = dataclasses.replace(enc.cfg, image_attention="swin")
     swin = enc(img)
     assert all((s - o).abs().max() > 1e-3 for s, o in zip(swin, ours))   # every stage differs (mask on block 0)
+
+
+def _block_section():
+    """model.py's Swin block section as source text, from its banner to the next section's (the stages)."""
+    src = Path(model.__file__).read_text()
+    start = src.index("# --- the Swin block")
+    return src[start:src.index("# --- stages", start)]
+
+
+def _torchvision_block(blk, x, official_window):
+    """The same block as torchvision computes it: its own window and shift (_get_window_and_shift_size), its
+    functional shifted_window_attention_3d (mask built inside), given our bias with true offsets; then the MLP."""
+    window, shift = _get_window_and_shift_size([s // 2 if blk.shifted else 0 for s in official_window],
+                                               list(x.shape[1:4]), list(official_window))
+    a = blk.attn
+    y = shifted_window_attention_3d(blk.norm1(x), a.qkv.weight, a.proj.weight,
+                                    a.relative_position_bias(tuple(window)).unsqueeze(0), window, a.heads, shift,
+                                    qkv_bias=a.qkv.bias, proj_bias=a.proj.bias, training=False)
+    x = x + y
+    return x + blk.mlp(blk.norm2(x))
+
+
+@torch.no_grad()
+def test_swin_block_copies_out_alone():
+    """model.py's Swin block section (<= 150 lines) runs on its own with torch, F, nn and einops only. Its SwinBlock,
+    with the weights of model.SwinBlock, gives the same output, and that is torchvision's block (functional
+    shifted_window_attention_3d + MLP) for plain and shifted windows: regular, padded, and with windows clamped to
+    the map (the bias read with true offsets given to both). In official-image mode it is the official image
+    branch's block (mask on plain blocks too, the shift kept where the map equals the window), float64."""
+    section = _block_section()
+    assert len(section.splitlines()) <= 150
+    alone = {"torch": torch, "F": torch.nn.functional, "nn": torch.nn, "rearrange": rearrange}
+    exec(compile(section, "model.py: the Swin block section", "exec"), alone)
+    torch.manual_seed(0)
+    window = (4, 4, 4)
+    for shifted in (False, True):
+        ours = model.SwinBlock(16, 2, window, shifted, 4.0, True, 0.0, 0.0).double().eval()
+        copy = alone["SwinBlock"](16, 2, window, shifted, 4.0, True, 0.0, 0.0).double().eval()
+        for p in ours.parameters():
+            p.normal_(0, 0.3)                                   # a visible bias table
+        copy.load_state_dict(ours.state_dict(), strict=True)
+        for size in [(4, 8, 8),                                 # regular
+                     (6, 10, 8),                                # T' and H' padded to 8 and 12
+                     (2, 3, 8)]:                                # T' and H' clamp the window (no shift there)
+            x = torch.randn(2, *size, 16, dtype=torch.float64)
+            y = ours(x)
+            assert torch.equal(copy(x), y), (shifted, size)
+            torch.testing.assert_close(y, _torchvision_block(ours, x, window), atol=1e-12, rtol=0)
+        for size in [(1, 8, 8), (1, 4, 4)]:                     # the official image branch; 4x4: map = window
+            x = torch.randn(2, *size, 16, dtype=torch.float64)
+            y = ours(x, official_image=True)
+            assert torch.equal(copy(x, official_image=True), y), (shifted, size)
+            ref = _official_image_block(ours, int(shifted), x[:, 0], window)
+            torch.testing.assert_close(y[:, 0], ref, atol=1e-12, rtol=0)
+            if not shifted or size[1] == window[1]:             # plain Swin: no mask, or no shift at map = window
+                assert (ours(x) - y).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_shift_mask_is_built_once_per_input_size(monkeypatch):
+    """A shifted block builds its shift mask on the first input of a size and reuses it (another batch size is the
+    same size); another size, or another device, builds another; a plain block needs none, except in
+    official-image mode. The cached float32 mask serves a float64 input as a fresh block would."""
+    built = []
+    real = model.shift_attention_mask
+    monkeypatch.setattr(model, "shift_attention_mask", lambda *a, **kw: built.append(a[0]) or real(*a, **kw))
+    torch.manual_seed(0)
+    blk = model.SwinBlock(8, 2, (2, 4, 4), True, 4.0, True, 0.0, 0.0).eval()
+    blk(torch.randn(1, 2, 8, 8, 8))
+    blk(torch.randn(3, 2, 8, 8, 8))
+    assert built == [(2, 8, 8)] and len(blk.shift_masks) == 1
+    blk(torch.randn(1, 2, 12, 8, 8))
+    assert built == [(2, 8, 8), (2, 12, 8)]
+    first, second = blk.shift_masks.values()
+    assert first.shape == (4, 32, 32) and second.shape == (6, 32, 32)   # (nW, N, N)
+    assert torch.equal(second, real((2, 12, 8), (2, 4, 4), (0, 2, 2)))   # T' = Wd: no temporal shift
+    x = torch.randn(2, 2, 8, 8, 8, dtype=torch.float64)
+    fresh = model.SwinBlock(8, 2, (2, 4, 4), True, 4.0, True, 0.0, 0.0).double().eval()
+    fresh.load_state_dict(blk.state_dict())
+    assert torch.equal(blk.double()(x), fresh(x)) and len(built) == 3   # cache hit in blk, a build in fresh
+    blk.to("meta")(torch.empty(1, 2, 8, 8, 8, device="meta", dtype=torch.float64))
+    assert len(built) == 4 and {k[-1].type for k in blk.shift_masks} == {"cpu", "meta"}
+    plain = model.SwinBlock(8, 2, (2, 4, 4), False, 4.0, True, 0.0, 0.0).eval()
+    plain(torch.randn(1, 2, 8, 8, 8))
+    assert len(built) == 4 and plain.shift_masks == {}
+    plain(torch.randn(1, 1, 8, 8, 8), official_image=True)
+    assert built[-1] == (1, 8, 8) and len(plain.shift_masks) == 1
 
 
 def test_grad_checkpoint_gives_the_same_gradients(monkeypatch):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import checkpoint
 import cli
 import data
 import engine
@@ -52,7 +53,7 @@ def read_log(out_dir):
 
 
 def final_params(out_dir):
-    ckpt = engine.latest_checkpoint(out_dir)
+    ckpt = checkpoint.latest_checkpoint(out_dir)
     return torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
 
 
@@ -67,7 +68,7 @@ def torchrun(script, out_dir, argv, env_extra=None, check=True):
 @pytest.mark.parametrize("stage", ["image", "video", "joint"])
 def test_each_stage_runs_and_checkpoint_loads_weights_only(stage, tiny_tokenizer, tmp_path):
     train.main(flags(tiny_tokenizer, tmp_path, stage=stage, max_steps=2, grad_checkpoint=stage == "joint"))
-    ckpt = torch.load(engine.latest_checkpoint(tmp_path), map_location="cpu", weights_only=True)
+    ckpt = torch.load(checkpoint.latest_checkpoint(tmp_path), map_location="cpu", weights_only=True)
     assert ckpt["step"] == 2 and ckpt["config"]["stage"] == stage
     assert ckpt["model_config"]["grad_checkpoint"] == (stage == "joint")  # --grad-checkpoint reaches the model
     assert ckpt["tokenizer"] == str(tiny_tokenizer.resolve())  # the file the targets came from
@@ -79,12 +80,12 @@ def test_each_stage_runs_and_checkpoint_loads_weights_only(stage, tiny_tokenizer
     assert all(math.isfinite(r[k]) for r in rows for k in expect)
     # the checkpoint restores into a fresh model with the same key set
     m = bevt_model.BEVT(bevt_model.ModelConfig(**ckpt["model_config"]))
-    engine.load_model_state(m, ckpt["model"], "ckpt")
+    checkpoint.load_model_state(m, ckpt["model"], "ckpt")
 
 
 def test_default_tokenizer_is_cached_under_the_code_version_and_named_in_checkpoints(tiny_tokenizer, tmp_path,
                                                                                       monkeypatch, capsys):
-    """Without --tokenizer the synthetic run caches its small VQ under a name with engine.SMALL_VQ_VERSION (a VQ made
+    """Without --tokenizer the synthetic run caches its small VQ under a name with train.SMALL_VQ_VERSION (a VQ made
     by older data / tokenizer code is not reused) and the checkpoint names that file. The VQ's training is replaced
     by a copy of the fixture's (a minute at its defaults)."""
     made = []
@@ -95,10 +96,10 @@ def test_default_tokenizer_is_cached_under_the_code_version_and_named_in_checkpo
 
     monkeypatch.setattr(synthetic, "CACHE", tmp_path / "cache")
     (tmp_path / "cache").mkdir()
-    monkeypatch.setattr(engine, "ensure_small_vq", fake_small_vq)
+    monkeypatch.setattr(train, "ensure_small_vq", fake_small_vq)
     train.main(flags("", tmp_path / "run", max_steps=1))
-    assert len(made) == 1 and made[0].name.startswith(f"vq_tokenizer_48_v{engine.SMALL_VQ_VERSION}_")
-    ckpt = torch.load(engine.latest_checkpoint(tmp_path / "run"), map_location="cpu", weights_only=True)
+    assert len(made) == 1 and made[0].name.startswith(f"vq_tokenizer_48_v{train.SMALL_VQ_VERSION}_")
+    ckpt = torch.load(checkpoint.latest_checkpoint(tmp_path / "run"), map_location="cpu", weights_only=True)
     assert ckpt["tokenizer"] == str(made[0].resolve())
     assert "| data " in capsys.readouterr().out  # the log line shows the data-wait share
 
@@ -177,8 +178,8 @@ def test_nan_loss_stops_with_step_losses_and_last_checkpoint(tiny_tokenizer, tmp
         out = forward(self, *args, **kwargs)
         calls.append(1)
         if len(calls) == 3:
-            ce_sum, correct, n = out["mim"]
-            out["mim"] = (ce_sum * float("nan"), correct, n)
+            ce_sum, correct, n = out["image"]
+            out["image"] = (ce_sum * float("nan"), correct, n)
         return out
 
     monkeypatch.setattr(bevt_model.BEVT, "forward", poisoned)
@@ -188,7 +189,7 @@ def test_nan_loss_stops_with_step_losses_and_last_checkpoint(tiny_tokenizer, tmp
 
 def test_checkpoint_with_wrong_keys_names_them(tiny_tokenizer, tmp_path):
     train.main(flags(tiny_tokenizer, tmp_path, max_steps=1))
-    path = engine.latest_checkpoint(tmp_path)
+    path = checkpoint.latest_checkpoint(tmp_path)
     state = torch.load(path, weights_only=True)
     state["model"]["not_a_parameter"] = torch.zeros(1)
     del state["model"]["lm_head.bias"]
@@ -277,9 +278,9 @@ def step_once(cfg, vq, model, batch, dtype, compile_backend=None):
         # trace this one with symbolic shapes (automatic dynamic shapes), which takes minutes instead of seconds
         torch.compiler.reset()
     run = torch.compile(model, backend=compile_backend) if compile_backend else model
-    result, stats = engine.pretrain_step(run, vq, [batch], optimizer, scaler, dataclasses.replace(cfg, dtype=dtype),
+    result, stats = train.train_step(run, vq, [batch], optimizer, scaler, dataclasses.replace(cfg, dtype=dtype),
                                          CPU, 1e-3, model.cfg.patch_size[0])
-    return result, engine.summarise(stats.tolist(), ["mvm", "mim"])
+    return result, train.summarise(stats.tolist(), ["mvm", "mim"])
 
 
 def test_bf16_autocast_through_the_joint_step(tiny_tokenizer, tmp_path):

@@ -51,6 +51,7 @@ from torch.utils import flop_counter
 from torchvision.models.video.swin_transformer import SwinTransformer3d
 
 import annotations
+import checkpoint
 import convert
 import data
 import engine
@@ -497,7 +498,8 @@ def k400_like_files(num_files, num_frames):
             synthetic_set.write_video(tmp / f"clip{k}.mp4", k400_like_frames(k, num_frames), fps=30, gop=None,
                                       options={"threads": "1"})
         (tmp / "videos.txt").write_text("".join(f"clip{k}.mp4 0\n" for k in range(num_files)))
-        dataset_tools.extract_frames(dataset_tools.ExtractConfig(str(tmp / "videos.txt"), str(tmp), str(tmp / "frames")))
+        dataset_tools.extract_frames(
+            dataset_tools.ExtractConfig(str(tmp / "videos.txt"), str(tmp), str(tmp / "frames")))
         os.replace(tmp / "frames" / "videos_rawframes.txt", tmp / "videos_rawframes.txt")
         os.replace(tmp / "frames" / "videos_rawframes_classes.txt", tmp / "videos_rawframes_classes.txt")
         os.rename(tmp, root)
@@ -753,7 +755,7 @@ def check_scripts(cfg, out_dir, deadline):
     train = run_script([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
                         str(29400 + os.getpid() % 500), "train.py", "--max-steps", str(steps), "--log-every", "1",
                         *tokenizer, "--out-dir", str(train_dir)], timeout(), train_dir)
-    ckpt = engine.latest_checkpoint(train_dir)
+    ckpt = checkpoint.latest_checkpoint(train_dir)
     train["checkpoint"] = str(ckpt) if ckpt else None
     finetune = run_script([sys.executable, "finetune.py", "--max-steps", str(steps), "--log-every", "1",
                            "--init", str(ckpt), "--out-dir", str(finetune_dir)], timeout(), finetune_dir)

@@ -1,7 +1,8 @@
 """Dataset tools: check a dataset before a run, write a video dataset as frame folders (mmaction's rawframes), or
 convert it into prepared videos that read faster (tools/prepare.py).
 
-    python -m tools.dataset check ANNOTATION ROOT [--min-frames 16]     # every file opened, problems listed
+    python -m tools.dataset check ANNOTATION ROOT [--min-frames 16] [--unlabelled video|image]
+        [--train-ann TRAIN --train-root DIR]                          # every file opened, problems listed
     python -m tools.dataset extract-frames --ann LIST --root DIR --out DIR [--format jpg|png] [--quality 95]
     python -m tools.dataset prepare ANNOTATION ROOT DST [--codec mjpeg|h264] [--workers N]   # see tools/prepare.py
 
@@ -12,6 +13,7 @@ import os
 import re
 import shutil
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,16 +21,20 @@ import av
 import cv2
 
 import media
-from annotations import ImageRecord, read_annotations, read_segment
+from annotations import ImageRecord, read_annotations, read_segment, read_unlabelled
 from cli import parse_flags
 from tools.prepare import PrepareConfig, prepare
 
 
 @dataclass
 class CheckConfig:
-    annotation: str = ""  # annotation file (csv / json / list) or an ImageNet-style class folder
+    annotation: str = ""  # annotation file (csv / json / list), a folder (class folders; with --unlabelled any)
     root: str = ""  # folder the annotation's paths are relative to
     min_frames: int = 16  # fewer decodable frames than this is reported as "too short" (sampling would loop)
+    # read as a pretraining input of this kind, labels not needed (a plain folder, a list of paths)
+    unlabelled: str = field(default="", metadata={"choices": ("", "video", "image")})
+    train_ann: str = ""  # a training annotation: the checked (test) set must use its classes, as finetune reads it
+    train_root: str = ""  # the folder of --train-ann's paths
 
 
 @dataclass
@@ -41,11 +47,39 @@ class ExtractConfig:
 
 
 
+PROBLEMS = ("annotation", "missing", "unreadable", "too short", "missing frames", "wrong total_frames")
+
+
+def read_for_check(cfg: CheckConfig, found: list):
+    """(records, classes or None) as a run would read the dataset; the readers' errors and warnings (a malformed
+    line, a missing root, an empty class folder, videos of a CSV not on disk) are appended to `found`, no records
+    after an error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if cfg.unlabelled:
+                result = read_unlabelled(cfg.annotation, cfg.root, cfg.unlabelled), None
+            else:
+                classes = None
+                if cfg.train_ann:
+                    try:
+                        _, classes = read_annotations(cfg.train_ann, cfg.train_root)
+                    except (OSError, ValueError) as err:
+                        raise ValueError(f"--train-ann: {err}") from None
+                result = read_annotations(cfg.annotation, cfg.root, classes)
+        except Exception as err:  # a checking tool reports and goes on; the readers raise OSError or ValueError
+            found.append(str(err) if isinstance(err, (OSError, ValueError)) else f"{type(err).__name__}: {err}")
+            result = [], None
+    found += [str(w.message) for w in caught]
+    return result
+
+
 def check(cfg: CheckConfig) -> int:
-    """Open every file of a dataset, decode the last frame of each video's segment (and check each frame folder's
-    files against its total_frames); print a summary. Returns the number of problems."""
-    records, classes = read_annotations(cfg.annotation, cfg.root)
-    problems = {kind: [] for kind in ("missing", "unreadable", "too short", "missing frames", "wrong total_frames")}
+    """Read the annotation as a run would, open every file, decode the last frame of each video's segment (and check
+    each frame folder's files against its total_frames); print every problem found, by kind. Returns the number of
+    problems."""
+    problems = {kind: [] for kind in PROBLEMS}
+    records, classes = read_for_check(cfg, problems["annotation"])
     for done, record in enumerate(records, 1):
         try:
             if not os.path.exists(record.path):
@@ -60,15 +94,16 @@ def check(cfg: CheckConfig) -> int:
                 read_segment(record, lambda n: lengths.append(n) or [n - 1])  # decodes its last frame
                 if lengths[0] < cfg.min_frames:
                     problems["too short"].append(f"{record.path} ({lengths[0]} frames)")
-        except (OSError, av.FFmpegError, media.MediaError) as err:
+        except Exception as err:  # every failure to read a file is a finding, whatever raised it
             problems["unreadable"].append(f"{record.path} ({err})")
         if done % 50 == 0 or done == len(records):
             counts = " ".join(f"{key}={len(v)}" for key, v in problems.items())
             print(f"\rcheck {cfg.annotation}: {done}/{len(records)} {counts}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    print(f"{len(records)} samples, {len(classes)} classes")
-    for key, paths in problems.items():
-        print(f"{key}: {len(paths)}" + "".join(f"\n  {p}" for p in paths[:20]) + ("\n  ..." if len(paths) > 20 else ""))
+    read = f"{len(classes)} classes" if classes is not None else "no labels read" if records else "nothing read"
+    print(f"{len(records)} samples, {read}")
+    for key, found in problems.items():
+        print(f"{key}: {len(found)}" + "".join(f"\n  {p}" for p in found))
     return sum(len(v) for v in problems.values())
 
 
@@ -160,7 +195,8 @@ def extract_frames(cfg: ExtractConfig) -> list:
     return failed
 
 
-USAGE = """usage: python -m tools.dataset check ANNOTATION ROOT [--min-frames 16]
+USAGE = """usage: python -m tools.dataset check ANNOTATION ROOT [--min-frames 16] [--unlabelled video|image]
+           [--train-ann TRAIN --train-root DIR]
        python -m tools.dataset extract-frames --ann LIST --root DIR --out DIR [--format jpg|png] [--quality 95]
        python -m tools.dataset prepare ANNOTATION ROOT DST [--codec mjpeg|h264] [--workers N] (--help: all flags)"""
 

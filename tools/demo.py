@@ -2,7 +2,7 @@
 the newest checkpoint of `python train.py` (runs/synthetic_joint) or `python finetune.py` (runs/synthetic_finetune)
 and a video of the synthetic set.
 
-    python -m tools.demo masks --out masks.png          # sampled masks: image blockwise, then each video strategy (Table 8)
+    python -m tools.demo masks --out masks.png    # sampled masks: image blockwise, then each video strategy (Table 8)
     python -m tools.demo reconstruct --ckpt PRETRAIN.pt --video FILE --out rec.png [--gif rec.gif]   # or --image FILE
     python -m tools.demo predict --ckpt FINETUNED.pt --video FILE [FILE ...] [--out preds.csv]      # or --video DIR
     python -m tools.demo features --ckpt ANY.pt --ann LIST --root DIR --out feats.npy [--per-view true]
@@ -14,8 +14,8 @@ checkpoint's recipe (evaluate.py, the same numbers as finetune.py's test). featu
 (final norm + global average pool, C8 values per video) of any checkpoint format convert.py reads.
 """
 import csv
-import sys
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 from torchvision.utils import save_image
 
 import annotations
+import checkpoint
 import data
 import engine
 import evaluate
@@ -88,13 +89,13 @@ def masks(argv):
 
 
 # --------------------------------------------------------------------------- shared: checkpoints, inputs, drawing
-def checkpoint(path, default_dir, needs=()):
+def find_checkpoint(path, default_dir, needs=()):
     """The checkpoint at `path` (default: the newest in default_dir), checked to hold the keys `needs`."""
-    path = path or engine.latest_checkpoint(default_dir)
+    path = path or checkpoint.latest_checkpoint(default_dir)
     if path is None:
         raise SystemExit(f"no --ckpt given and no checkpoint in {default_dir} (run `python "
                          f"{'train' if default_dir == PRETRAIN_DIR else 'finetune'}.py` first)")
-    state = engine.load_checkpoint(path)
+    state = checkpoint.load_checkpoint(path)
     missing = [k for k in needs if not (isinstance(state, dict) and k in state)]
     if missing:
         raise SystemExit(f"--ckpt {path}: no {missing} in it (written by train.py / finetune.py of this repo?)")
@@ -166,10 +167,10 @@ def predict_tokens(model, tokenizer, crops, stream_mask, video):
     x = data.normalize_batch(crops[None])  # (1, 3, T, S, S)
     mask = torch.from_numpy(stream_mask)[None]  # (1, T', S/16, S/16)
     if video:
-        feats = model.forward_decoder(*model.forward_encoder(x, mask), video=True)  # (1, T, h, w, C8)
+        feats = model.decoder(*model.forward_encoder(x, mask))  # (1, T, h, w, C8)
         target_mask = mask_to_target_grid(mask, model.cfg.patch_size[0])  # (1, T, h, w)
     else:
-        feats = model.forward_decoder(*model.forward_encoder(x[:, :, 0], mask[:, 0]), video=False)  # (1, 1, h, w, C8)
+        feats = model.decoder(*model.forward_encoder(x[:, :, 0], mask[:, 0])).unsqueeze(1)  # (1, 1, h, w, C8)
         target_mask = mask
     pred = model.lm_head(model.encoder.norm(feats)).argmax(-1)  # (1, T, h, w)
     return ids, pred[0], target_mask[0]
@@ -204,12 +205,12 @@ def reconstruction_rows(crops, ids, pred, mask, tokenizer):
 
 def reconstruct(argv):
     cfg = ReconstructConfig(**parse_flags(ReconstructConfig, argv, "Masked-token prediction of a pretrained BEVT."))
-    ckpt_path, state = checkpoint(cfg.ckpt, PRETRAIN_DIR, needs=("model", "model_config", "config"))
+    ckpt_path, state = find_checkpoint(cfg.ckpt, PRETRAIN_DIR, needs=("model", "model_config", "config"))
     if "head.weight" in state["model"]:
         raise SystemExit(f"--ckpt {ckpt_path} is a finetuned classifier: reconstruct needs a pretraining checkpoint")
     run = SimpleNamespace(**state["config"])
     model = BEVT(ModelConfig(**state["model_config"]))
-    engine.load_model_state(model, state["model"], ckpt_path)
+    checkpoint.load_model_state(model, state["model"], ckpt_path)
     model.eval()
     tokenizer = tok.load_tokenizer(tokenizer_path(cfg, state, ckpt_path), "cpu")
     rng, grid, video = np.random.default_rng(cfg.seed), run.img_size // 16, not cfg.image
@@ -261,8 +262,8 @@ def classifier_from(state, path, model_name="", window_size=(0, 0, 0)):
         mcfg = dataclasses.replace(mcfg, window_size=window_size)
     classes = state.get("classes") if isinstance(state, dict) else None
     model = VideoClassifier(mcfg, len(classes) if classes else 1, head_dropout=0.0)
-    sd, _, kind = engine.init_classifier(state, model, path)
-    engine.load_model_state(model, sd, path)  # a checkpoint without a head keeps a fresh one: only the encoder matters
+    sd, _, kind = checkpoint.init_classifier(state, model, path)
+    checkpoint.load_model_state(model, sd, path)  # a checkpoint without a head keeps a fresh one
     return model.eval(), classes, kind
 
 
@@ -279,12 +280,6 @@ def test_recipe(run, clips=0, crops=0, batch=8, workers=2):
     recipe.test_batch, recipe.num_workers = batch, workers
     recipe.dtype = engine.resolve_dtype("cuda" if torch.cuda.is_available() else "cpu", run.get("dtype", "float32"))
     return recipe
-
-
-def unreadable(videos):
-    """Which of the videos were blanked by the dataset (data.FinetuneVideoDataset turns an unreadable test view into
-    zeros; a real normalised frame is never all zeros, since no uint8 level equals the official mean)."""
-    return [i for i, v in enumerate(videos) if bool((v == 0).all())]
 
 
 def video_list(paths):
@@ -309,15 +304,10 @@ def multi_view_probabilities(model, records, recipe):
     """(probabilities averaged over the views (N, C), indices of unreadable videos): evaluate.evaluate's numbers."""
     ds = evaluate.test_dataset(records, recipe)
     loader = data.make_loader(ds, recipe.test_batch, False, recipe.num_workers, recipe.seed, False)
-    failed = set()
-    def batches():  # evaluate.evaluate's batches, noting blanked (unreadable) videos on the way
-        for b in loader:
-            failed.update(int(b["video_index"][i]) for i in unreadable(b["video"]))
-            yield b
     env = engine.Dist(False, 0, 0, 1, "cuda" if torch.cuda.is_available() else "cpu")
-    prob_sum, views, _ = evaluate.evaluate(model.to(env.device), batches(), len(records), model.head.out_features,
-                                           env, recipe.dtype)
-    return prob_sum / views[:, None], failed
+    prob_sum, views, _, unreadable = evaluate.evaluate(model.to(env.device), loader, len(records),
+                                                       model.head.out_features, env, recipe.dtype)
+    return prob_sum / views[:, None], set(unreadable.nonzero().flatten().tolist())
 
 
 @dataclass
@@ -332,7 +322,7 @@ class PredictConfig:
 def predict(argv):
     videos, argv = take_list(argv, "--video")
     cfg = PredictConfig(**parse_flags(PredictConfig, argv, "Top-5 classes with the checkpoint's multi-view test."))
-    ckpt_path, state = checkpoint(cfg.ckpt, FINETUNE_DIR, needs=("model", "config", "classes"))
+    ckpt_path, state = find_checkpoint(cfg.ckpt, FINETUNE_DIR, needs=("model", "config", "classes"))
     model, classes, kind = classifier_from(state, ckpt_path)
     if videos:
         records, truth = video_list(videos), None
@@ -377,7 +367,7 @@ class FeaturesConfig:
 @torch.no_grad()
 def features(argv):
     cfg = FeaturesConfig(**parse_flags(FeaturesConfig, argv, "Pooled encoder features (final norm + average pool)."))
-    ckpt_path, state = checkpoint(cfg.ckpt, FINETUNE_DIR)
+    ckpt_path, state = find_checkpoint(cfg.ckpt, FINETUNE_DIR)
     model, _, kind = classifier_from(state, ckpt_path, cfg.model, cfg.window_size)
     if cfg.ann:
         try:
@@ -398,7 +388,7 @@ def features(argv):
             x = model.encoder(b["video"].to(device))[-1]  # (B, T', H', W', C8)
             x = model.encoder.norm(x).mean(dim=(1, 2, 3))  # (B, C8): VideoClassifier's pooled features
         feats[seen:seen + len(x)] = x.double().cpu()
-        failed.update(int(b["video_index"][i]) for i in unreadable(b["video"]))
+        failed.update(int(i) for i, bad in zip(b["video_index"], b["unreadable"]) if bad)
         seen += len(x)
         print(f"\rfeatures: {seen // ds.views}/{len(records)} videos", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)

@@ -28,7 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import engine
+import checkpoint
+import data
 import model as bevt_model
 import synthetic as synthetic_set
 from cli import as_flags, parse_flags
@@ -169,8 +170,8 @@ def prepare(cfg, out_dir: Path):
         if not synthetic_set.synthetic_paths(root)[key].exists():
             raise SystemExit(f"reproduce.py: {what} {root}: no {synthetic_set.synthetic_paths(root)[key]}")
     paths = synthetic_set.synthetic_paths(train_root)
-    videos = len(engine.read_dataset(paths["k400_train_csv"], paths["mp4_root"], "--train-set")[0])
-    images = len(engine.read_dataset(paths["images_train"], paths["images_train"], "--train-set")[0])
+    videos = len(data.read_dataset(paths["k400_train_csv"], paths["mp4_root"], "--train-set")[0])
+    images = len(data.read_dataset(paths["images_train"], paths["images_train"], "--train-set")[0])
     # train.py: an epoch is the video set (video and joint stages) or the image set (image stage)
     per_epoch = {"video": videos // PRETRAIN_RECIPE["videos_per_gpu"],
                  "image": images // PRETRAIN_RECIPE["images_per_gpu"]}
@@ -260,7 +261,7 @@ def run_seed(seed, tables, ctx, pool):
         evaluation = finetune(init, seed, root / f"finetune_{arm}", ctx, TEMPORAL_TESTS[0] if temporal else "none")
         if not temporal:
             return evaluation, None
-        shuffle = temporal_eval(engine.latest_checkpoint(root / f"finetune_{arm}"), TEMPORAL_TESTS[1], seed,
+        shuffle = temporal_eval(checkpoint.latest_checkpoint(root / f"finetune_{arm}"), TEMPORAL_TESTS[1], seed,
                                 root / f"eval_{arm}_{TEMPORAL_TESTS[1]}", ctx)
         # normal + single-frame are in the finetune's own eval.json
         return evaluation, {TEMPORAL_TESTS[0]: evaluation, TEMPORAL_TESTS[1]: shuffle}
@@ -453,7 +454,7 @@ def main(argv=None):
         (PRETRAIN_RECIPE["img_size"] // 4) ** 2
     patch = bevt_model.PRESETS[PRETRAIN_RECIPE["model"]].patch_size  # (2, 4, 4) for nano
     assert patch == (2, 4, 4), "tokens_per_arm assumes nano's 2 x 4 x 4 patches"
-    test_records = engine.read_dataset(synthetic_set.synthetic_paths(test_root)["k400_test_csv"],
+    test_records = data.read_dataset(synthetic_set.synthetic_paths(test_root)["k400_test_csv"],
                                        synthetic_set.synthetic_paths(test_root)["mp4_root"], "--test-set")[0]
     summary = {
         "protocol": PROTOCOL, "config": asdict(cfg), "seeds": seeds, "tables": list(tables), "budget": asdict(budget),
