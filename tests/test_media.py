@@ -333,9 +333,20 @@ def test_prepare_annotation_formats(syn, small_config, tmp_path):
         assert media.video_frame_count(again[0].path) == small_config.frames
 
 
+def test_prepare_unlabelled_folder(sources, tmp_path):
+    """A plain video folder (pretraining, no labels) becomes a path list that read_unlabelled reads; unreadable files
+    are listed as usual."""
+    out = tmp_path / "prepared"
+    failed = prep.prepare(prep.PrepareConfig(str(sources), str(sources), str(out), workers=1, unlabelled=True))
+    assert len(failed) == 1 and failed[0].startswith(str(sources / "bad.mp4"))
+    records = annotations.read_unlabelled(out / f"{sources.name}.txt", out, "video")
+    assert [Path(r.path).relative_to(out).as_posix() for r in records] == ["a.mp4", "sub/b.mp4"]
+    assert {r.label for r in records} == {annotations.NO_LABEL}
+
+
 def test_prepare_refuses_bad_input(sources, syn, tmp_path):
-    """One line naming the problem, no traceback: a missing annotation, frame folders or images, DST = ROOT, a flag
-    out of range, a DST another run is writing."""
+    """One line naming the problem, no traceback: a missing annotation, frame folders or images, DST = ROOT, a path
+    outside ROOT, a flag out of range, a DST another run is writing."""
     run = lambda *argv: subprocess.run([sys.executable, "-m", "tools.dataset", "prepare", *map(str, argv)],  # noqa
                                        capture_output=True, text=True, cwd=Path(__file__).parents[1])
     missing = run(tmp_path / "nope.txt", sources, tmp_path / "out")
@@ -345,6 +356,10 @@ def test_prepare_refuses_bad_input(sources, syn, tmp_path):
         prep.prepare(prep.PrepareConfig(str(syn["images_train"]), str(syn["images_train"]), str(tmp_path / "o")))
     with pytest.raises(SystemExit, match="DST must be another folder than ROOT"):
         prep.prepare(prep.PrepareConfig(str(sources / "train.txt"), str(sources), str(sources / "."), workers=1))
+    outside = tmp_path / "outside.txt"
+    outside.write_text("../elsewhere/a.mp4 0\n")
+    with pytest.raises(SystemExit, match="is not under ROOT"):
+        prep.prepare(prep.PrepareConfig(str(outside), str(sources), str(tmp_path / "o"), workers=1))
     with pytest.raises(SystemExit, match="--mjpeg-q must be in"):
         prep.prepare(prep.PrepareConfig(str(sources / "train.txt"), str(sources), str(tmp_path / "o"), mjpeg_q=1))
     out = tmp_path / "locked"

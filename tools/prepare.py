@@ -3,13 +3,14 @@ that media.read_frames reads a clip with one seek per wanted frame instead of de
 keyframe before it (docs/data.md "Prepared format": the measured speed, storage and pixel difference of each choice).
 
     python -m tools.dataset prepare ANNOTATION ROOT DST [--codec mjpeg|h264] [--mjpeg-q 5] [--crf 18] [--gop 1]
-                                    [--max-short-side 320] [--workers N] [--diff-frames 4]
+                                    [--max-short-side 320] [--workers N] [--diff-frames 4] [--unlabelled false]
 
 Each video ROOT/<path>.<ext> becomes DST/<path>.mp4: every frame kept in order with its timestamp (frame i stays
 frame i, at constant or variable frame rate), the short side scaled down to at most --max-short-side (never up),
 audio dropped. The annotation is written for DST: a Kinetics CSV is copied, a Diving-48 JSON keeps the entries of
 the prepared videos (and its class names), anything else becomes a `path label` list with its class names beside it,
-so read_annotations gives the same labels and classes. Files are converted in parallel processes; each is written
+so read_annotations gives the same labels and classes (with --unlabelled true, a pretraining input without labels,
+a video folder or a path list as annotations.read_unlabelled reads it, becomes a path list). Files are converted in parallel processes; each is written
 under a temporary name and renamed when complete, so a rerun skips what is done, never touches a finished file and
 redoes an interrupted one (DST/prepare.json records the settings; a rerun with others is refused). Sources that
 cannot be converted are listed at the end and in DST/<annotation stem>_failed.txt (exit status 1).
@@ -29,7 +30,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 import media
-from annotations import ImageRecord, read_annotations
+from annotations import ImageRecord, read_annotations, read_unlabelled
 
 
 @dataclass
@@ -45,6 +46,7 @@ class PrepareConfig:
     max_short_side: int = 320  # the short side is scaled down to this, never up (official pretraining rescales to <=320)
     workers: int = 0  # processes converting files at once; 0: one per CPU core
     diff_frames: int = 4  # frames of each converted video decoded back and compared with the source
+    unlabelled: bool = False  # a pretraining input without labels (a video folder, a path list): DST gets a path list
 
 
 def validate(cfg: PrepareConfig):
@@ -172,10 +174,14 @@ def write_text(path, text):
 
 
 def write_annotation(cfg, records, classes, done) -> Path:
-    """The annotation of DST (labels and classes as read_annotations gives them for the source), holding the videos
-    in `done` (source paths). Returns its path."""
+    """The annotation of DST (labels and classes as read_annotations gives them for the source; a path list for an
+    unlabelled input), holding the videos in `done` (source paths). Returns its path."""
     src = Path(cfg.annotation)
     out = Path(cfg.out)
+    if cfg.unlabelled:  # one path a line, as annotations.read_path_list reads it
+        write_text(out / (src.stem + ".txt"), "".join(f"{prepared_path(r.path, cfg.root, '.').as_posix()}\n"
+                                                      for r in records if r.path in done))
+        return out / (src.stem + ".txt")
     if src.suffix == ".csv":  # Kinetics: files are found by name under the root; a missing one is skipped with a count
         shutil.copyfile(src, out / (src.name + ".tmp"))
         os.replace(out / (src.name + ".tmp"), out / src.name)
@@ -198,7 +204,8 @@ def prepare(cfg: PrepareConfig) -> list:
     sources that could not be converted."""
     validate(cfg)
     try:
-        records, classes = read_annotations(cfg.annotation, cfg.root)
+        records, classes = (read_unlabelled(cfg.annotation, cfg.root, "video"), None) if cfg.unlabelled else \
+            read_annotations(cfg.annotation, cfg.root)
     except (OSError, ValueError) as err:  # a missing file or root, a malformed line: one line naming it
         raise SystemExit(str(err)) from None
     not_videos = [r.path for r in records if isinstance(r, ImageRecord) or r.total_frames is not None]
@@ -209,6 +216,8 @@ def prepare(cfg: PrepareConfig) -> list:
     sources = list(dict.fromkeys(r.path for r in records))  # a video with several segments is converted once
     targets = {}
     for path in sources:  # clip.webm and clip.mp4 of one folder would become the same DST file
+        if os.path.relpath(path, cfg.root).startswith(os.pardir):
+            raise SystemExit(f"{cfg.annotation}: {path} is not under ROOT {cfg.root}, so it has no place under DST")
         target = prepared_path(path, cfg.root, cfg.out)
         if targets.setdefault(target, path) != path:
             raise SystemExit(f"{cfg.annotation}: {path} and {targets[target]} would both become {target}")
