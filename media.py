@@ -3,16 +3,21 @@ Every reader returns uint8 RGB frames; a file that cannot give what was asked (t
 a wrong frame count) raises MediaError, and PyAV's errors and OSError pass through.
 
 Frame i of a video is its i-th frame in display order, as decord (the official decoder) numbers frames, whatever the
-frame rate; a read seeks to the keyframe before the first wanted frame and decodes only what it needs. Frame folders
-are read as the official RawFrameDecode reads them (OpenCV, files img_00001.jpg ..).
+frame rate. A read uses the file's keyframes (from its packets): it seeks to the keyframe before a wanted frame
+whenever that skips decoding frames, else decodes on, so an all-intra file (tools/prepare.py writes them) costs one
+seek and one decoded frame per wanted frame, and a long-GOP file a sequential decode from the keyframe before the
+clip. Frame folders are read as the official RawFrameDecode reads them (OpenCV, files img_00001.jpg ..).
 
 Its own file because frame numbering, seeking and codec quirks are a problem of their own: the pipelines (data.py)
-and the annotation readers and tools (annotations.py) ask for frames by index, and only extract-frames' writer
-walks a video with the helpers here.
+and the annotation readers and tools (annotations.py) ask for frames by index, and only the extract-frames and prepare
+writers walk a video with the helpers here.
 """
+import bisect
 import functools
+import itertools
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -38,50 +43,109 @@ def video_stream(container, path):
     return container.streams.video[0]
 
 
-def frame_pts(container, stream, path) -> list:
-    """pts of every frame in display order, read from the packets (demuxing only, no decoding): frame i is the packet
-    with the i-th smallest pts, as decord (the official decoder) numbers frames (dmlc/decord
-    src/video/video_reader.cc IndexKeyframes), whatever the frame rate. Discarded packets (before an edit list's
-    start) are not displayed, so they are no frames."""
-    pts = [packet.pts for packet in container.demux(stream) if packet.size > 0 and not packet.is_discard]
+@dataclass(frozen=True)
+class VideoIndex:
+    """Where a video's frames are: pts[i] is the timestamp of frame i (display order), frame_of the inverse map, and
+    keyframes the sorted frame numbers a decode can start from (frame 0 always: decoding from the start of the file
+    is what defines the frames)."""
+    pts: tuple
+    frame_of: dict
+    keyframes: tuple
+
+
+def frame_index(container, stream, path) -> VideoIndex:
+    """The VideoIndex of a stream, read from its packets (demuxing only, no decoding): frame i is the packet with the
+    i-th smallest pts, as decord (the official decoder) numbers frames (dmlc/decord src/video/video_reader.cc
+    IndexKeyframes), whatever the frame rate; a keyframe is a frame whose packet the container flags as one.
+    Discarded packets (before an edit list's start) are not displayed, so they are no frames."""
+    packets = [(packet.pts, packet.is_keyframe) for packet in container.demux(stream)
+               if packet.size > 0 and not packet.is_discard]
+    pts = sorted(p for p, _ in packets)
     if not pts or None in pts or len(set(pts)) < len(pts):
         raise MediaError(f"{path}: no frames, or packets without distinct timestamps; frames cannot be numbered "
                          "(remux it: ffmpeg -i IN -c copy OUT.mp4)")
-    return sorted(pts)
+    frame_of = {p: i for i, p in enumerate(pts)}
+    return VideoIndex(tuple(pts), frame_of, tuple(sorted({0} | {frame_of[p] for p, key in packets if key})))
 
 
 @functools.cache  # counted once per process
 def video_frame_count(path) -> int:
     with av.open(str(path)) as container:
-        return len(frame_pts(container, video_stream(container, path), path))
+        return len(frame_index(container, video_stream(container, path), path).pts)
 
 
-def decoded_frames(container, stream, path, pts, wanted):
-    """(frame index, av.VideoFrame) from the container's position on, in decoding order. A frame that is not wanted is
-    decoded only if it is a reference for others (BEVT wants 16 of 128 frames): skipping the others leaves the
-    wanted frames' pixels unchanged."""
-    index_of, wanted_pts = {p: i for i, p in enumerate(pts)}, {pts[i] for i in wanted}
-    for packet in container.demux(stream):  # the last (flush) packet has no pts
+def decode_plan(keyframes, wanted) -> list:
+    """How to decode the wanted frames: [(keyframe, [wanted frames]), ...], one seek to each keyframe, then decoding
+    forward to the last of its frames. Frames go in order; the next one starts a new seek when a keyframe lies after
+    the frame decoded last and at or before it (the seek then skips decoding the frames in between), else it is
+    decoded by going on. So an all-intra file is read with one seek per wanted frame, a file with one keyframe per
+    clip span sequentially from the keyframe before the clip, and never more frames are decoded than that way."""
+    runs = []
+    for i in sorted(set(wanted)):
+        key = keyframes[bisect.bisect_right(keyframes, i) - 1]  # the last keyframe at or before frame i
+        if runs and key <= runs[-1][1][-1]:
+            runs[-1][1].append(i)
+        else:
+            runs.append((key, [i]))
+    return runs
+
+
+def decoded_frames(packets, stream, path, index, wanted):
+    """(frame number, av.VideoFrame) of the stream's `packets` (container.demux(stream) from its position on), in
+    decoding order. A frame that is not wanted is decoded only if it is a reference for others (BEVT wants 16 of 128
+    frames): skipping the others leaves the wanted frames' pixels unchanged."""
+    wanted_pts = {index.pts[i] for i in wanted}
+    for packet in packets:  # the last (flush) packet has no pts
         stream.codec_context.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted_pts else "NONREF"
         for frame in packet.decode():
-            if frame.pts not in index_of:
+            if frame.pts not in index.frame_of:
                 raise MediaError(f"{path}: a decoded frame has pts {frame.pts}, which no packet has")
-            yield index_of[frame.pts], frame
+            yield index.frame_of[frame.pts], frame
 
 
-def _decode(container, stream, path, pts, start, wanted) -> dict | None:
-    """{index: (H, W, 3) uint8} of the wanted frames: seek to the keyframe at or before frame `start`, decode forward
-    to the last wanted frame. None if the seek landed past the first wanted frame."""
-    container.seek(pts[start], stream=stream, backward=True, any_frame=False)
-    found = {}
-    for i, frame in decoded_frames(container, stream, path, pts, wanted):
-        if not found and i > min(wanted):
+def packets_from(container, stream, index, key):
+    """The stream's packets from keyframe `key` on (the decoder emptied). A seek goes to the keyframe at or before a
+    timestamp of the container's seek index, which MP4 keeps in decoding time: where frames are reordered (B-frames)
+    at a variable frame rate, a seek to the keyframe's pts can land on the keyframe before; a seek forward to the
+    same pts then lands on it."""
+    container.seek(index.pts[key], stream=stream, backward=True, any_frame=False)  # also empties the decoder
+    packets = container.demux(stream)
+    first = next(packets, None)
+    if first is not None and index.frame_of.get(first.pts, key) < key:
+        container.seek(index.pts[key], stream=stream, backward=False, any_frame=False)
+        packets = container.demux(stream)
+        first = next(packets, None)
+    return itertools.chain([first] if first is not None else [], packets)
+
+
+def _decode_run(container, stream, path, index, start, wanted, found) -> int | None:
+    """Decode from the keyframe `start` forward to the last of the `wanted` frames (sorted) and put them as (H, W, 3)
+    uint8 into `found`. Returns the number of frames decoded, None if the decoding began past the first wanted frame
+    (nothing is put then)."""
+    decoded, run = 0, {}
+    for i, frame in decoded_frames(packets_from(container, stream, index, start), stream, path, index, wanted):
+        if not decoded and i > wanted[0]:
             return None
-        if i in wanted:
-            found[i] = frame.to_ndarray(format="rgb24")
-        if i >= max(wanted):
+        decoded += 1
+        if i in wanted and i not in run:
+            run[i] = frame.to_ndarray(format="rgb24")
+        if i >= wanted[-1]:
             break
-    return found
+    found.update(run)
+    return decoded
+
+
+def decode_wanted(container, stream, path, index, wanted) -> tuple:
+    """({frame: (H, W, 3) uint8}, number of frames decoded) for the set `wanted`, read along decode_plan. Every way
+    gives the frames of a sequential decode of the whole file; a run whose seek lands past its first frame (a
+    container's seek index that disagrees with its packets) is decoded from the first frame instead."""
+    found, decoded = {}, 0
+    for key, frames in decode_plan(index.keyframes, wanted):
+        count = _decode_run(container, stream, path, index, key, frames, found)
+        if count is None:
+            count = _decode_run(container, stream, path, index, 0, frames, found)
+        decoded += count or 0
+    return found, decoded
 
 
 def _picked(pick, num_frames, path) -> np.ndarray:
@@ -97,13 +161,11 @@ def read_frames(path, pick) -> np.ndarray:
     `path`; the file is opened and indexed once."""
     with av.open(str(path)) as container:
         stream = video_stream(container, path)
-        pts = frame_pts(container, stream, path)
-        indices = _picked(pick, len(pts), path)
+        index = frame_index(container, stream, path)
+        indices = _picked(pick, len(index.pts), path)
         wanted = set(indices.tolist())
         stream.thread_count = 1  # official DecordInit(num_threads=1), loading.py:1154: workers are the parallelism
-        found = _decode(container, stream, path, pts, min(wanted), wanted)
-        if found is None:  # the container's seek index overshot: decode from the first frame instead
-            found = _decode(container, stream, path, pts, 0, wanted)
+        found, _ = decode_wanted(container, stream, path, index, wanted)
     if len(found) < len(wanted):
         raise MediaError(f"{path}: frames {sorted(wanted - set(found))} are past the decodable end of the video")
     return np.stack([found[i] for i in indices.tolist()])  # (T, H, W, 3)

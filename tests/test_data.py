@@ -134,10 +134,12 @@ def test_read_video_is_frame_exact(tmp_path, kind):
         np.testing.assert_array_equal(got, full[indices])
     with av.open(str(path)) as container:  # the seek itself lands before frame 77 (no decode from the start)
         stream = container.streams.video[0]
-        pts = media.frame_pts(container, stream, path)
-        found = media._decode(container, stream, path, pts, 77, {77, 80})
+        index = media.frame_index(container, stream, path)
+        found, decoded = media.decode_wanted(container, stream, path, index, {77, 80})
+    assert decoded <= 80 - 72 + 1  # from the keyframe at frame 72 (gop 12) at most
     np.testing.assert_array_equal(found[77], full[77])
     np.testing.assert_array_equal(found[80], full[80])
+    pts = index.pts
     if kind.startswith("vfr"):  # placing frames by pts x the capture rate (30 fps) would pick other frames here
         with av.open(str(path)) as container:
             by_rate = np.round(np.asarray(pts) * float(container.streams.video[0].time_base) * 30).astype(int)

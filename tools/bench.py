@@ -11,7 +11,8 @@ machine at hand, never claimed. One run prints one table and writes it as JSON t
      images/s, and where its time goes (synchronised timers around the tokenizer, the model's forward and the
      optimizer's step inside that same function; the rest is backward, clipping and the input copies);
   4. tokenizer throughput (frames/s) of the full-size DALL-E encoder and the default small VQ tokenizer;
-  5. data pipeline throughput (clips/s per worker, in-process) on K400-like H.264 files and on their rawframes;
+  5. data pipeline throughput (clips/s per worker, in-process) on K400-like H.264 files, on their rawframes and on
+     their prepared copies (tools/prepare.py), decode-only rates (ours, decord's if installed), storage per hour;
   6. (--memory-swin-b true) the peak memory of one Swin-B encoder forward+backward, batch 1, with and without
      --grad-checkpoint (a fresh process each).
 
@@ -55,11 +56,13 @@ import convert
 import data
 import engine
 import masking
+import media
 import model as bevt_model
 import synthetic as synthetic_set
 import tokenizer as tok
 from cli import parse_flags
 from tools import dataset as dataset_tools
+from tools.prepare import PrepareConfig, prepare as prepare_dataset
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: train.py and finetune.py run from there
 
@@ -505,43 +508,123 @@ def k400_like_files(num_files, num_frames):
     return videos, frames
 
 
+# The prepared formats measured (tools/prepare.py), the first being prepare's default: JPEG frames, and x264 with every
+# frame a keyframe or with a keyframe every 8 frames (P-frames between, no B-frames).
+PREPARED = {"mjpeg q5": PrepareConfig(codec="mjpeg", mjpeg_q=5), "mjpeg q3": PrepareConfig(codec="mjpeg", mjpeg_q=3),
+            "h264 intra crf18": PrepareConfig(codec="h264", crf=18, gop=1),
+            "h264 gop8 crf18": PrepareConfig(codec="h264", crf=18, gop=8)}
+
+
+def prepared_copies(videos) -> dict:
+    """{name: records} of the prepared copies (PREPARED) of the K400-like files, converted once into the cache beside
+    them by `prepare` itself (a rerun skips what is there)."""
+    root = Path(videos[0].path).parent
+    out = {}
+    for name, pcfg in PREPARED.items():
+        dst = root / ("prepared-" + name.replace(" ", "-"))
+        failed = prepare_dataset(dataclasses.replace(pcfg, annotation=str(root / "videos.txt"), root=str(root),
+                                                     out=str(dst), workers=1, diff_frames=0))
+        if failed:
+            raise RuntimeError(f"prepare failed on {failed}")
+        out[name], _ = annotations.read_annotations(dst / "videos.txt", dst)
+    return out
+
+
+def decord_reader():
+    """(read(path, indices), version) of decord, the official decoder, if it is installed (it is no dependency), else
+    (None, None): decode only, the official way: a VideoReader per sample with one thread (official: mmaction/
+    datasets/pipelines/loading.py:1154-1177 DecordInit) and one frame per unique index (:1213-1216 DecordDecode)."""
+    try:
+        import decord
+    except ImportError:
+        return None, None
+
+    def read(path, indices):
+        reader = decord.VideoReader(path, num_threads=1)
+        return [reader[int(i)].asnumpy() for i in np.unique(indices)]  # (H, W, 3) each
+    return read, decord.__version__
+
+
+def pixel_difference(original, prepared, frames=8) -> float:
+    """Mean absolute difference (grey levels) of `frames` evenly spaced frames of each prepared copy and its source."""
+    pick = lambda n: np.linspace(0, n - 1, frames).round().astype(np.int64)  # noqa: E731
+    return float(np.mean([np.abs(media.read_frames(a.path, pick).astype(np.int16) - media.read_frames(b.path, pick))
+                          .mean() for a, b in zip(original, prepared)]))
+
+
 def bench_data(cfg, patch_t):
     """Clips/s of one data-loader worker for the pretraining sample (PretrainVideoDataset, official 16x8) and the K400
-    finetuning sample (FinetuneVideoDataset, 32x2), on K400-like H.264 files and on their rawframes. A worker is one
-    process on one core (torch, OpenCV and PyAV run one thread in it), so the figure is samples per CPU-second of
-    this process (time.process_time), which other jobs on a shared machine disturb least; the configurations
-    alternate sample by sample and each figure is the median."""
+    finetuning sample (FinetuneVideoDataset, 32x2), on K400-like H.264 files, on their rawframes and on their prepared
+    copies (PREPARED); decode-only rates of the same 16x8 clips (media.read_frames, and decord's official way on the
+    originals if decord is installed); storage per video and per hour of video. A worker is one process on one core
+    (torch, OpenCV and PyAV run one thread in it), so the figure is samples per CPU-second of this process
+    (time.process_time), which other jobs on a shared machine disturb least; the configurations alternate sample by
+    sample and each figure is the median."""
     videos, frames = k400_like_files(cfg.data_files, cfg.data_frames)
+    prepared = prepared_copies(videos)
     scale = lambda s: round(cfg.size * s / 224)  # noqa: E731  official short sides are for 224 crops
     (pl, pi), (fl, fi) = cfg.pretrain_sampling, cfg.finetune_sampling
-    datasets = {}
-    for kind, records in (("h264", videos), ("rawframes", frames)):
-        datasets["pretrain_" + kind] = data.PretrainVideoDataset(
-            records, clip_len=pl, frame_interval=pi, crop=cfg.size, rescale=(scale(256), scale(320)),
-            patch_t=patch_t, seed=cfg.seed)
-        datasets["finetune_" + kind] = data.FinetuneVideoDataset(
-            records, train=True, sampling="dense", clip_len=fl, frame_interval=fi, crop=cfg.size,
-            short_side=scale(256), seed=cfg.seed)
+    sets = {"h264": videos, "rawframes": frames, **{"prepared " + name: r for name, r in prepared.items()}}
+    runs, datasets = {}, []  # name -> fn(i): one sample
+    for kind, records in sets.items():
+        pretrain = data.PretrainVideoDataset(records, clip_len=pl, frame_interval=pi, crop=cfg.size,
+                                             rescale=(scale(256), scale(320)), patch_t=patch_t, seed=cfg.seed)
+        finetune = data.FinetuneVideoDataset(records, train=True, sampling="dense", clip_len=fl, frame_interval=fi,
+                                             crop=cfg.size, short_side=scale(256), seed=cfg.seed)
+        runs["pretrain_" + kind] = lambda i, ds=pretrain: ds[i % len(videos)]
+        runs["finetune_" + kind] = lambda i, ds=finetune: ds[i % len(videos)]
+        datasets += [pretrain, finetune]
+    # decode only: the frames of a pretraining draw, the same for every reader
+    counts = [media.video_frame_count(r.path) for r in videos]
+    clips = [data.dense_indices(counts[i % len(videos)], pl, pi, 1, True, np.random.default_rng([cfg.seed, i]))[0]
+             for i in range(cfg.data_clips + 1)]
+    for kind in ["h264"] + ["prepared " + name for name in prepared]:
+        runs["decode_" + kind] = lambda i, r=sets[kind]: media.read_frames(r[i % len(videos)].path, lambda n: clips[i])
+    decord_read, decord_version = decord_reader()
+    if decord_read:
+        runs["decode_decord_h264"] = lambda i: decord_read(videos[i % len(videos)].path, clips[i])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a DataLoader worker
-    times = {name: [] for name in datasets}
+    times = {name: [] for name in runs}
     try:
-        for ds in datasets.values():
-            ds[0]  # warm-up: first open, imports
-        for i in range(cfg.data_clips):
-            for name, ds in datasets.items():
-                start = time.process_time()
+        for run in runs.values():
+            run(0)  # warm-up: first open, imports
+        for i in range(1, cfg.data_clips + 1):
+            for ds in datasets:
                 ds.set_epoch(1 + i // len(videos))  # a new draw on every pass over the files
-                ds[i % len(videos)]
+            for name, run in runs.items():
+                start = time.process_time()
+                run(i)
                 times[name].append(time.process_time() - start)
     finally:
         torch.set_num_threads(threads)
+    rate = {name: 1 / statistics.median(t) for name, t in times.items()}
     size = lambda paths: sum(p.stat().st_size for p in paths) / len(videos) / 2 ** 20  # noqa: E731
+    hours = float(np.mean(counts)) / 30 / 3600  # hours of video per file (the files are 30 fps)
     out = {"videos": f"{len(videos)} K400-like H.264 files, 340x256, {cfg.data_frames} frames, x264 defaults",
            "pretrain": f"{pl}x{pi}", "finetune": f"{fl}x{fi}",
            "h264_mb_per_video": size([Path(r.path) for r in videos]),
-           "rawframes_mb_per_video": size([p for r in frames for p in Path(r.path).glob("*.jpg")])}
-    out.update({name + "_clips_per_s": 1 / statistics.median(t) for name, t in times.items()})
+           "rawframes_mb_per_video": size([p for r in frames for p in Path(r.path).glob("*.jpg")]),
+           "decord": decord_version,
+           "decode_decord_h264_clips_per_s": rate.get("decode_decord_h264")}
+    out["h264_mb_per_hour"] = out["h264_mb_per_video"] / hours
+    out["rawframes_mb_per_hour"] = out["rawframes_mb_per_video"] / hours
+    for kind in ("h264", "rawframes"):
+        out[f"pretrain_{kind}_clips_per_s"] = rate[f"pretrain_{kind}"]
+        out[f"finetune_{kind}_clips_per_s"] = rate[f"finetune_{kind}"]
+    out["decode_h264_clips_per_s"] = rate["decode_h264"]
+    # the bar: decord's decode-only rate on the originals (ours if decord is not installed)
+    baseline = rate.get("decode_decord_h264", rate["decode_h264"])
+    out["prepared"] = {}
+    for name, records in prepared.items():
+        mb = size([Path(r.path) for r in records])
+        out["prepared"][name] = {
+            "mb_per_video": mb, "mb_per_hour": mb / hours, "size_vs_h264": mb / out["h264_mb_per_video"],
+            "pixel_difference": pixel_difference(videos, records),
+            "pretrain_clips_per_s": rate["pretrain_prepared " + name],
+            "finetune_clips_per_s": rate["finetune_prepared " + name],
+            "decode_clips_per_s": rate["decode_prepared " + name],
+            "pretrain_vs_decode_baseline": rate["pretrain_prepared " + name] / baseline}
     return out
 
 
@@ -762,7 +845,18 @@ def table(res):
         ("data", f"pretrain {d['pretrain']} clips/s per worker H.264 / rawframes",
          f"{d['pretrain_h264_clips_per_s']:.1f} / {d['pretrain_rawframes_clips_per_s']:.1f}"),
         ("data", f"finetune {d['finetune']} clips/s per worker H.264 / rawframes",
-         f"{d['finetune_h264_clips_per_s']:.1f} / {d['finetune_rawframes_clips_per_s']:.1f}")]
+         f"{d['finetune_h264_clips_per_s']:.1f} / {d['finetune_rawframes_clips_per_s']:.1f}"),
+        ("data", f"decode only {d['pretrain']} clips/s H.264: ours / decord {d['decord']}",
+         f"{d['decode_h264_clips_per_s']:.1f} / " + (f"{d['decode_decord_h264_clips_per_s']:.1f}"
+                                                      if d["decord"] else "not installed"))]
+    rows += [("data", f"prepared {name}: MB per hour, vs H.264, pixel diff",
+              f"{p['mb_per_hour']:.0f} MB/h, {p['size_vs_h264']:.1f}x, {p['pixel_difference']:.2f}")
+             for name, p in d["prepared"].items()]
+    rows += [("data", f"prepared {name}: clips/s pretrain / finetune / decode only",
+              f"{p['pretrain_clips_per_s']:.1f} / {p['finetune_clips_per_s']:.1f} / {p['decode_clips_per_s']:.1f} "
+              f"(pretrain {p['pretrain_vs_decode_baseline']:.2f}x decode-only " +
+              ("decord)" if d["decord"] else "ours on H.264)"))
+             for name, p in d["prepared"].items()]
     if "memory_swin_b" in res:
         m, gb = res["memory_swin_b"], 2 ** 30
         rows += [("memory", f"Swin-B {m['input']} {side}: rest / peak",

@@ -1,8 +1,10 @@
-"""Dataset tools: check a dataset before a run, and write a video dataset as frame folders (mmaction's rawframes).
+"""Dataset tools: check a dataset before a run, write a video dataset as frame folders (mmaction's rawframes), or
+convert it into prepared videos that read faster (tools/prepare.py).
 
     python -m tools.dataset check ANNOTATION ROOT [--min-frames 16] [--unlabelled video|image]
         [--train-ann TRAIN --train-root DIR]                          # every file opened, problems listed
     python -m tools.dataset extract-frames --ann LIST --root DIR --out DIR [--format jpg|png] [--quality 95]
+    python -m tools.dataset prepare ANNOTATION ROOT DST [--codec mjpeg|h264] [--workers N]   # see tools/prepare.py
 
 The formats are those annotations.read_annotations reads; docs/data.md describes them and what each tool writes.
 """
@@ -21,6 +23,7 @@ import cv2
 import media
 from annotations import ImageRecord, read_annotations, read_segment, read_unlabelled
 from cli import parse_flags
+from tools.prepare import PrepareConfig, prepare
 
 
 @dataclass
@@ -117,13 +120,14 @@ def _write_frames(record, folder, ext, params) -> int:
     media.read_frames numbers them (decoded from the first frame). Returns the number written."""
     with av.open(record.path) as container:
         stream = media.video_stream(container, record.path)
-        pts = media.frame_pts(container, stream, record.path)  # demuxes to the end: seek back to the first frame
-        start, end = record.start_frame, min(record.end_frame or math.inf, len(pts))
+        index = media.frame_index(container, stream, record.path)  # demuxes to the end: seek back to the start
+        start, end = record.start_frame, min(record.end_frame or math.inf, len(index.pts))
         if end <= start:
             raise media.MediaError(f"{record.path}: no frames in [{start}, {end})")
-        container.seek(pts[0], stream=stream, backward=True, any_frame=False)
+        container.seek(index.pts[0], stream=stream, backward=True, any_frame=False)
         written = 0
-        for i, frame in media.decoded_frames(container, stream, record.path, pts, range(start, end)):
+        for i, frame in media.decoded_frames(container.demux(stream), stream, record.path, index,
+                                             range(start, end)):
             if start <= i < end:
                 path = media.frame_file(folder, i - start, ext)
                 bgr = cv2.cvtColor(frame.to_ndarray(format="rgb24"), cv2.COLOR_RGB2BGR)  # (H, W, 3)
@@ -193,7 +197,8 @@ def extract_frames(cfg: ExtractConfig) -> list:
 
 USAGE = """usage: python -m tools.dataset check ANNOTATION ROOT [--min-frames 16] [--unlabelled video|image]
            [--train-ann TRAIN --train-root DIR]
-       python -m tools.dataset extract-frames --ann LIST --root DIR --out DIR [--format jpg|png] [--quality 95]"""
+       python -m tools.dataset extract-frames --ann LIST --root DIR --out DIR [--format jpg|png] [--quality 95]
+       python -m tools.dataset prepare ANNOTATION ROOT DST [--codec mjpeg|h264] [--workers N] (--help: all flags)"""
 
 
 def main(argv=None):
@@ -204,6 +209,10 @@ def main(argv=None):
     if argv[:1] == ["extract-frames"]:
         cfg = ExtractConfig(**parse_flags(ExtractConfig, argv[1:], "write the frames of a video dataset (rawframes)"))
         sys.exit(1 if extract_frames(cfg) else 0)
+    if argv[:1] == ["prepare"]:
+        cfg = PrepareConfig(**parse_flags(PrepareConfig, argv[1:], "convert a video dataset into prepared videos",
+                                          ("annotation", "root", "out")))
+        sys.exit(1 if prepare(cfg) else 0)
     sys.exit(USAGE)
 
 
