@@ -2,9 +2,16 @@
 GPU check's dry run (the same functions on the CPU at nano sizes) writes its JSON with every figure finite.
 
 No timing is asserted (speed is measured by bench.py and recorded in README.md, never tested)."""
+import dataclasses
 import json
 import math
+from types import SimpleNamespace
 
+import torch
+
+import engine
+import model as bevt_model
+import train
 from tools import bench
 
 NANO = ["--preset", "nano", "--device", "cpu", "--frames", "4", "--size", "128", "--n", "1", "--warmup", "0",
@@ -78,3 +85,26 @@ def test_gpu_check_dry_run_writes_every_figure(tmp_path):
     assert 0 <= res["train"]["last_log_row"]["data_share"] <= 1
     assert all(finite(res["train"]["last_log_row"][k]) for k in ("loss_mvm", "loss_mim"))
     assert finite(res["finetune"]["last_log_row"]["loss"]) and 0 <= res["finetune"]["test_top1"] <= 100
+
+
+def test_the_bench_step_is_train_py_s_step():
+    """bench.joint_step (the bench may not import a script) computes what train.train_step does, bit for bit: the
+    same per-stream sums, grad norm and updated weights on one micro-batch."""
+    cfg = bench.BenchConfig(preset="nano", device="cpu", frames=4, size=64, batch=1)
+    env = engine.Dist(False, 0, 0, 1, "cpu")
+    types = SimpleNamespace(dtype="float32", lam=bench.LAM, clip_grad=bench.CLIP_GRAD)  # what train_step reads
+    tokenizer = bench.build_tokenizer("vq", cfg)
+    torch.manual_seed(0)
+    mcfg = dataclasses.replace(bevt_model.PRESETS["nano"], vocab_size=tokenizer.vocab_size, drop_path_rate=0.0)
+    models = [bevt_model.BEVT(mcfg), bevt_model.BEVT(mcfg)]
+    models[1].load_state_dict(models[0].state_dict())
+    optimizers = [torch.optim.AdamW(engine.param_groups(m, 0.05, engine.NO_DECAY_KEYS), lr=1e-3) for m in models]
+    batch = bench.joint_batch(cfg, mcfg.patch_size[0])
+    scaler = engine.make_scaler(env, "float32")
+    (grad_a, _), stats = train.train_step(models[0], tokenizer, [batch], optimizers[0], scaler, types, env, 1e-3, 2)
+    (grad_b, _), out = bench.joint_step(models[1], tokenizer, batch, optimizers[1], scaler, "float32", env, 1e-3, 2)
+    assert grad_a == grad_b and stats.keys() == out.keys() == {"video", "image"}
+    for s in stats:
+        assert torch.equal(stats[s], torch.stack(out[s]).double())
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.equal(a, b)

@@ -7,7 +7,7 @@ machine at hand, never claimed. One run prints one table and writes it as JSON t
      the speed-up, max |diff| of the final normed features (fp32), and each side's peak memory;
   2. FLOPs of that step (torch.utils.flop_counter) and the achieved FLOP/s as a fraction of a measured peak: a square
      matmul in the same dtype on the same device, with the threads torch uses;
-  3. one joint pretraining step, engine.pretrain_step itself, on synthetic tensors (no data loading) in clips/s and
+  3. one joint pretraining step, train.py's joint step (joint_step, the same calls), on synthetic tensors (no data loading) in clips/s and
      images/s, and where its time goes (synchronised timers around the tokenizer, the model's forward and the
      optimizer's step inside that same function; the rest is backward, clipping and the input copies);
   4. tokenizer throughput (frames/s) of the full-size DALL-E encoder and the default small VQ tokenizer;
@@ -307,7 +307,7 @@ def bench_encoder(cfg):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# 3. the joint pretraining step: engine.pretrain_step itself
+# 3. the joint pretraining step: train.py's joint step (joint_step, the same calls)
 
 
 def build_tokenizer(kind, cfg):
@@ -339,13 +339,24 @@ def joint_batch(cfg, patch_t):
             "image_mask": torch.from_numpy(image_mask)}
 
 
-@dataclass
-class StepConfig:
-    """What engine.pretrain_step reads of train.TrainConfig. official cfg swin_base_patch244_window877_bevt_in1k_k400
-    .py: grad_clip max_norm 3, loss weights 1 (λ of BEVT Eq. 5)."""
-    dtype: str
-    lam: float = 1.0
-    clip_grad: float = 3.0
+# official cfg swin_base_patch244_window877_bevt_in1k_k400.py: grad_clip max_norm 3, loss weights 1 (λ of Eq. 5)
+CLIP_GRAD, LAM = 3.0, 1.0
+
+
+def joint_step(model, tokenizer, batch, optimizer, scaler, dtype, env, lr, patch_t):
+    """train.py's train_step for one micro-batch on one process (the bench may not import a script):
+    targets, forward, Eq. 5, backward, step. tests/test_bench.py checks it against train.train_step bit for bit."""
+    inputs = {}
+    for s in ("video", "image"):
+        inputs[s + "_ids"] = tokenizer.encode(batch[s + "_tok"].to(env.device, non_blocking=True))
+        inputs[s] = data.normalize_batch(batch[s].to(env.device, non_blocking=True))
+        inputs[s + "_mask"] = batch[s + "_mask"].to(env.device, non_blocking=True)
+    counts = bevt_model.target_counts(inputs["video_mask"], inputs["image_mask"], patch_t)
+    with engine.autocast_context(env.device, dtype):
+        out = model(**inputs)
+    loss = bevt_model.objective({s: out[s][0] for s in out}, counts, LAM, env.world)
+    scaler.scale(loss).backward()
+    return engine.optimizer_step(optimizer, scaler, torch.isfinite(loss.detach()), CLIP_GRAD, env, lr), out
 
 
 # official cfg swin_base_patch244_window877_bevt_in1k_k400.py: AdamW lr 5e-4, wd 0.05, betas (0.9, 0.999)
@@ -378,7 +389,7 @@ class PhaseClock:
 
 
 class TimedTokenizer:
-    """The tokenizer as pretrain_step calls it (`encode`), its time on the clock."""
+    """The tokenizer as the joint step calls it (`encode`), its time on the clock."""
 
     def __init__(self, tokenizer, clock):
         self.tokenizer, self.clock = tokenizer, clock
@@ -388,7 +399,7 @@ class TimedTokenizer:
 
 
 class TimedModel(torch.nn.Module):
-    """The model as pretrain_step calls it (`model(**inputs)`); its forward (encoders, decoders, losses) is timed."""
+    """The model as the joint step calls it (`model(**inputs)`); its forward (encoders, decoders, losses) is timed."""
 
     def __init__(self, model, clock):
         super().__init__()
@@ -400,7 +411,7 @@ class TimedModel(torch.nn.Module):
 
 def joint_setup(cfg, tokenizer_kind, compile_backend=None):
     """A BEVT of the preset with a `tokenizer_kind` tokenizer, its official AdamW groups, one micro-batch, and the
-    step: engine.pretrain_step on one process. Returns (step function, timed step function, model, tokenizer, batch);
+    step: joint_step on one process. Returns (step function, timed step function, model, tokenizer, batch);
     the timed one runs the same function with the clock's wrappers and returns its phases."""
     torch.manual_seed(cfg.seed)
     tokenizer = build_tokenizer(tokenizer_kind, cfg)
@@ -409,13 +420,13 @@ def joint_setup(cfg, tokenizer_kind, compile_backend=None):
     groups = engine.param_groups(model, OFFICIAL["weight_decay"], engine.NO_DECAY_KEYS)
     optimizer = torch.optim.AdamW(groups, lr=OFFICIAL["lr"], betas=OFFICIAL["betas"])
     env = engine.Dist(False, 0, 0, 1, cfg.device)
-    scaler, step_cfg = engine.make_scaler(env, cfg.dtype), StepConfig(cfg.dtype)
+    scaler = engine.make_scaler(env, cfg.dtype)
     batch, patch_t = joint_batch(cfg, mcfg.patch_size[0]), mcfg.patch_size[0]
     run = torch.compile(model, backend=compile_backend) if compile_backend else model  # as train.py --compile
     clock = PhaseClock(cfg.device)
 
     def step(net=run, tokens=tokenizer):
-        return engine.pretrain_step(net, tokens, [batch], optimizer, scaler, step_cfg, env, OFFICIAL["lr"], patch_t)
+        return joint_step(net, tokens, batch, optimizer, scaler, cfg.dtype, env, OFFICIAL["lr"], patch_t)
 
     def timed_step():
         hooks = [optimizer.register_step_pre_hook(lambda *args: clock.start("optimizer")),
@@ -673,7 +684,7 @@ def peak_memory_of(fn, device):
 
 
 def check_joint(cfg, compile_backend):
-    """The joint step (engine.pretrain_step, DALL-E targets) eager or compiled (`compile_backend`): median step time,
+    """The joint step (joint_step, DALL-E targets) eager or compiled (`compile_backend`): median step time,
     clips/s, images/s, the share of the matmul peak (eager FLOPs), peak memory, the tokenizer's share of the step."""
     step, timed_step, _, _, _ = joint_setup(cfg, "dalle", compile_backend)
     flops = count_flops(step)  # eager, before compiling anything (the counter does not see inside compiled graphs)
