@@ -8,8 +8,10 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -116,6 +118,44 @@ def test_exact_resume_is_bitwise(tiny_tokenizer, tmp_path):
     assert [r["step"] for r in lb] == [1, 2, 3, 4]  # step 3, trained again, is logged once
     for ra, rb in zip(la, lb):
         assert ra["loss_mim"] == rb["loss_mim"] and ra["loss_mvm"] == rb["loss_mvm"]
+
+
+def script(out_dir, argv, **popen):
+    """train.py as a user runs it (its own process, one thread: bitwise comparable with another such run)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "train.py", *argv], cwd=ROOT, env=env, text=True, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def signal_after_step(process, out_dir, signum, step):
+    """Sends `signum` to the run's process group (its data workers too, as Ctrl-C in a terminal or SLURM do) once
+    log.jsonl has the row of `step`; returns (exit code, stdout, stderr)."""
+    log = Path(out_dir) / "log.jsonl"
+    while process.poll() is None and not (log.exists() and len(log.read_text().splitlines()) >= step):
+        time.sleep(0.05)
+    os.killpg(process.pid, signum)
+    out, err = process.communicate(timeout=300)
+    return process.returncode, out, err
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, engine.EXIT_REQUEUE), (signal.SIGINT,
+                                                                                     engine.EXIT_INTERRUPTED)])
+def test_a_stop_signal_saves_at_the_step_boundary_and_resume_is_bitwise(tiny_tokenizer, tmp_path, signum, code):
+    """SIGTERM (a preemption) or Ctrl-C mid-run: the run finishes its step, saves it, prints one line (no traceback)
+    and exits 75 (requeue) or 130; `--resume true` then ends bitwise where an uninterrupted run ends."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    argv = flags(tiny_tokenizer, a, max_steps=6, save_every=100, num_workers=1)
+    assert script(a, argv).wait(timeout=300) == 0
+    returncode, out, err = signal_after_step(script(b, flags(tiny_tokenizer, b, max_steps=6, save_every=100,
+                                                             num_workers=1)), b, signum, 2)
+    assert returncode == code and "Traceback" not in err, err
+    (saved,) = checkpoint.run_checkpoints(b)
+    assert 2 <= saved[0] < 6 and f"{signal.Signals(signum).name}: stopped after step {saved[0]}, checkpoint " \
+        f"{saved[1]}; continue with --resume true" in out
+    assert script(b, flags(tiny_tokenizer, b, max_steps=6, save_every=100, num_workers=1, resume=True)).wait() == 0
+    pa, pb = final_params(a), final_params(b)
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert [r["loss_mvm"] for r in read_log(a)] == [r["loss_mvm"] for r in read_log(b)]
 
 
 def test_accumulation_equals_larger_batch(tiny_tokenizer, tmp_path):
