@@ -7,9 +7,9 @@ machine at hand, never claimed. One run prints one table and writes it as JSON t
      the speed-up, max |diff| of the final normed features (fp32), and each side's peak memory;
   2. FLOPs of that step (torch.utils.flop_counter) and the achieved FLOP/s as a fraction of a measured peak: a square
      matmul in the same dtype on the same device, with the threads torch uses;
-  3. one joint pretraining step, train.py's joint step (joint_step, the same calls), on synthetic tensors (no data loading) in clips/s and
-     images/s, and where its time goes (synchronised timers around the tokenizer, the model's forward and the
-     optimizer's step inside that same function; the rest is backward, clipping and the input copies);
+  3. one joint pretraining step (joint_step: train.py's step, the same calls) on synthetic tensors (no data loading)
+     in clips/s and images/s, and where its time goes (synchronised timers around the tokenizer, the model's forward
+     and the optimizer's step inside that same function; the rest is backward, clipping and the input copies);
   4. tokenizer throughput (frames/s) of the full-size DALL-E encoder and the default small VQ tokenizer;
   5. data pipeline throughput (clips/s per worker, in-process) on K400-like H.264 files, on their rawframes and on
      their prepared copies (tools/prepare.py), decode-only rates (ours, decord's if installed), storage per hour;
@@ -75,12 +75,15 @@ class BenchConfig:
     # auto: tiny on CPU, base on GPU
     preset: str = field(default="auto", metadata={"choices": ("auto",) + tuple(bevt_model.PRESETS)})
     device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
-    batch: int = 0  # clips per step; 0: 1 on CPU, 8 on GPU
-    frames: int = 16  # official pretraining clip: SampleFrames(clip_len=16, frame_interval=8)
-    size: int = 224  # student input (official RandomCrop 224); the tokenizers see size / 2
-    images_per_clip: int = 8  # joint step: official 32 images per 4 clips per GPU micro-batch (TrainConfig)
-    n: int = 5  # timed repetitions; every figure is a median
-    warmup: int = 1  # untimed repetitions first
+    batch: int = field(default=0, metadata={"min": 0})  # clips per step; 0: 1 on CPU, 8 on GPU
+    # official pretraining clip: SampleFrames(clip_len=16, frame_interval=8)
+    frames: int = field(default=16, metadata={"min": 1})
+    # student input (official RandomCrop 224); the tokenizers see size / 2
+    size: int = field(default=224, metadata={"min": 32})
+    # joint step: official 32 images per 4 clips per GPU micro-batch (TrainConfig)
+    images_per_clip: int = field(default=8, metadata={"min": 1})
+    n: int = field(default=5, metadata={"min": 1})  # timed repetitions; every figure is a median
+    warmup: int = field(default=1, metadata={"min": 0})  # untimed repetitions first
     # auto: bf16 on GPU (fp32 on CPU, as train.py)
     dtype: str = field(default="auto", metadata={"choices": ("auto", "float32", "bfloat16", "float16")})
     compile: bool = False  # torch.compile the encoders (both sides of the A/B; the joint step's encoder)
@@ -88,19 +91,23 @@ class BenchConfig:
     joint_tokenizer: str = field(default="dalle", metadata={"choices": ("dalle", "vq")})  # the paper's is DALL-E
     # DalleConfig.precision: official = every conv fp16 on a GPU (apex O1), fp32 on a CPU
     dalle_precision: str = field(default="official", metadata={"choices": ("official", "fp32")})
-    tokenizer_frames: int = 0  # frames per tokenizer call; 0: 4 on CPU, 64 on GPU
-    matmul_size: int = 0  # side of the square peak matmul; 0: 2048 on CPU, 8192 on GPU
-    data_clips: int = 24  # samples read per data-pipeline configuration
-    data_files: int = 4  # K400-like videos generated for the data section
-    data_frames: int = 300  # frames per K400-like video (K400: 10 s at 30 fps)
-    pretrain_sampling: tuple = (16, 8)  # (clip_len, frame_interval): official pretraining SampleFrames
-    finetune_sampling: tuple = (32, 2)  # official K400 finetuning SampleFrames
+    tokenizer_frames: int = field(default=0, metadata={"min": 0})  # frames per tokenizer call; 0: 4 on CPU, 64 on GPU
+    # side of the square peak matmul; 0: 2048 on CPU, 8192 on GPU
+    matmul_size: int = field(default=0, metadata={"min": 0})
+    data_clips: int = field(default=24, metadata={"min": 1})  # samples read per data-pipeline configuration
+    data_files: int = field(default=4, metadata={"min": 1})  # K400-like videos generated for the data section
+    data_frames: int = field(default=300, metadata={"min": 1})  # frames per K400-like video (K400: 10 s at 30 fps)
+    # (clip_len, frame_interval): official pretraining SampleFrames
+    pretrain_sampling: tuple = field(default=(16, 8), metadata={"min": 1})
+    finetune_sampling: tuple = field(default=(32, 2), metadata={"min": 1})  # official K400 finetuning SampleFrames
     memory_swin_b: bool = False  # section 6: Swin-B batch 1 peak memory, with and without grad checkpointing
     check: bool = False  # the prepared GPU check instead of sections 1-5 (run_check)
     dry_run: bool = False  # with --check: the same functions on the CPU at nano sizes, tiny steps
-    check_budget: int = 480  # seconds the whole --check may take; the subprocesses get what is left, at most:
-    check_timeout: int = 240  # seconds for each of the check's train.py / finetune.py subprocesses
-    seed: int = 0
+    # seconds the whole --check may take; the subprocesses get what is left, at most:
+    check_budget: int = field(default=480, metadata={"min": 1})
+    # seconds for each of the check's train.py / finetune.py subprocesses
+    check_timeout: int = field(default=240, metadata={"min": 1})
+    seed: int = field(default=0, metadata={"min": 0})
     out: str = "bench.json"
 
 

@@ -30,7 +30,8 @@ from tools.prepare import PrepareConfig, prepare
 class CheckConfig:
     annotation: str = ""  # annotation file (csv / json / list), a folder (class folders; with --unlabelled any)
     root: str = ""  # folder the annotation's paths are relative to
-    min_frames: int = 16  # fewer decodable frames than this is reported as "too short" (sampling would loop)
+    # fewer decodable frames than this is reported as "too short" (sampling would loop)
+    min_frames: int = field(default=16, metadata={"min": 1})
     # read as a pretraining input of this kind, labels not needed (a plain folder, a list of paths)
     unlabelled: str = field(default="", metadata={"choices": ("", "video", "image")})
     train_ann: str = ""  # a training annotation: the checked (test) set must use its classes, as finetune reads it
@@ -43,7 +44,8 @@ class ExtractConfig:
     root: str = ""  # folder its paths are relative to
     out: str = ""  # output root of the frame folders and the list
     format: str = field(default="jpg", metadata={"choices": ("jpg", "png")})  # png: the decoded frames exactly
-    quality: int = 95  # JPEG quality; official: OpenCV's default 95 (tools/data/build_rawframes.py:58-59)
+    # JPEG quality; official: OpenCV's default 95 (tools/data/build_rawframes.py:58-59)
+    quality: int = field(default=95, metadata={"min": 0, "max": 100})
 
 
 

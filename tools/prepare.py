@@ -10,7 +10,8 @@ frame i, at constant or variable frame rate), the short side scaled down to at m
 audio dropped. The annotation is written for DST: a Kinetics CSV is copied, a Diving-48 JSON keeps the entries of
 the prepared videos (and its class names), anything else becomes a `path label` list with its class names beside it,
 so read_annotations gives the same labels and classes (with --unlabelled true, a pretraining input without labels,
-a video folder or a path list as annotations.read_unlabelled reads it, becomes a path list). Files are converted in parallel processes; each is written
+a video folder or a path list as annotations.read_unlabelled reads it, becomes a path list). Files are converted in
+parallel processes; each is written
 under a temporary name and renamed when complete, so a rerun skips what is done, never touches a finished file and
 redoes an interrupted one (DST/prepare.json records the settings; a rerun with others is refused). Sources that
 cannot be converted are listed at the end and in DST/<annotation stem>_failed.txt (exit status 1).
@@ -40,12 +41,17 @@ class PrepareConfig:
     out: str = ""  # DST: the prepared videos and their annotation
     # mjpeg: every frame a JPEG (fastest to read); h264: x264 with a keyframe every --gop frames (smaller)
     codec: str = field(default="mjpeg", metadata={"choices": ("mjpeg", "h264")})
-    mjpeg_q: int = 5  # mjpeg: the JPEG quantiser scale, 2 (best, largest) .. 31
-    crf: int = 18  # h264: x264's constant rate factor, 0 (lossless) .. 51
-    gop: int = 1  # h264: frames per keyframe (1: every frame decodes alone); no B-frames
-    max_short_side: int = 320  # the short side is scaled down to this, never up (official pretraining rescales to <=320)
-    workers: int = 0  # processes converting files at once; 0: one per CPU core
-    diff_frames: int = 4  # frames of each converted video decoded back and compared with the source
+    # mjpeg: the JPEG quantiser scale, 2 (best, largest) .. 31
+    mjpeg_q: int = field(default=5, metadata={"min": 2, "max": 31})
+    # h264: x264's constant rate factor, 0 (lossless) .. 51
+    crf: int = field(default=18, metadata={"min": 0, "max": 51})
+    # h264: frames per keyframe (1: every frame decodes alone); no B-frames
+    gop: int = field(default=1, metadata={"min": 1})
+    # the short side is scaled down to this, never up (official pretraining rescales to <=320)
+    max_short_side: int = field(default=320, metadata={"min": 32})
+    workers: int = field(default=0, metadata={"min": 0})  # processes converting files at once; 0: one per CPU core
+    # frames of each converted video decoded back and compared with the source
+    diff_frames: int = field(default=4, metadata={"min": 0})
     unlabelled: bool = False  # a pretraining input without labels (a video folder, a path list): DST gets a path list
 
 
