@@ -76,6 +76,11 @@ def parse_flags(cls, argv, description, positional=(), variants=None):
     return given
 
 
+def ranged(default, **bounds):
+    """A config field with a range: `clip_len: int = ranged(16, min=1)`; bounds "min", "max" (inclusive), "above"."""
+    return dataclasses.field(default=default, metadata=bounds)
+
+
 def check_range(f, value):
     """A value of field `f` against the range in its metadata; a violation stops naming the flag, value and range."""
     for v in value if isinstance(value, tuple) else (value,):

@@ -431,27 +431,3 @@ def step_batches(dataset, batch_size, cfg, env, step, steps_per_epoch, stop_at, 
         for _ in range(step, end):
             yield [progress.next_batch(it) for _ in range(cfg.accum)]
         step = end
-
-
-def load_frames(root, num_frames, size, seed) -> torch.Tensor:
-    """uint8 (N, 3, size, size) tokenizer views of random frames (videos) and images under root, made as in
-    pretraining: short side rescaled bicubic to U{256..320}/224 of the 2*size crop, random crop, tokenizer_view.
-    Training data for the small VQ tokenizer."""
-    files = sorted(str(p) for p in annotations.need_root(root).rglob("*")
-                   if p.suffix.lower() in media.VIDEO_EXTS + media.IMAGE_EXTS)
-    if not files:
-        raise ValueError(f"{root}: no videos or images found")
-    crop, rng, out = 2 * size, np.random.default_rng(seed), []
-    per_file = max(1, math.ceil(num_frames / len(files)))
-    while len(out) < num_frames:
-        path = files[rng.integers(len(files))]
-        if path.lower().endswith(media.IMAGE_EXTS):
-            frames = media.read_image(path).permute(1, 2, 0).numpy()[None]  # (1, H, W, 3)
-        else:
-            frames = media.read_frames(
-                path, lambda n: np.sort(rng.integers(0, n, size=min(per_file, n))))  # (N, H, W, 3)
-        for frame in frames:
-            short = int(rng.integers(round(crop * 256 / 224), round(crop * 320 / 224) + 1))
-            crops = random_crop(resize_short(frame[None], short, cv2.INTER_CUBIC), crop, rng)  # (1, crop, crop, 3)
-            out.append(to_clip(view_frames(crops))[:, 0])  # (3, size, size)
-    return torch.stack(out[:num_frames])  # (N, 3, size, size)

@@ -36,13 +36,10 @@ import engine
 import evaluate
 import model as bevt_model
 import synthetic as synthetic_set
-from cli import check_ranges, parse_flags
+from cli import check_ranges, parse_flags, ranged
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config: the dataclass defaults are the official K400 recipe; PRESETS overrides per dataset
-
-
-POSITIVE, COUNT, FRACTION = {"above": 0}, {"min": 1}, {"min": 0, "max": 1}  # ranges checked by cli.check_ranges
 
 
 @dataclass
@@ -62,62 +59,54 @@ class FinetuneConfig:
     test_ann: str = ""
     test_root: str = ""
     sampling: str = field(default="dense", metadata={"choices": ("dense", "uniform")})  # official: SampleFrames(32, 2)
-    clip_len: int = field(default=32, metadata=COUNT)  # BEVT §4.1: clip length 32
-    frame_interval: int = field(default=2, metadata=COUNT)  # official k400 cfg; unused by uniform (segment) sampling
-    img_size: int = field(default=224, metadata={"min": 32})  # BEVT §4.1: 224 x 224
+    clip_len: int = ranged(32, min=1)  # BEVT §4.1: clip length 32
+    frame_interval: int = ranged(2, min=1)  # official k400 cfg; unused by uniform (segment) sampling
+    img_size: int = ranged(224, min=32)  # BEVT §4.1: 224 x 224
     # official cfgs: Resize(-1, 256) -> RandomResizedCrop -> Resize(224, 224)
-    train_short_side: int = field(default=256, metadata=COUNT)
-    test_short_side: int = field(default=224, metadata=COUNT)  # official cfgs: Resize(-1, 224) -> ThreeCrop(224)
+    train_short_side: int = ranged(256, min=1)
+    test_short_side: int = ranged(224, min=1)  # official cfgs: Resize(-1, 224) -> ThreeCrop(224)
     flip: bool = True  # official k400 cfg: Flip(0.5)
     # (n, m); (0, 0): off. official ssv2 cfg: RandAugment(n=4, m=7), same for all frames
-    randaugment: tuple = field(default=(0, 0), metadata={"min": 0})
-    erase_prob: float = field(default=0.0, metadata=FRACTION)  # official ssv2 cfg: RandomErasing(p=0.25)
-    # official cfgs: RandomResizedCrop area range
-    crop_area: tuple = field(default=(0.08, 1.0), metadata={"above": 0, "max": 1})
-    # official ssv2 cfg: LabelSmoothing 0.1
-    label_smoothing: float = field(default=0.0, metadata={"min": 0, "max": 0.99})
-    # official k400 cfg: 4 clips x 3 crops (ThreeCrop 224 on short side 224)
-    test_clips: int = field(default=4, metadata=COUNT)
-    test_crops: int = field(default=3, metadata={"min": 1, "max": 3})
+    randaugment: tuple = ranged((0, 0), min=0)
+    erase_prob: float = ranged(0.0, min=0, max=1)  # official ssv2 cfg: RandomErasing(p=0.25)
+    crop_area: tuple = ranged((0.08, 1.0), above=0, max=1)  # official cfgs: RandomResizedCrop area range
+    label_smoothing: float = ranged(0.0, min=0, max=0.99)  # official ssv2 cfg: LabelSmoothing 0.1
+    test_clips: int = ranged(4, min=1)  # official k400 cfg: 4 clips x 3 crops (ThreeCrop 224 on short side 224)
+    test_crops: int = ranged(3, min=1, max=3)
     # views per forward at test time (official max_testing_views=4 is the same memory knob)
-    test_batch: int = field(default=4, metadata=COUNT)
+    test_batch: int = ranged(4, min=1)
     # model
     # (0, 0, 0): the model preset's, (8, 7, 7) for Swin-B; ssv2: (16, 7, 7)
-    window_size: tuple = field(default=(0, 0, 0), metadata={"min": 0})
-    drop_path: float = field(default=0.3, metadata={"min": 0, "max": 0.99})  # official k400 cfg: drop_path_rate=0.3
-    # official k400 cfg: I3DHead dropout_ratio=0.5
-    head_dropout: float = field(default=0.5, metadata={"min": 0, "max": 0.99})
+    window_size: tuple = ranged((0, 0, 0), min=0)
+    drop_path: float = ranged(0.3, min=0, max=0.99)  # official k400 cfg: drop_path_rate=0.3
+    head_dropout: float = ranged(0.5, min=0, max=0.99)  # official k400 cfg: I3DHead dropout_ratio=0.5
     grad_checkpoint: bool = False  # recompute each block in backward; official: use_checkpoint=False
     # (mmaction/models/backbones/swin_transformer.py:573, not set by the cfgs)
     # optimisation: official AdamW, cosine (mmcv by_epoch=True) with a 2.5-epoch linear warmup from 0.1 x lr
-    epochs: int = field(default=60, metadata=COUNT)  # BEVT §4.1: 60 epochs
-    warmup_epochs: float = field(default=2.5, metadata={"min": 0})
-    warmup_ratio: float = field(default=0.1, metadata=FRACTION)  # mmcv default
-    lr: float = field(default=3e-4, metadata=POSITIVE)
-    min_lr: float = field(default=0.0, metadata={"min": 0})
-    weight_decay: float = field(default=0.001, metadata={"min": 0})
-    betas: tuple = field(default=(0.9, 0.999), metadata={"min": 0, "max": 0.999999})
-    # official k400 cfg: custom_keys lr_mult 0.9^k; 1.0: off
-    layer_decay: float = field(default=0.9, metadata={"above": 0, "max": 1})
-    # official ssv2 cfg: custom key 'backbone' lr_mult 0.1; 1.0: off
-    backbone_lr_scale: float = field(default=1.0, metadata={"min": 0})
-    clip_grad: float = field(default=40.0, metadata={"min": 0})  # official k400 cfg: grad_clip max_norm=40; 0 disables
-    # official k400 cfg: 2 per GPU x update_interval 4 x 8 GPUs = 64 (BEVT §4.1)
-    videos_per_gpu: int = field(default=2, metadata=COUNT)
-    accum: int = field(default=4, metadata=COUNT)
+    epochs: int = ranged(60, min=1)  # BEVT §4.1: 60 epochs
+    warmup_epochs: float = ranged(2.5, min=0)
+    warmup_ratio: float = ranged(0.1, min=0, max=1)  # mmcv default
+    lr: float = ranged(3e-4, above=0)
+    min_lr: float = ranged(0.0, min=0)
+    weight_decay: float = ranged(0.001, min=0)
+    betas: tuple = ranged((0.9, 0.999), min=0, max=0.999999)
+    layer_decay: float = ranged(0.9, above=0, max=1)  # official k400 cfg: custom_keys lr_mult 0.9^k; 1.0: off
+    backbone_lr_scale: float = ranged(1.0, min=0)  # official ssv2 cfg: custom key 'backbone' lr_mult 0.1; 1.0: off
+    clip_grad: float = ranged(40.0, min=0)  # official k400 cfg: grad_clip max_norm=40; 0 disables
+    videos_per_gpu: int = ranged(2, min=1)  # official k400 cfg: 2 per GPU x update_interval 4 x 8 GPUs = 64 (BEVT §4.1)
+    accum: int = ranged(4, min=1)
     ema: bool = False  # official ssv2 cfg: EMAHook; evaluation and export then use the EMA weights
-    # mmcv EMAHook default, per forward iteration
-    ema_momentum: float = field(default=2e-4, metadata={"above": 0, "max": 1})
+    ema_momentum: float = ranged(2e-4, above=0, max=1)  # mmcv EMAHook default, per forward iteration
     # stop after this many optimizer steps (the schedule still spans `epochs`); 0: all
-    max_steps: int = field(default=0, metadata={"min": 0})
+    max_steps: int = ranged(0, min=0)
     # machinery
     dtype: str = field(default="bfloat16", metadata={"choices": ("bfloat16", "float16", "float32")})
     compile: bool = False
-    num_workers: int = field(default=8, metadata={"min": 0})
-    seed: int = field(default=0, metadata={"min": 0})
-    log_every: int = field(default=20, metadata=COUNT)
-    save_every: int = field(default=1000, metadata=COUNT)  # optimizer steps; a checkpoint is also written at the end
-    keep_last: int = field(default=2, metadata=COUNT)
+    num_workers: int = ranged(8, min=0)
+    seed: int = ranged(0, min=0)
+    log_every: int = ranged(20, min=1)
+    save_every: int = ranged(1000, min=1)  # optimizer steps; a checkpoint is also written at the end
+    keep_last: int = ranged(2, min=1)
 
 
 OFFICIAL_BATCH = {"clips": 64}  # BEVT §4.1: batch 64 (official: 8 GPUs x 8 clips per step)

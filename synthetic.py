@@ -1,9 +1,10 @@
-"""The synthetic video and image set that every script falls back to when no dataset is given: real encoded videos
-(H.264 .mp4 and VP9 .webm) with annotation files in the Kinetics-400, Something-Something-v2 and Diving-48
-formats, and an ImageNet-style image folder, generated deterministically on first use (a few seconds to a minute
-on a CPU). Its classes combine appearance (solvable from one frame, like K400) and motion (direction, rotation
-sense, speed, forward vs reversed playback of the same frames: not solvable from one frame, like SSv2 and
-Diving-48), so the paper's temporal-dependency test (Table 2) has something to measure.
+"""The embedded default: the synthetic video and image set that every script falls back to when no dataset is given,
+and the small VQ tokenizer of runs without --tokenizer (small_vq, trained on any folder's frames). The set: real
+encoded videos (H.264 .mp4 and VP9 .webm) with annotation files in the Kinetics-400, Something-Something-v2 and
+Diving-48 formats, and an ImageNet-style image folder, generated deterministically on first use. Its classes combine
+appearance (solvable from one frame, like K400) and motion (direction, rotation sense, speed, forward vs reversed
+playback of the same frames: not solvable from one frame, like SSv2 and Diving-48), so the paper's temporal-dependency
+test (Table 2) has something to measure.
 
 Layout written by `python synthetic.py --out DIR` (and by synthetic_root(); see synthetic_paths):
     DIR/classes.json                     [{"label", "name", "kind": "appearance"|"motion", "template"}] by label
@@ -19,21 +20,27 @@ Layout written by `python synthetic.py --out DIR` (and by synthetic_root(); see 
 """
 import csv
 import json
+import math
 import os
 import shutil
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.io import write_jpeg, write_png
 
-from cli import parse_flags
+import annotations
+import data
+import media
+import tokenizer as tok
+from cli import parse_flags, ranged
 
 # the version in the name changes whenever the generator changes, so a stale cached copy is never used
 CACHE = Path(os.environ.get("BEVT_CACHE", Path.home() / ".cache" / "bevt"))  # also holds train.py's default tokenizer
@@ -43,16 +50,15 @@ SYNTHETIC_ROOT = CACHE / "synthetic-v5"
 @dataclass
 class SyntheticConfig:
     out: str = ""  # output folder
-    train_per_class: int = field(default=12, metadata={"min": 1})
-    val_per_class: int = field(default=4, metadata={"min": 1})
+    train_per_class: int = ranged(12, min=1)
+    val_per_class: int = ranged(4, min=1)
     # a held-out test split (reproduce.py); 0: none, and the files are those of synthetic-v5
-    test_per_class: int = field(default=0, metadata={"min": 0})
-    frames: int = field(default=64, metadata={"min": 8})
-    width: int = field(default=160, metadata={"min": 32})
-    height: int = field(default=128, metadata={"min": 32})
-    # training images per appearance class (+ 1/6 as many for val)
-    images_per_class: int = field(default=48, metadata={"min": 1})
-    seed: int = field(default=0, metadata={"min": 0})
+    test_per_class: int = ranged(0, min=0)
+    frames: int = ranged(64, min=8)
+    width: int = ranged(160, min=32)
+    height: int = ranged(128, min=32)
+    images_per_class: int = ranged(48, min=1)  # training images per appearance class (+ 1/6 as many for val)
+    seed: int = ranged(0, min=0)
 
 
 # (name, kind, SSv2-style template). Appearance classes are solvable from one frame; motion classes share one
@@ -258,6 +264,48 @@ def synthetic_root(root=SYNTHETIC_ROOT, cfg: SyntheticConfig = SyntheticConfig()
         except OSError:  # another process finished first: keep its copy
             shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the small VQ tokenizer of the runs without a --tokenizer (trained on the frames of any folder)
+
+# Part of the cached tokenizer's name: bump it when what small_vq trains changes (load_frames, data.tokenizer_view,
+# tokenizer.VQConfig or tokenizer.VQTokenizer), so a VQ made by other code is not reused.
+SMALL_VQ_VERSION = 2
+
+
+def load_frames(root, num_frames, size, seed) -> torch.Tensor:
+    """uint8 (N, 3, size, size) tokenizer views of random frames (videos) and images under root, made as in
+    pretraining: short side rescaled bicubic to U{256..320}/224 of the 2*size crop, random crop, tokenizer_view.
+    Training data for the small VQ tokenizer."""
+    files = sorted(str(p) for p in annotations.need_root(root).rglob("*")
+                   if p.suffix.lower() in media.VIDEO_EXTS + media.IMAGE_EXTS)
+    if not files:
+        raise ValueError(f"{root}: no videos or images found")
+    crop, rng, out = 2 * size, np.random.default_rng(seed), []
+    per_file = max(1, math.ceil(num_frames / len(files)))
+    while len(out) < num_frames:
+        path = files[rng.integers(len(files))]
+        if path.lower().endswith(media.IMAGE_EXTS):
+            frames = media.read_image(path).permute(1, 2, 0).numpy()[None]  # (1, H, W, 3)
+        else:
+            frames = media.read_frames(
+                path, lambda n: np.sort(rng.integers(0, n, size=min(per_file, n))))  # (N, H, W, 3)
+        for frame in frames:
+            short = int(rng.integers(round(crop * 256 / 224), round(crop * 320 / 224) + 1))
+            crops = data.random_crop(data.resize_short(frame[None], short, cv2.INTER_CUBIC), crop, rng)  # (1, c, c, 3)
+            out.append(data.to_clip(data.view_frames(crops))[:, 0])  # (3, size, size)
+    return torch.stack(out[:num_frames])  # (N, 3, size, size)
+
+
+def small_vq(root, size, path):
+    """The small VQ tokenizer (tokenizer.VQConfig(size=size)) trained on frames of `root`, saved at `path` unless that
+    exists; deterministic (seeded frames and training). Returns path."""
+    if not Path(path).exists():
+        cfg = tok.VQConfig(size=size)
+        frames = load_frames(root, cfg.num_frames, cfg.size, cfg.seed)  # (N, 3, size, size) uint8
+        tok.save_tokenizer(tok.train_vq_tokenizer(frames, cfg), path)
+    return Path(path)
 
 
 def main(argv=None):

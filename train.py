@@ -34,13 +34,10 @@ import engine
 import model as bevt_model
 import synthetic as synthetic_set
 import tokenizer as tok
-from cli import check_ranges, parse_flags
+from cli import check_ranges, parse_flags, ranged
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config
-
-
-POSITIVE, COUNT, FRACTION = {"above": 0}, {"min": 1}, {"min": 0, "max": 1}  # ranges checked by cli.check_ranges
 
 
 @dataclass
@@ -48,10 +45,10 @@ class TrainConfig:
     # BEVT §3 "Training strategies"; "tokenizer": train the small VQ tokenizer on the data flags' frames and stop
     stage: str = field(default="joint", metadata={"choices": ("image", "video", "joint", "tokenizer")})
     model: str = field(default="base", metadata={"choices": tuple(bevt_model.PRESETS)})  # official: Swin-B
-    drop_path: float = field(default=0.3, metadata={"min": 0, "max": 0.99})  # official cfg: drop_path_rate=0.3
+    drop_path: float = ranged(0.3, min=0, max=0.99)  # official cfg: drop_path_rate=0.3
     grad_checkpoint: bool = False  # recompute each block in backward; official: use_checkpoint=False
     # image stream attention: "official" = the released code's (the 2D shift mask on every block, the shift kept at
-    # stage 4; the paper's numbers), "swin" = 2D Swin semantics (model.Stage.forward, docs/differences.md)
+    # stage 4; the paper's numbers), "swin" = 2D Swin semantics (model.SwinBlock, docs/differences.md)
     image_attention: str = field(default="official", metadata={"choices": ("official", "swin")})
     # (mmaction/models/backbones/swin_transformer_bevt.py:626, not set by the cfgs)
     init: str = ""  # image-stage checkpoint (ours or the official release) to inflate into the joint stage
@@ -67,41 +64,41 @@ class TrainConfig:
     video_root: str = ""  # the folder the annotation's paths are relative to (default: --video-ann if a folder)
     image_root: str = ""  # a folder of images, with or without class sub-folders (ImageNet train); --image-list's root
     image_list: str = ""  # optional list of image paths (`path` or `path label`)
-    clip_len: int = field(default=16, metadata=COUNT)  # official cfg: SampleFrames(clip_len=16, frame_interval=8)
-    frame_interval: int = field(default=8, metadata=COUNT)
-    img_size: int = field(default=224, metadata={"min": 32})  # official cfg: RandomCrop(224)
-    rescale: tuple = field(default=(256, 320), metadata=COUNT)  # official cfg: RandomRescale short side, bicubic
-    jitter: float = field(default=0.4, metadata={"min": 0})  # official cfg: image ColorJitter(0.4, 0.4, 0.4)
+    clip_len: int = ranged(16, min=1)  # official cfg: SampleFrames(clip_len=16, frame_interval=8)
+    frame_interval: int = ranged(8, min=1)
+    img_size: int = ranged(224, min=32)  # official cfg: RandomCrop(224)
+    rescale: tuple = ranged((256, 320), min=1)  # official cfg: RandomRescale short side, bicubic
+    jitter: float = ranged(0.4, min=0)  # official cfg: image ColorJitter(0.4, 0.4, 0.4)
     # official cfg: 98 of 14x14 masked, tube per-frame ratio 0.5 (BEVT §3 "Mask strategy")
-    mask_ratio: float = field(default=0.5, metadata={"above": 0, "max": 1})
+    mask_ratio: float = ranged(0.5, above=0, max=1)
     # official cfg: masked_tube_range=(0.5, 1.0); BEVT §3: tube length in [0.5T, T]
-    tube_range: tuple = field(default=(0.5, 1.0), metadata={"above": 0, "max": 1})
+    tube_range: tuple = ranged((0.5, 1.0), above=0, max=1)
     mask_strategy: str = field(default="tube",
                                metadata={"choices": ("tube", "random_3d", "frame_diff", "random_frame")})
-    lam: float = field(default=1.0, metadata={"min": 0})  # BEVT Eq. (5) λ; official: loss weights 1.0 for both
+    lam: float = ranged(1.0, min=0)  # BEVT Eq. (5) λ; official: loss weights 1.0 for both
     # batch: official videos_per_gpu=8, omni_videos_per_gpu=[8, 64], update_interval=2 -> 4 + 32 per forward, accum 2
-    videos_per_gpu: int = field(default=4, metadata=COUNT)
-    images_per_gpu: int = field(default=32, metadata=COUNT)
-    accum: int = field(default=2, metadata=COUNT)
+    videos_per_gpu: int = ranged(4, min=1)
+    images_per_gpu: int = ranged(32, min=1)
+    accum: int = ranged(2, min=1)
     # optimisation: official AdamW, CosineAnnealing by iteration, 10 warmup epochs from 0.1 x lr, 150 epochs, clip 3.0
-    epochs: int = field(default=150, metadata=COUNT)
-    warmup_epochs: float = field(default=10.0, metadata={"min": 0})
-    warmup_ratio: float = field(default=0.1, metadata=FRACTION)  # mmcv default warmup_ratio
-    lr: float = field(default=5e-4, metadata=POSITIVE)
-    min_lr: float = field(default=0.0, metadata={"min": 0})
-    weight_decay: float = field(default=0.05, metadata={"min": 0})
-    betas: tuple = field(default=(0.9, 0.999), metadata={"min": 0, "max": 0.999999})
-    clip_grad: float = field(default=3.0, metadata={"min": 0})  # 0 disables
+    epochs: int = ranged(150, min=1)
+    warmup_epochs: float = ranged(10.0, min=0)
+    warmup_ratio: float = ranged(0.1, min=0, max=1)  # mmcv default warmup_ratio
+    lr: float = ranged(5e-4, above=0)
+    min_lr: float = ranged(0.0, min=0)
+    weight_decay: float = ranged(0.05, min=0)
+    betas: tuple = ranged((0.9, 0.999), min=0, max=0.999999)
+    clip_grad: float = ranged(3.0, min=0)  # 0 disables
     # stop after this many optimizer steps (the schedule still spans `epochs`); 0: run all
-    max_steps: int = field(default=0, metadata={"min": 0})
+    max_steps: int = ranged(0, min=0)
     # machinery
     dtype: str = field(default="bfloat16", metadata={"choices": ("bfloat16", "float16", "float32")})  # CPU: float32
     compile: bool = False
-    num_workers: int = field(default=8, metadata={"min": 0})
-    seed: int = field(default=0, metadata={"min": 0})  # official README: --seed 0
-    log_every: int = field(default=20, metadata=COUNT)
-    save_every: int = field(default=1000, metadata=COUNT)  # optimizer steps; a checkpoint is also written at the end
-    keep_last: int = field(default=3, metadata=COUNT)
+    num_workers: int = ranged(8, min=0)
+    seed: int = ranged(0, min=0)  # official README: --seed 0
+    log_every: int = ranged(20, min=1)
+    save_every: int = ranged(1000, min=1)  # optimizer steps; a checkpoint is also written at the end
+    keep_last: int = ranged(3, min=1)
 
 
 def check_config(cfg):
@@ -191,34 +188,18 @@ def build_datasets(cfg):
     return video_ds, image_ds
 
 
-# Part of the synthetic run's cached tokenizer name: bump it when what ensure_small_vq trains changes (data.load_frames,
-# data.tokenizer_view, tokenizer.VQConfig or tokenizer.VQTokenizer), so a VQ made by other code is not reused.
-SMALL_VQ_VERSION = 2
-
-
-def ensure_small_vq(data_root, size, path, env):
-    """Unless `path` exists, rank 0 trains tokenizer.VQConfig(size=size) on frames of `data_root` and saves it there;
-    every rank waits. Deterministic: seeded frames (data.load_frames) and a seeded training."""
-    if env.master and not Path(path).exists():
-        vq_cfg = tok.VQConfig(size=size)
-        frames = data.load_frames(data_root, vq_cfg.num_frames, vq_cfg.size, vq_cfg.seed)  # (N, 3, size, size) uint8
-        tok.save_tokenizer(tok.train_vq_tokenizer(frames, vq_cfg), path)
-    if env.ddp:
-        dist.barrier()
-
-
 def build_tokenizer(cfg, env):
     """(the frozen target tokenizer on this rank's device, the resolved path of its file) (BEVT §3 "Tokenizer"):
     --tokenizer, or (the synthetic run only) the small VQ for its views, trained once by rank 0 and cached per data
-    folder, view size and SMALL_VQ_VERSION (the code that made it)."""
+    folder, view size and synthetic.SMALL_VQ_VERSION (the code that made it)."""
     path = cfg.tokenizer
     if not path:
         _, video_root, _, image_root = data_paths(cfg)
         root = str(Path(video_root or image_root).resolve())
         size = cfg.img_size // 2  # BEVT §3 "Tokenizer": frames downsampled by 1/2 (the dataset's tokenizer view)
         key = hashlib.sha1(root.encode()).hexdigest()[:10]
-        path = synthetic_set.CACHE / f"vq_tokenizer_{size}_v{SMALL_VQ_VERSION}_{key}.pt"
-        ensure_small_vq(root, size, path, env)
+        path = synthetic_set.CACHE / f"vq_tokenizer_{size}_v{synthetic_set.SMALL_VQ_VERSION}_{key}.pt"
+        engine.rank_zero_first(lambda: synthetic_set.small_vq(root, size, path), env, "the small VQ tokenizer")
     size = Path(path).stat().st_size if Path(path).is_file() else None
     engine.same_on_all_ranks((str(path), size), env, "the tokenizer file (path, bytes)")
     if size is None:
@@ -237,7 +218,7 @@ def train_tokenizer_stage(cfg, env):
     if path.exists():
         env.log(f"{path} exists, not retrained (delete it to retrain)")
     env.log(f"training the small VQ tokenizer on frames of {video_root or image_root} ({size}-px tokenizer views)")
-    ensure_small_vq(video_root or image_root, size, path, env)
+    engine.rank_zero_first(lambda: synthetic_set.small_vq(video_root or image_root, size, path), env, "its file")
     env.log(f"tokenizer: {path}; pass it as --tokenizer {path} (with --img-size {cfg.img_size})")
 
 

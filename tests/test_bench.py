@@ -58,8 +58,9 @@ def finite(v):
 
 
 def test_gpu_check_dry_run_writes_every_figure(tmp_path):
-    """`python -m tools.bench --check true --dry-run true`: joint step eager and compiled, matmul peak, attention numerics
-    against float64, `torchrun train.py` and `finetune.py` subprocesses (1 step each, the synthetic default)."""
+    """`python -m tools.bench --check true --dry-run true`: joint step eager and compiled, matmul peak, attention
+    numerics against float64, `torchrun train.py` and `finetune.py` subprocesses (1 step each, the synthetic
+    default)."""
     out = tmp_path / "check.json"
     bench.main(["--check", "true", "--dry-run", "true", "--out", str(out)])
     res = json.loads(out.read_text())

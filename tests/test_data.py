@@ -777,13 +777,13 @@ def test_cycled_image_stream_resumes_exactly(syn):
 
 
 def test_load_frames(syn, tmp_path):
-    frames = data.load_frames(syn["classes"].parent, 10, 32, seed=0)
+    frames = synthetic.load_frames(syn["classes"].parent, 10, 32, seed=0)
     assert frames.shape == (10, 3, 32, 32) and frames.dtype == torch.uint8
-    assert torch.equal(frames, data.load_frames(syn["classes"].parent, 10, 32, seed=0))
+    assert torch.equal(frames, synthetic.load_frames(syn["classes"].parent, 10, 32, seed=0))
     # the views are made as in pretraining: bicubic rescale of the short side to U{73..91} (256..320 of a 224 crop,
     # scaled to the 64 px crop), random crop, the OpenCV view
     shutil.copy(PHOTOS[0], tmp_path / "photo.png")
-    views = data.load_frames(tmp_path, 4, 32, seed=1)
+    views = synthetic.load_frames(tmp_path, 4, 32, seed=1)
     rng, img = np.random.default_rng(1), photo(PHOTOS[0])
     for view in views:
         assert rng.integers(1) == 0  # the file draw

@@ -34,7 +34,7 @@ CPU = engine.Dist(False, 0, 0, 1, "cpu")
 def tiny_tokenizer(tmp_path_factory):
     """A VQ tokenizer for 96 px student views (48 px tokenizer view -> 6x6 ids), trained for a few seconds."""
     root = synthetic.synthetic_root()
-    frames = data.load_frames(root, 256, 48, seed=0)
+    frames = synthetic.load_frames(root, 256, 48, seed=0)
     cfg = tok.VQConfig(hid=16, vocab_size=64, size=48, steps=40, batch_size=32, val_frames=32)
     vq = tok.train_vq_tokenizer(frames, cfg, log=lambda *a: None)
     path = tmp_path_factory.mktemp("tok") / "tok.pt"
@@ -87,20 +87,21 @@ def test_each_stage_runs_and_checkpoint_loads_weights_only(stage, tiny_tokenizer
 
 def test_default_tokenizer_is_cached_under_the_code_version_and_named_in_checkpoints(tiny_tokenizer, tmp_path,
                                                                                       monkeypatch, capsys):
-    """Without --tokenizer the synthetic run caches its small VQ under a name with train.SMALL_VQ_VERSION (a VQ made
-    by older data / tokenizer code is not reused) and the checkpoint names that file. The VQ's training is replaced
+    """Without --tokenizer the synthetic run caches its small VQ under a name with synthetic.SMALL_VQ_VERSION (a VQ
+    made by other data / tokenizer code is not reused) and the checkpoint names that file. The VQ's training is replaced
     by a copy of the fixture's (a minute at its defaults)."""
     made = []
 
-    def fake_small_vq(root, size, path, env):
+    def fake_small_vq(root, size, path):
         made.append(Path(path))
         Path(path).write_bytes(Path(tiny_tokenizer).read_bytes())
+        return Path(path)
 
     monkeypatch.setattr(synthetic, "CACHE", tmp_path / "cache")
     (tmp_path / "cache").mkdir()
-    monkeypatch.setattr(train, "ensure_small_vq", fake_small_vq)
+    monkeypatch.setattr(synthetic, "small_vq", fake_small_vq)
     train.main(flags("", tmp_path / "run", max_steps=1))
-    assert len(made) == 1 and made[0].name.startswith(f"vq_tokenizer_48_v{train.SMALL_VQ_VERSION}_")
+    assert len(made) == 1 and made[0].name.startswith(f"vq_tokenizer_48_v{synthetic.SMALL_VQ_VERSION}_")
     ckpt = torch.load(checkpoint.latest_checkpoint(tmp_path / "run"), map_location="cpu", weights_only=True)
     assert ckpt["tokenizer"] == str(made[0].resolve())
     assert "| data " in capsys.readouterr().out  # the log line shows the data-wait share

@@ -60,7 +60,7 @@ import media
 import model as bevt_model
 import synthetic as synthetic_set
 import tokenizer as tok
-from cli import parse_flags
+from cli import parse_flags, ranged
 from tools import dataset as dataset_tools
 from tools.prepare import PrepareConfig, prepare as prepare_dataset
 
@@ -75,15 +75,13 @@ class BenchConfig:
     # auto: tiny on CPU, base on GPU
     preset: str = field(default="auto", metadata={"choices": ("auto",) + tuple(bevt_model.PRESETS)})
     device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
-    batch: int = field(default=0, metadata={"min": 0})  # clips per step; 0: 1 on CPU, 8 on GPU
-    # official pretraining clip: SampleFrames(clip_len=16, frame_interval=8)
-    frames: int = field(default=16, metadata={"min": 1})
-    # student input (official RandomCrop 224); the tokenizers see size / 2
-    size: int = field(default=224, metadata={"min": 32})
+    batch: int = ranged(0, min=0)  # clips per step; 0: 1 on CPU, 8 on GPU
+    frames: int = ranged(16, min=1)  # official pretraining clip: SampleFrames(clip_len=16, frame_interval=8)
+    size: int = ranged(224, min=32)  # student input (official RandomCrop 224); the tokenizers see size / 2
     # joint step: official 32 images per 4 clips per GPU micro-batch (TrainConfig)
-    images_per_clip: int = field(default=8, metadata={"min": 1})
-    n: int = field(default=5, metadata={"min": 1})  # timed repetitions; every figure is a median
-    warmup: int = field(default=1, metadata={"min": 0})  # untimed repetitions first
+    images_per_clip: int = ranged(8, min=1)
+    n: int = ranged(5, min=1)  # timed repetitions; every figure is a median
+    warmup: int = ranged(1, min=0)  # untimed repetitions first
     # auto: bf16 on GPU (fp32 on CPU, as train.py)
     dtype: str = field(default="auto", metadata={"choices": ("auto", "float32", "bfloat16", "float16")})
     compile: bool = False  # torch.compile the encoders (both sides of the A/B; the joint step's encoder)
@@ -91,23 +89,20 @@ class BenchConfig:
     joint_tokenizer: str = field(default="dalle", metadata={"choices": ("dalle", "vq")})  # the paper's is DALL-E
     # DalleConfig.precision: official = every conv fp16 on a GPU (apex O1), fp32 on a CPU
     dalle_precision: str = field(default="official", metadata={"choices": ("official", "fp32")})
-    tokenizer_frames: int = field(default=0, metadata={"min": 0})  # frames per tokenizer call; 0: 4 on CPU, 64 on GPU
-    # side of the square peak matmul; 0: 2048 on CPU, 8192 on GPU
-    matmul_size: int = field(default=0, metadata={"min": 0})
-    data_clips: int = field(default=24, metadata={"min": 1})  # samples read per data-pipeline configuration
-    data_files: int = field(default=4, metadata={"min": 1})  # K400-like videos generated for the data section
-    data_frames: int = field(default=300, metadata={"min": 1})  # frames per K400-like video (K400: 10 s at 30 fps)
-    # (clip_len, frame_interval): official pretraining SampleFrames
-    pretrain_sampling: tuple = field(default=(16, 8), metadata={"min": 1})
-    finetune_sampling: tuple = field(default=(32, 2), metadata={"min": 1})  # official K400 finetuning SampleFrames
+    tokenizer_frames: int = ranged(0, min=0)  # frames per tokenizer call; 0: 4 on CPU, 64 on GPU
+    matmul_size: int = ranged(0, min=0)  # side of the square peak matmul; 0: 2048 on CPU, 8192 on GPU
+    data_clips: int = ranged(24, min=1)  # samples read per data-pipeline configuration
+    data_files: int = ranged(4, min=1)  # K400-like videos generated for the data section
+    data_frames: int = ranged(300, min=1)  # frames per K400-like video (K400: 10 s at 30 fps)
+    pretrain_sampling: tuple = ranged((16, 8), min=1)  # (clip_len, frame_interval): official pretraining SampleFrames
+    finetune_sampling: tuple = ranged((32, 2), min=1)  # official K400 finetuning SampleFrames
     memory_swin_b: bool = False  # section 6: Swin-B batch 1 peak memory, with and without grad checkpointing
     check: bool = False  # the prepared GPU check instead of sections 1-5 (run_check)
     dry_run: bool = False  # with --check: the same functions on the CPU at nano sizes, tiny steps
     # seconds the whole --check may take; the subprocesses get what is left, at most:
-    check_budget: int = field(default=480, metadata={"min": 1})
-    # seconds for each of the check's train.py / finetune.py subprocesses
-    check_timeout: int = field(default=240, metadata={"min": 1})
-    seed: int = field(default=0, metadata={"min": 0})
+    check_budget: int = ranged(480, min=1)
+    check_timeout: int = ranged(240, min=1)  # seconds for each of the check's train.py / finetune.py subprocesses
+    seed: int = ranged(0, min=0)
     out: str = "bench.json"
 
 

@@ -22,7 +22,7 @@ import cv2
 
 import media
 from annotations import ImageRecord, read_annotations, read_segment, read_unlabelled
-from cli import parse_flags
+from cli import parse_flags, ranged
 from tools.prepare import PrepareConfig, prepare
 
 
@@ -31,7 +31,7 @@ class CheckConfig:
     annotation: str = ""  # annotation file (csv / json / list), a folder (class folders; with --unlabelled any)
     root: str = ""  # folder the annotation's paths are relative to
     # fewer decodable frames than this is reported as "too short" (sampling would loop)
-    min_frames: int = field(default=16, metadata={"min": 1})
+    min_frames: int = ranged(16, min=1)
     # read as a pretraining input of this kind, labels not needed (a plain folder, a list of paths)
     unlabelled: str = field(default="", metadata={"choices": ("", "video", "image")})
     train_ann: str = ""  # a training annotation: the checked (test) set must use its classes, as finetune reads it
@@ -45,7 +45,7 @@ class ExtractConfig:
     out: str = ""  # output root of the frame folders and the list
     format: str = field(default="jpg", metadata={"choices": ("jpg", "png")})  # png: the decoded frames exactly
     # JPEG quality; official: OpenCV's default 95 (tools/data/build_rawframes.py:58-59)
-    quality: int = field(default=95, metadata={"min": 0, "max": 100})
+    quality: int = ranged(95, min=0, max=100)
 
 
 

@@ -16,7 +16,7 @@ checkpoint's recipe (evaluate.py, the same numbers as finetune.py's test). featu
 import csv
 import dataclasses
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -34,7 +34,7 @@ import evaluate
 import media
 import synthetic as synthetic_set
 import tokenizer as tok
-from cli import parse_flags
+from cli import parse_flags, ranged
 from masking import VIDEO_MASK_STRATEGIES, blockwise_mask, mask_to_patch_grid, mask_to_target_grid, video_mask
 from model import BEVT, PRESETS, ModelConfig, VideoClassifier
 
@@ -45,12 +45,11 @@ PRETRAIN_DIR, FINETUNE_DIR = "runs/synthetic_joint", "runs/synthetic_finetune"  
 @dataclass
 class MasksConfig:
     out: str = "masks.png"  # where the PNG goes (parent folders are created)
-    seed: int = field(default=0, metadata={"min": 0})  # row r is drawn with np.random.default_rng([seed, r])
-    t: int = field(default=8, metadata={"min": 1})  # temporal tokens: official clip_len 16 / temporal patch 2
-    grid: int = field(default=14, metadata={"min": 1})  # H' = W': 224 px / 16 (official input_size=14)
-    # BEVT §3: masking ratio of each masked frame
-    ratio_per_frame: float = field(default=0.5, metadata={"above": 0, "max": 1})
-    cell_px: int = field(default=8, metadata={"min": 1})  # PNG pixels per mask cell
+    seed: int = ranged(0, min=0)  # row r is drawn with np.random.default_rng([seed, r])
+    t: int = ranged(8, min=1)  # temporal tokens: official clip_len 16 / temporal patch 2
+    grid: int = ranged(14, min=1)  # H' = W': 224 px / 16 (official input_size=14)
+    ratio_per_frame: float = ranged(0.5, above=0, max=1)  # BEVT §3: masking ratio of each masked frame
+    cell_px: int = ranged(8, min=1)  # PNG pixels per mask cell
 
 
 def parse_masks_args(argv):
@@ -144,8 +143,8 @@ class ReconstructConfig:
     tokenizer: str = ""  # the target tokenizer .pt; default: the one the checkpoint names
     out: str = "rec.png"
     gif: str = ""  # also an animated GIF, one frame per video frame
-    seed: int = field(default=0, metadata={"min": 0})  # the mask: np.random.default_rng(seed)
-    index: int = field(default=0, metadata={"min": 0})  # which synthetic test video (without --video / --image)
+    seed: int = ranged(0, min=0)  # the mask: np.random.default_rng(seed)
+    index: int = ranged(0, min=0)  # which synthetic test video (without --video / --image)
 
 
 def tokenizer_path(cfg, state, ckpt_path):
@@ -316,8 +315,8 @@ class PredictConfig:
     ckpt: str = ""  # a finetune.py checkpoint; default: the newest in runs/synthetic_finetune
     video: str = ""  # one or more files, or a folder; default: three videos of the synthetic test set
     out: str = ""  # a .csv of the top-5 per video
-    batch: int = field(default=8, metadata={"min": 1})  # views per forward
-    num_workers: int = field(default=2, metadata={"min": 0})
+    batch: int = ranged(8, min=1)  # views per forward
+    num_workers: int = ranged(2, min=0)
 
 
 def predict(argv):
@@ -358,12 +357,12 @@ class FeaturesConfig:
     out: str = "feats.npy"  # float32 (N, C8), or (N, views, C8) with --per-view true; NaN rows: unreadable videos
     per_view: bool = False
     model: str = ""  # the preset of a checkpoint without model_config (official, torchvision)
-    window_size: tuple = field(default=(0, 0, 0), metadata={"min": 0})  # (0, 0, 0): the model's
+    window_size: tuple = ranged((0, 0, 0), min=0)  # (0, 0, 0): the model's
     # 0: the checkpoint's test recipe (1 for pretraining checkpoints, official 4 without a config)
-    clips: int = field(default=0, metadata={"min": 0})
-    crops: int = field(default=0, metadata={"min": 0, "max": 3})
-    batch: int = field(default=8, metadata={"min": 1})
-    num_workers: int = field(default=2, metadata={"min": 0})
+    clips: int = ranged(0, min=0)
+    crops: int = ranged(0, min=0, max=3)
+    batch: int = ranged(8, min=1)
+    num_workers: int = ranged(2, min=0)
 
 
 @torch.no_grad()

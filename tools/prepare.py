@@ -32,6 +32,7 @@ from filelock import FileLock, Timeout
 
 import media
 from annotations import ImageRecord, read_annotations, read_unlabelled
+from cli import ranged
 
 
 @dataclass
@@ -41,17 +42,13 @@ class PrepareConfig:
     out: str = ""  # DST: the prepared videos and their annotation
     # mjpeg: every frame a JPEG (fastest to read); h264: x264 with a keyframe every --gop frames (smaller)
     codec: str = field(default="mjpeg", metadata={"choices": ("mjpeg", "h264")})
-    # mjpeg: the JPEG quantiser scale, 2 (best, largest) .. 31
-    mjpeg_q: int = field(default=5, metadata={"min": 2, "max": 31})
-    # h264: x264's constant rate factor, 0 (lossless) .. 51
-    crf: int = field(default=18, metadata={"min": 0, "max": 51})
-    # h264: frames per keyframe (1: every frame decodes alone); no B-frames
-    gop: int = field(default=1, metadata={"min": 1})
+    mjpeg_q: int = ranged(5, min=2, max=31)  # mjpeg: the JPEG quantiser scale, 2 (best, largest) .. 31
+    crf: int = ranged(18, min=0, max=51)  # h264: x264's constant rate factor, 0 (lossless) .. 51
+    gop: int = ranged(1, min=1)  # h264: frames per keyframe (1: every frame decodes alone); no B-frames
     # the short side is scaled down to this, never up (official pretraining rescales to <=320)
-    max_short_side: int = field(default=320, metadata={"min": 32})
-    workers: int = field(default=0, metadata={"min": 0})  # processes converting files at once; 0: one per CPU core
-    # frames of each converted video decoded back and compared with the source
-    diff_frames: int = field(default=4, metadata={"min": 0})
+    max_short_side: int = ranged(320, min=32)
+    workers: int = ranged(0, min=0)  # processes converting files at once; 0: one per CPU core
+    diff_frames: int = ranged(4, min=0)  # frames of each converted video decoded back and compared with the source
     unlabelled: bool = False  # a pretraining input without labels (a video folder, a path list): DST gets a path list
 
 
