@@ -233,6 +233,9 @@ def build_model(cfg, env, vocab_size, init):
     if init:
         # BEVT §3 "Training strategies": the image stream's weights initialise the joint model (3D inflation)
         state = checkpoint.load_checkpoint(init)
+        if state.get("config", {}).get("model", cfg.model) != cfg.model:  # ours name their model
+            raise SystemExit(f"--init {init} holds a run of {checkpoint.holds(state)}; the flags ask for --model "
+                             f"{cfg.model}")
         try:
             inflated = convert.inflate_image_checkpoint(state, mcfg)
         except (ValueError, RuntimeError) as e:

@@ -239,6 +239,28 @@ def test_checkpoint_with_wrong_keys_names_them(tiny_tokenizer, tmp_path):
         train.main(flags(tiny_tokenizer, tmp_path, max_steps=2, resume=True))
 
 
+def test_a_checkpoint_of_another_model_or_stage_names_what_it_holds(tiny_tokenizer, tmp_path):
+    """--resume with another --model or --stage, --init of another model size: one line naming both, no traceback;
+    and a second run without --resume in the same out-dir stops before any work, the earlier run left as it was."""
+    run = tmp_path / "run"
+    train.main(flags(tiny_tokenizer, run, max_steps=1))
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(SystemExit, match=r"holds a run of --model nano --stage joint; the flags ask for --model tiny "
+                                         r"--stage joint"):
+        train.main(flags(tiny_tokenizer, run, max_steps=2, resume=True, model="tiny"))
+    with pytest.raises(SystemExit, match=r"holds a run of --model nano --stage joint; the flags ask for --model nano "
+                                         r"--stage video"):
+        train.main(flags(tiny_tokenizer, run, max_steps=2, resume=True, stage="video"))
+    with pytest.raises(SystemExit, match=r"--out-dir .*run holds an earlier run \(ckpt_00000001.pt, log.jsonl\): "
+                                         r"continue it with --resume true"):
+        train.main(flags(tiny_tokenizer, run, max_steps=2))
+    assert sorted(p.name for p in run.iterdir()) == before
+    with pytest.raises(SystemExit, match=r"--init .*ckpt_00000001.pt holds a run of --model nano --stage joint; the "
+                                         r"flags ask for --model tiny$"):
+        train.main(flags(tiny_tokenizer, tmp_path / "tiny", max_steps=1, model="tiny",
+                         init=str(checkpoint.latest_checkpoint(run))))
+
+
 def test_real_data_without_tokenizer_stops_at_once_naming_both_ways(tmp_path):
     argv = ["--video-ann", str(tmp_path / "k400.csv"), "--video-root", str(tmp_path), "--out-dir", str(tmp_path)]
     with pytest.raises(SystemExit) as e:

@@ -760,7 +760,7 @@ def check_scripts(cfg, out_dir, deadline):
     tokenizer = []
     if cfg.dry_run:  # a VQ trained in seconds instead of the default one (minutes on a CPU when not cached yet)
         crop = 128  # the no-data run's crop; its tokenizer views are half that
-        frames = data.load_frames(synthetic_set.synthetic_root(), 96, crop // 2, seed=0)
+        frames = synthetic_set.load_frames(synthetic_set.synthetic_root(), 96, crop // 2, seed=0)
         vq = tok.train_vq_tokenizer(frames, tok.VQConfig(hid=8, code_dim=8, vocab_size=32, size=crop // 2, steps=5,
                                                          batch_size=16, val_frames=16), log=lambda *a: None)
         tokenizer = ["--img-size", str(crop), "--tokenizer", str(Path(out_dir) / "tiny_vq.pt")]
