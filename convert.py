@@ -99,8 +99,8 @@ def interpolate_relative_bias(table, src_window, dst_window):
     """Resize a ((2Wd-1)(2Wh-1)(2Ww-1), nH) bias table to another window, trilinear (official SSv2 finetune:
     8 -> 16 frames, (15,13,13) -> (31,13,13)). With align_corners=False the centre (dt = 0) of the source lands
     exactly on the centre of the target: dst index i samples src at (i + 0.5) * (2Wd-1)/(2Wd'-1) - 0.5, which for
-    i = Wd'-1 is Wd-1. So the dt = 0 slice (the image-stream bias) is unchanged up to float rounding (~1e-7
-    relative); we do not re-copy it, to keep the official interpolated values everywhere."""
+    i = Wd'-1 is Wd-1. So the dt = 0 slice (the image-stream bias) is unchanged up to float rounding; we do not
+    re-copy it, to keep the official interpolated values everywhere."""
     src = [2 * w - 1 for w in src_window]
     dst = [2 * w - 1 for w in dst_window]
     if src == dst:

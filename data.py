@@ -151,7 +151,7 @@ def view_frames(frames):
     """uint8 (T, H, W, 3) crops -> (T, H/2, W/2, 3) tokenizer views. BEVT §3 "Tokenizer": frames are downsampled by
     1/2; official: CopyResize(scale=(112, 112), 'lanczos'), augmentations.py:1430-1456, is mmcv.imresize =
     cv2.resize(INTER_LANCZOS4) on the uint8 crop. We call OpenCV itself: its uint8 Lanczos sums 11-bit fixed-point
-    weights in integers, which a float resize misses by a grey level on ~20 % of pixels."""
+    weights in integers, which a float resize does not reproduce (one grey level off on some pixels)."""
     T, H, W, C = frames.shape
     if frames.dtype != np.uint8 or C != 3 or H % 2 or W % 2:
         raise ValueError(f"a tokenizer view needs uint8 crops with 3 channels, H and W even; got {frames.dtype} "

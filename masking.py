@@ -117,8 +117,8 @@ def tube_mask(t, h, w, ratio_per_frame=0.5, tube_range=(0.5, 1.0), *, rng, min_b
 def expected_tube_ratio(t, h, w, ratio_per_frame=0.5, tube_range=(0.5, 1.0)):
     """Masked fraction of a tube mask, as requested: mean tube length / t * int(ratio_per_frame*h*w) / (h*w).
 
-    Defaults (8, 14, 14): 6/8 * 98/196 = 0.375. Blockwise masks fall a little short (97.5 of 98 on
-    average), so the measured tube ratio is ~0.373.
+    Defaults (8, 14, 14): 6/8 * 98/196 = 0.375. A blockwise mask can fall short of its count, so drawn tube
+    masks average a little less (docs/masking.md).
     """
     lo, hi = _tube_length_bounds(t, tube_range)
     return (lo + hi) / 2 / t * _num_masked(ratio_per_frame, h * w, "ratio_per_frame") / (h * w)

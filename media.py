@@ -7,10 +7,6 @@ frame rate. A read uses the file's keyframes (from its packets): it seeks to the
 whenever that skips decoding frames, else decodes on, so an all-intra file (tools/prepare.py writes them) costs one
 seek and one decoded frame per wanted frame, and a long-GOP file a sequential decode from the keyframe before the
 clip. Frame folders are read as the official RawFrameDecode reads them (OpenCV, files img_00001.jpg ..).
-
-Its own file because frame numbering, seeking and codec quirks are a problem of their own: the pipelines (data.py)
-and the annotation readers and tools (annotations.py) ask for frames by index, and only the extract-frames and prepare
-writers walk a video with the helpers here.
 """
 import bisect
 import functools

@@ -52,7 +52,7 @@ class SyntheticConfig:
     out: str = ""  # output folder
     train_per_class: int = ranged(12, min=1)
     val_per_class: int = ranged(4, min=1)
-    # a held-out test split (reproduce.py); 0: none, and the files are those of synthetic-v5
+    # a held-out test split (reproduce.py); 0: none. The train and val files do not depend on it
     test_per_class: int = ranged(0, min=0)
     frames: int = ranged(64, min=8)
     width: int = ranged(160, min=32)
@@ -79,8 +79,8 @@ SYNTHETIC_CLASSES = (
     ("move quickly", "motion", "Moving [something] quickly"),
 )
 REVERSED_OF = {"slide left": "slide right", "rotate counterclockwise": "rotate clockwise", "fall reversed": "fall"}
-# Per video split: the index in each video's seed (train 0 and val 1 are the False / True of the seeds before the test
-# split existed: those videos are unchanged), the letter in its file name, its SSv2 and Diving-48 annotation files.
+# Per video split: the index in each video's seed (one per split, so the splits never share a video), the letter in
+# its file name, its SSv2 and Diving-48 annotation files.
 SPLITS = {"train": (0, "t", "train.json", "Diving48_V2_train.json"),
           "val": (1, "v", "validation.json", "Diving48_V2_test.json"),
           "test": (2, "x", "test.json", "Diving48_V2_heldout.json")}
@@ -152,9 +152,9 @@ def write_video(path, frames: np.ndarray, fps: int = 25, gop: int | None = 12, o
     """Encode uint8 (T, H, W, 3) frames: H.264 for .mp4, VP9 for .webm (even H and W). `options` replaces the encoder
     options below and gop=None keeps the encoder's keyframe interval (x264: 250), e.g. for K400-like files."""
     h264 = str(path).endswith(".mp4")
-    # Same frames, same bytes, so the synthetic set and every result on it are reproducible: x264's macroblock-tree
-    # rate control (its assembly) made some files differ from run to run here, even on one thread (decoded pixels up
-    # to 22 levels apart), so it is off and x264 runs on one thread; bitexact muxing (Matroska writes random UIDs).
+    # Same frames, same bytes, so the synthetic set and every result on it are reproducible: x264's threads and its
+    # macroblock-tree rate control (its assembly) can encode the same frames differently from run to run, so x264
+    # runs on one thread with macroblock-tree off (docs/data.md); bitexact muxing (Matroska writes random UIDs).
     if options is None:
         options = {"crf": "18", "preset": "veryfast", "threads": "1", "x264-params": "no-mbtree=1"} if h264 else \
             {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "0"}
@@ -213,7 +213,7 @@ def make_synthetic(out_dir, cfg: SyntheticConfig = SyntheticConfig()) -> Path:
             for i in range(count):
                 frame = torch.from_numpy(render_clip(name, [cfg.seed, 99, label, split == "val", i], 1,
                                                      cfg.height, cfg.width)[0]).permute(2, 0, 1)  # (3, H, W)
-                with warnings.catch_warnings():  # the torchvision 0.29 codec notice, as in read_image
+                with warnings.catch_warnings():  # torchvision's deprecation notice for its image codecs
                     warnings.simplefilter("ignore", DeprecationWarning)
                     if split == "train":  # JPEG for train (as ImageNet), PNG for val: both decoders are exercised
                         write_jpeg(frame, str(folder / f"{i:05d}.JPEG"), quality=90)

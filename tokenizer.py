@@ -49,12 +49,12 @@ class DalleConfig:
 
 
 @dataclass
-class VQConfig:  # the defaults train in 52 s on a 2-core CPU: 21.9 dB validation PSNR, 452 of 512 codes used
+class VQConfig:  # the small VQ-VAE's recipe; docs/tokenizer.md gives its measured cost and quality
     hid: int = 32  # encoder width; the bottleneck has 2*hid channels
     code_dim: int = 32
-    vocab_size: int = 512  # more codes stay dead with ~1e5 training vectors
+    vocab_size: int = 512  # not 8192: on num_frames training frames most of a larger codebook stays dead
     size: int = 112  # tokenizer-view size of the training frames (224 crop / 2)
-    num_frames: int = 3256  # training frames (data.load_frames): 3000 train + 256 validation
+    num_frames: int = 3256  # training frames (synthetic.load_frames): 3000 train + 256 validation
     val_frames: int = 256
     steps: int = 300
     batch_size: int = 32
@@ -214,8 +214,8 @@ class VQTokenizer(Tokenizer):
         self.decoder = nn.Sequential(
             nn.Conv2d(D, 2 * h, 3, padding=1), ResBlock(2 * h), nn.ReLU(), nn.ConvTranspose2d(2 * h, h, 4, 2, 1),
             nn.ReLU(), nn.ConvTranspose2d(h, h, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(h, 3, 4, 2, 1), nn.Sigmoid())
-        for m in self.modules():  # He init: PyTorch's default shrinks activations ~2.5x per layer, and 10 layers
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):  # of that leave the AE on a long mean-colour plateau
+        for m in self.modules():  # He init: PyTorch's default (weight variance 1/(3 fan_in)) shrinks activations
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):  # layer by layer: the AE stalls on a mean-colour plateau
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 nn.init.zeros_(m.bias)
         self.register_buffer("codebook", torch.zeros(V, D))

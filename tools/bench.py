@@ -18,12 +18,12 @@ machine at hand, never claimed. One run prints one table and writes it as JSON t
 
     python -m tools.bench                                   # tiny preset, 1 x 3 x 16 x 224 x 224, on the CPU if no GPU
     python -m tools.bench --device cuda                     # base preset, batch 8, bf16 autocast
-    python -m tools.bench --preset nano --frames 4 --size 128 --n 1   # seconds (tests/test_bench.py)
+    python -m tools.bench --preset nano --frames 4 --size 128 --n 1   # smallest (tests/test_bench.py)
 
---check true runs instead the prepared check of one GPU (at most ~8 minutes, one JSON, see run_check): the official
-Swin-B joint micro-batch in bf16, eager and compiled; SDPA and the bias gradient against float64; 20 steps of
-`torchrun train.py` and a `finetune.py` run with its evaluation. --dry-run true runs the same functions on the CPU at
-nano sizes (tests/test_bench.py):
+--check true runs instead the prepared check of one GPU (within --check-budget seconds, one JSON, see run_check):
+the official Swin-B joint micro-batch in bf16, eager and compiled; SDPA and the bias gradient against float64; 20
+steps of `torchrun train.py` and a `finetune.py` run with its evaluation. --dry-run true runs the same functions on
+the CPU at nano sizes (tests/test_bench.py):
 
     python -m tools.bench --device cuda --check true --out check.json
     python -m tools.bench --check true --dry-run true --out check_dry.json
@@ -758,7 +758,7 @@ def check_scripts(cfg, out_dir, deadline):
     timeout = lambda: max(30, min(cfg.check_timeout, deadline - time.perf_counter()))  # noqa: E731
     train_dir, finetune_dir = Path(out_dir) / "train", Path(out_dir) / "finetune"
     tokenizer = []
-    if cfg.dry_run:  # a VQ trained in seconds instead of the default one (minutes on a CPU when not cached yet)
+    if cfg.dry_run:  # a tiny VQ (5 steps) instead of the default one, which an uncached run would first train
         crop = 128  # the no-data run's crop; its tokenizer views are half that
         frames = synthetic_set.load_frames(synthetic_set.synthetic_root(), 96, crop // 2, seed=0)
         vq = tok.train_vq_tokenizer(frames, tok.VQConfig(hid=8, code_dim=8, vocab_size=32, size=crop // 2, steps=5,
@@ -782,7 +782,7 @@ def check_scripts(cfg, out_dir, deadline):
 def run_check(cfg):
     """The prepared check, one JSON: joint step eager and compiled, the matmul peak, attention numerics, the two
     scripts. On the GPU the compile backend is inductor (what train.py --compile uses); the dry run uses "eager"
-    (the same dynamo graph capture, no code generation: inductor takes many minutes on a small CPU)."""
+    (the same dynamo graph capture without inductor's code generation, which is slow on a CPU)."""
     cfg = check_config(cfg)
     start = time.perf_counter()
     res = {"config": asdict(cfg), "machine": machine(cfg), "dry_run": cfg.dry_run}

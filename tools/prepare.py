@@ -249,7 +249,7 @@ def prepare(cfg: PrepareConfig) -> list:
         if failed:
             write_text(failed_file, "".join(f + "\n" for f in failed))
         elif failed_file.exists():
-            failed_file.unlink()  # from an earlier run: everything is converted now
+            failed_file.unlink()  # a failure list of an earlier run: every source is converted
     report(cfg, results, annotation, failed, failed_file)
     return failed
 
