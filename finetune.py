@@ -96,7 +96,7 @@ class FinetuneConfig:
     videos_per_gpu: int = ranged(2, min=1)  # official k400 cfg: 2 per GPU x update_interval 4 x 8 GPUs = 64 (BEVT §4.1)
     accum: int = ranged(4, min=1)
     ema: bool = False  # official ssv2 cfg: EMAHook; evaluation and export then use the EMA weights
-    ema_momentum: float = ranged(2e-4, above=0, max=1)  # mmcv EMAHook default, per forward iteration
+    ema_momentum: float = ranged(2e-4, min=0, max=1)  # mmcv EMAHook default, per forward iteration
     # stop after this many optimizer steps (the schedule still spans `epochs`); 0: all
     max_steps: int = ranged(0, min=0)
     # machinery

@@ -331,8 +331,8 @@ def test_bf16_autocast_through_a_finetuning_step():
         cfg = cfg_for("k400", dtype=dtype, clip_grad=40.0)
         optimizer = torch.optim.AdamW(engine.param_groups(m, cfg.weight_decay, finetune.custom_keys(cfg, TINY)))
         result, stats = finetune.train_step(m, [batch], optimizer, engine.make_scaler(CPU, dtype), cfg, CPU, 1e-3)
-        assert math.isfinite(result[0]) and result[1] == 0 and stats[2] == 2
-        losses[dtype] = stats[0].item() / 2
+        assert math.isfinite(result[0]) and result[1] == 0 and stats["clips"][2] == 2
+        losses[dtype] = stats["clips"][0].item() / 2
     assert seen == [torch.bfloat16]
     assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=2e-2) and losses["bfloat16"] != losses["float32"]
     assert not torch.equal(net.head.weight, reference.head.weight)  # both stepped, in different precisions
@@ -344,7 +344,7 @@ def test_help_shows_each_preset_and_the_no_data_run(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "--lr LR default: 0.0003; ssv2/diving48: 0.0005; no-data run: 0.001" in out
     assert "--flip {true,false} default: True; ssv2/no-data run: False" in out  # equal values share an entry
-    assert "--layer-decay LAYER_DECAY default: 0.9; ssv2/diving48: 1.0 " in out
+    assert "--layer-decay LAYER_DECAY default: 0.9; ssv2/diving48: 1.0; must be > 0 and <= 1 " in out
     for name, value in finetune.SYNTHETIC_DEFAULTS.items():
         if value != getattr(finetune.FinetuneConfig, name):
             assert f"no-data run: {cli._show(value)}" in out, name
@@ -374,7 +374,7 @@ def test_linear_probe_trains_only_the_head_and_leaves_the_encoder_bit_identical(
     losses = []
     for _ in range(15):
         _, stats = finetune.train_step(raw, [batch], optimizer, engine.make_scaler(CPU, "float32"), cfg, CPU, 1e-2)
-        losses.append(stats[0].item() / 6)
+        losses.append(stats["clips"][0].item() / 6)
     assert losses[-1] < 0.5 * losses[0], losses
     after = raw.encoder.state_dict()
     assert all(torch.equal(encoder_before[k], after[k]) for k in encoder_before)  # bit for bit
