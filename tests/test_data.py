@@ -3,6 +3,7 @@ tools) and media.py (frame-exact decoding at constant and variable frame rate, f
 transforms bit for bit (OpenCV tokenizer view, Normalize, ColorJitter, RandomErasing), pipelines, bad input,
 determinism. They share the synthetic set and the photo videos, and most check a reader through the samples of a
 pipeline, so they stay in one file."""
+import hashlib
 import json
 import math
 import os
@@ -792,3 +793,38 @@ def test_load_frames(syn, tmp_path):
         ref = cv2.resize(np.ascontiguousarray(x[top:top + 64, left:left + 64]), (32, 32),
                          interpolation=cv2.INTER_LANCZOS4)
         np.testing.assert_array_equal(view.permute(1, 2, 0).numpy(), ref)
+
+
+# --------------------------------------------------------------------------- the libraries' own behaviour, pinned
+# The exactness tests above compare our pipelines with OpenCV and PyAV themselves; these pin what the libraries give,
+# so a release that changes it fails here instead of moving both sides of those comparisons.
+OPENCV_RESIZES = {  # (interpolation, (width, height)): sha256[:16] of cv2.resize on the crop; OpenCV 4.10 and 5.1 agree
+    "INTER_LANCZOS4": ((64, 48), "faaa3445e798cb37"), "INTER_CUBIC": ((171, 128), "553a5aa8ff58b3e1"),
+    "INTER_LINEAR": ((171, 128), "41ac00adfe77b69a"),
+}
+
+
+@pytest.mark.parametrize("name", ["INTER_LANCZOS4", "INTER_CUBIC", "INTER_LINEAR"])
+def test_opencv_resizes_are_the_pinned_ones(name):
+    """The official pipeline's resizes (tokenizer view: Lanczos; pretraining rescale: bicubic; finetuning: bilinear)
+    on a crop of a real photograph, as OpenCV 4.10 and 5.1 compute them, bit for bit."""
+    crop = np.ascontiguousarray(photo(PHOTOS[0])[10:10 + 96, 20:20 + 128])  # (96, 128, 3)
+    size, digest = OPENCV_RESIZES[name]
+    out = cv2.resize(crop, size, interpolation=getattr(cv2, name))
+    assert hashlib.sha256(out.tobytes()).hexdigest()[:16] == digest
+
+
+@pytest.mark.parametrize("codec, pix_fmt", [("ffv1", "bgr0"), ("libx264rgb", "rgb24")])
+def test_lossless_files_read_back_exactly(tmp_path, codec, pix_fmt):
+    """A lossless encode read by media.read_video gives back the very frames written: a reference that does not come
+    from PyAV's own decoding (any pick, in any order)."""
+    frames = np.random.default_rng(0).integers(0, 256, size=(20, 48, 64, 3), dtype=np.uint8)  # (T, H, W, 3)
+    path = tmp_path / f"{codec}.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=25, options={"qp": "0"} if codec == "libx264rgb" else {})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, pix_fmt
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        container.mux(stream.encode())
+    for pick in ([0, 1, 2], [19], [15, 3, 15, 7], list(range(20))):
+        np.testing.assert_array_equal(media.read_video(path, pick).numpy(), frames[pick])
