@@ -239,3 +239,28 @@ def test_data_share_is_near_one_for_a_slow_loader_and_low_for_a_fast_one():
     fast = data_share_of_a_run(delay=0.0)
     assert 0.8 < slow <= 1.0, slow
     assert 0.0 <= fast < 0.3, fast
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# distributed set-up
+
+
+def test_torchrun_variables_else_srun_variables_else_one_process(monkeypatch):
+    calls = []
+    monkeypatch.setattr(engine.dist, "init_process_group", lambda backend, **kw: calls.append((backend, kw)))
+    monkeypatch.setattr(engine.torch.cuda, "is_available", lambda: False)
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    assert engine.setup_distributed() == engine.Dist(False, 0, 0, 1, "cpu") and not calls
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # `python train.py` inside an allocation: still one process
+    assert engine.setup_distributed() == engine.Dist(False, 0, 0, 1, "cpu") and not calls
+    monkeypatch.setenv("SLURM_NTASKS", "16")  # srun, one task per GPU
+    monkeypatch.setenv("SLURM_PROCID", "9")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    assert engine.setup_distributed() == engine.Dist(True, 9, 1, 16, "cpu")
+    assert calls[-1] == ("gloo", {"rank": 9, "world_size": 16})
+    monkeypatch.setenv("RANK", "3")  # torchrun inside an sbatch job: its variables win
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "32")
+    assert engine.setup_distributed() == engine.Dist(True, 3, 3, 32, "cpu")
+    assert calls[-1] == ("gloo", {"rank": 3, "world_size": 32})

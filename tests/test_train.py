@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,24 +140,45 @@ def signal_after_step(process, out_dir, signum, step):
     return process.returncode, out, err
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, engine.EXIT_REQUEUE), (signal.SIGINT,
-                                                                                     engine.EXIT_INTERRUPTED)])
-def test_a_stop_signal_saves_at_the_step_boundary_and_resume_is_bitwise(tiny_tokenizer, tmp_path, signum, code):
-    """SIGTERM (a preemption) or Ctrl-C mid-run: the run finishes its step, saves it, prints one line (no traceback)
-    and exits 75 (requeue) or 130; `--resume true` then ends bitwise where an uninterrupted run ends."""
-    a, b = tmp_path / "a", tmp_path / "b"
-    argv = flags(tiny_tokenizer, a, max_steps=6, save_every=100, num_workers=1)
-    assert script(a, argv).wait(timeout=300) == 0
-    returncode, out, err = signal_after_step(script(b, flags(tiny_tokenizer, b, max_steps=6, save_every=100,
-                                                             num_workers=1)), b, signum, 2)
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_tokenizer, tmp_path_factory):
+    """The out-dir of a 6-step run as a user starts it, never interrupted: what every interrupted run must end as."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    assert script(out, flags(tiny_tokenizer, out, max_steps=6, save_every=100, num_workers=1)).wait(timeout=300) == 0
+    return out
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, engine.EXIT_REQUEUE), (signal.SIGUSR1, engine.EXIT_REQUEUE),
+                                          (signal.SIGINT, engine.EXIT_INTERRUPTED)])
+def test_a_stop_signal_saves_at_the_step_boundary_and_resume_is_bitwise(tiny_tokenizer, uninterrupted, tmp_path,
+                                                                        signum, code):
+    """SIGTERM / SIGUSR1 (a preemption) or Ctrl-C mid-run: the run finishes its step, saves it, prints one line (no
+    traceback) and exits 75 (requeue) or 130; `--resume true` then ends bitwise where an uninterrupted run ends."""
+    argv = flags(tiny_tokenizer, tmp_path, max_steps=6, save_every=100, num_workers=1)
+    returncode, out, err = signal_after_step(script(tmp_path, argv), tmp_path, signum, 2)
     assert returncode == code and "Traceback" not in err, err
-    (saved,) = checkpoint.run_checkpoints(b)
+    (saved,) = checkpoint.run_checkpoints(tmp_path)
     assert 2 <= saved[0] < 6 and f"{signal.Signals(signum).name}: stopped after step {saved[0]}, checkpoint " \
         f"{saved[1]}; continue with --resume true" in out
-    assert script(b, flags(tiny_tokenizer, b, max_steps=6, save_every=100, num_workers=1, resume=True)).wait() == 0
-    pa, pb = final_params(a), final_params(b)
+    assert script(tmp_path, argv + ["--resume", "true"]).wait(timeout=300) == 0
+    pa, pb = final_params(uninterrupted), final_params(tmp_path)
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
-    assert [r["loss_mvm"] for r in read_log(a)] == [r["loss_mvm"] for r in read_log(b)]
+    assert [r["loss_mvm"] for r in read_log(uninterrupted)] == [r["loss_mvm"] for r in read_log(tmp_path)]
+
+
+def test_pretraining_reads_label_free_inputs(tiny_tokenizer, tmp_path, syn):
+    """A plain video folder (no annotation), a list of paths, and an image folder without class sub-folders."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for k, path in enumerate(sorted(Path(syn["images_train"]).rglob("*.JPEG"))[:6]):
+        shutil.copy(path, images / f"img{k}.jpg")
+    videos = sorted(Path(syn["mp4_root"]).glob("*.mp4"))[:6]
+    (tmp_path / "paths.txt").write_text("".join(f"{p.name}\n" for p in videos))
+    for name, video_flags in (("folder", dict(video_ann=str(syn["mp4_root"]))),
+                              ("list", dict(video_ann=str(tmp_path / "paths.txt"), video_root=str(syn["mp4_root"])))):
+        out = tmp_path / name
+        train.main(flags(tiny_tokenizer, out, max_steps=1, image_root=str(images), **video_flags))
+        assert read_log(out)[-1]["masked_mvm"] > 0 and read_log(out)[-1]["masked_mim"] > 0
 
 
 def test_accumulation_equals_larger_batch(tiny_tokenizer, tmp_path):
