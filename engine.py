@@ -226,15 +226,15 @@ def _on_signal(signum, frame):
 
 
 def run_script(main):
-    """A script's entry point: installs the stop signals, and turns a stop outside the step loop into one line."""
+    """A script's (or tool's) entry point: installs the stop signals, and turns a stop outside the step loop into one
+    line."""
     for s in STOP_SIGNALS:
         signal.signal(s, _on_signal)
     try:
         main()
     except KeyboardInterrupt:
         name = signal.Signals(_stop["signal"] or signal.SIGINT).name
-        print(f"{name}: stopped at once (before the first step, or a second Ctrl-C); files already written are kept",
-              file=sys.stderr)
+        print(f"{name}: stopped at once; files already written are kept", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED if name == "SIGINT" else EXIT_REQUEUE)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import av
 import cv2
 
+import engine
 import media
 from annotations import ImageRecord, read_annotations, read_segment, read_unlabelled
 from cli import parse_flags, ranged
@@ -219,4 +220,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    engine.run_script(main)

@@ -421,4 +421,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    engine.run_script(main)
