@@ -75,6 +75,18 @@ def test_two_way_bootstrap_resamples_seeds_and_videos():
     assert cell["p_above"] < 0.01 and cell["p_below"] > 0.99
 
 
+def test_variance_components_recover_a_crossed_design_and_predict_the_half_width():
+    """d = seed effect + video effect + noise with known variances (in points after x100): the ANOVA estimates are
+    close, and the predicted half-width shrinks with more seeds towards the videos' share."""
+    rng = np.random.default_rng(0)
+    d = rng.normal(0, 0.03, (12, 1)) + rng.normal(0, 0.2, (1, 2000)) + rng.normal(0, 0.3, (12, 2000))
+    c = reproduce.variance_components(d)
+    assert c["seed"] == pytest.approx(9, rel=0.6) and c["video"] == pytest.approx(400, rel=0.1)
+    assert c["residual"] == pytest.approx(900, rel=0.05)
+    widths = [reproduce.predicted_half_width(c, n, 2000) for n in (3, 12, 1000)]
+    assert widths[0] > widths[1] > widths[2] > 1.96 * np.sqrt(c["video"] / 2000)
+
+
 def test_holm_adjusted_p_values():
     assert reproduce.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert reproduce.holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])

@@ -442,6 +442,7 @@ def run_seed(seed, with_finetune, ctx, pool):
 BOOT_REPS = 4000
 EQUIVALENCE_MARGIN = 1.5  # points: "similar" means inside +-1.5 (docs/reproduce.md: the paper's smallest claimed gain)
 ALPHA = 0.05  # familywise, per readout (Holm)
+PREDICT_SEEDS = (3, 6, 9, 12, 18, 24, 36)  # seed counts whose predicted half-width results.json lists per claim
 
 
 def bootstrap(d, reps=BOOT_REPS, seed=0) -> np.ndarray:
@@ -468,6 +469,26 @@ def interval(d, margin=EQUIVALENCE_MARGIN) -> dict:
             "p_above": float((1 + (boot <= 0).sum()) / n), "p_below": float((1 + (boot >= 0).sum()) / n),
             "p_equivalent": float(max(1 + (boot <= -margin).sum(), 1 + (boot >= margin).sum()) / n),
             "seeds": d.shape[0], "videos": d.shape[1], "per_seed": d.mean(1).tolist()}
+
+
+def variance_components(d) -> dict:
+    """The two-way random-effects decomposition of d (seeds, videos) in points: the variance of a seed's effect,
+    of a video's effect, and the residual (seed x video) variance, from the ANOVA mean squares (negative estimates
+    clipped to 0). Needs 2 seeds or more."""
+    d = 100.0 * np.asarray(d, dtype=np.float64)
+    n_seeds, n_videos = d.shape
+    rows, cols, grand = d.mean(1, keepdims=True), d.mean(0, keepdims=True), d.mean()
+    residual = ((d - rows - cols + grand) ** 2).sum() / ((n_seeds - 1) * (n_videos - 1))
+    return {"seed": max(0.0, float(rows.var(ddof=1)) - residual / n_videos),
+            "video": max(0.0, float(cols.var(ddof=1)) - residual / n_seeds), "residual": float(residual)}
+
+
+def predicted_half_width(components, n_seeds, n_videos) -> float:
+    """The 95 % half-width (points) of a mean over n_seeds seeds and n_videos videos, from variance_components:
+    1.96 sqrt(seed / n_seeds + video / n_videos + residual / (n_seeds n_videos)). The pilot sets the seed count
+    with it."""
+    return 1.96 * math.sqrt(components["seed"] / n_seeds + components["video"] / n_videos
+                            + components["residual"] / (n_seeds * n_videos))
 
 
 def holm(p_values) -> list:
@@ -547,7 +568,13 @@ def verdicts(correct) -> list:
         if d is not None:
             cell = interval(d)
             p = cell["p_equivalent"] if claim["test"] == "equivalent" else cell["p_above"]
-            rows.append({k: claim[k] for k in ("id", "claim", "test", "paper")} | {"interval": cell, "p": p})
+            row = {k: claim[k] for k in ("id", "claim", "test", "paper")} | {"interval": cell, "p": p}
+            if cell["seeds"] >= 2:  # what more seeds would give (the pilot's seed count comes from it)
+                components = variance_components(d)
+                row["variance_components"] = components
+                row["predicted_half_width"] = {n: predicted_half_width(components, n, cell["videos"])
+                                               for n in PREDICT_SEEDS}
+            rows.append(row)
     for row, adjusted in zip(rows, holm([r["p"] for r in rows])):
         cell, row["p_holm"] = row["interval"], adjusted
         if cell["seeds"] < 2:
@@ -601,6 +628,9 @@ def print_readout(name, tables, claims):
     for c in claims:
         print(f"  {c['verdict']:<13} {show(c['interval'])}  p {c['p']:.4f}, Holm {c['p_holm']:.4f}  {c['claim']}"
               f"  [paper: {c['paper']}]")
+        if "predicted_half_width" in c:
+            print("                predicted 95 % half-width with n seeds: " + ", ".join(
+                f"{n}: {w:.1f}" for n, w in c["predicted_half_width"].items()))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
