@@ -59,7 +59,7 @@ class FactorialConfig:
     test_per_cell: int = 75  # 1,200 held-out videos: the sampling error of a top-1 near 50 % is 1.44 points
     frames: int = 16  # two turns of the 8-position orbit: any 8 consecutive frames are one whole turn
     size: int = 128  # square frames, the model's input size (the test view is the whole frame)
-    images: int = 1200  # the image set
+    images: int = 1280  # the image set: 160 image-stream steps of 8 an epoch, as the videos give 160 video steps
     seed: int = 0
 
 

@@ -73,9 +73,9 @@ class Budget:
 
 
 BUDGETS = {
-    # S = 320 = 2 epochs of the 640 training videos at 4 clips per step (the image stage: 2.1 epochs of the 1,200
+    # S = 480 = 3 epochs of the 640 training videos at 4 clips per step (the image stage: 3 epochs of the 1,280
     # images); 8 finetune epochs = 640 steps of 8 clips. Fixed before the pilot, from step times (docs/reproduce.md).
-    "full": Budget(pretrain_steps=320, finetune_epochs=8, finetune_seeds=3, log_every=10, save_every=100),
+    "full": Budget(pretrain_steps=480, finetune_epochs=8, finetune_seeds=3, log_every=10, save_every=100),
     # `--quick true`: every arm and the probe on one seed in minutes (--finetune-seeds 1 adds the finetunes); too
     # short to learn anything: a check of the pipeline
     "quick": Budget(pretrain_steps=40, finetune_epochs=1, finetune_seeds=0, log_every=5, save_every=1000),
@@ -114,13 +114,13 @@ PROBE_FOLDS = 5
 PROTOCOL = """\
 Task: tools/factorial.py's set: 640 training, 160 validation, 1,200 test videos; each with an appearance label (4
   shapes) and an independent motion label (4 orbit directions x speeds, every one the same frames in another order);
-  a balanced cross table in every split. Image set: 1,200 images of 10 shapes x 5 textures (videos: 4 shapes, plain).
+  a balanced cross table in every split. Image set: 1,280 images of 10 shapes x 5 textures (videos: 4 shapes, plain).
 Arms, S = the budget's steps, each step one batch per stream (4 clips of 8 frames, 8 images), nano, 128 px:
   BEVT-I: S image-stream steps on the image set. BEVT-V: S video-stream steps from scratch (tube masks).
   BEVT: BEVT-I's checkpoint inflated into S joint steps (one video + one image batch each), as BEVT §4.1 pretrains
   the joint stage from the 800-epoch image stage. Table 8: BEVT-V with Random-3D masks. Floor: a random encoder.
-Primary readout, the probe: the frozen encoder's pooled features (final norm + average pool, as the classifier's)
-  of the centre clip; per label a multinomial logistic regression on the standardised training features, its L2
+Primary readout, the probe: the frozen encoder's final tokens (after the final norm), averaged (the classifier's
+  pooled features) and max-pooled over time and space, of the centre clip; per label a multinomial logistic regression on the standardised training features, its L2
   weight from PROBE_L2 by 5-fold cross-validation on the training videos. Tested on the 1,200 test videos.
 Secondary readout, finetuning (the first finetune seeds only): finetune.py's no-data recipe on the 16-class cell
   label (appearance x motion), scratch = --init none; a video's appearance (motion) prediction sums the cell
@@ -262,7 +262,8 @@ def load_classifier(checkpoint, num_classes, seed):
 
 @torch.no_grad()
 def test_outputs(model, records, condition, cfg, features: bool) -> np.ndarray:
-    """Per video, in record order: the pooled encoder features (N, C8) (features=True) or the softmax (N, K), of the
+    """Per video, in record order: the encoder features (N, 2 C8) (features=True: the final tokens' mean and max over
+    time and space) or the softmax (N, K), of the
     test view under a Table 2 condition (evaluate.temporal_transform, the transform of finetune.py's test)."""
     ds = evaluate.test_dataset(records, test_views(cfg.seed))
     assert ds.views == 1, "one view per video: the outputs are indexed by video"
@@ -270,9 +271,10 @@ def test_outputs(model, records, condition, cfg, features: bool) -> np.ndarray:
     for b in data.make_loader(ds, cfg.batch, False, cfg.num_workers, cfg.seed, False):
         video = evaluate.temporal_transform(b["video"], b["video_index"], condition.replace("normal", "none"),
                                             cfg.seed)  # (B, 3, T, H, W)
-        if features:
-            x = model.encoder(video)[-1]  # (B, T', H', W', C8)
-            y = model.encoder.norm(x).mean(dim=(1, 2, 3))  # (B, C8): the classifier's pooled features
+        if features:  # the classifier's pooled features (the mean) and the max beside them: the object covers a
+            # few of the 4 x 4 final positions, and the mean dilutes it in the background
+            x = model.encoder.norm(model.encoder(video)[-1])  # (B, T', H', W', C8)
+            y = torch.cat([x.mean(dim=(1, 2, 3)), x.amax(dim=(1, 2, 3))], -1)  # (B, 2 C8)
         else:
             y = model(video).softmax(-1)  # (B, K)
         for i, row in zip(b["video_index"].tolist(), y.double().numpy()):
@@ -292,7 +294,7 @@ def readout_main(argv):
     test = {f: annotations.read_list(paths[f"test_{f}"], root)[0] for f in (*FACTORS, "cell")}
     assert all([r.path for r in test[f]] == [r.path for r in test["cell"]] for f in FACTORS), "one video order"
     labels = {f: np.array([r.label for r in test[f]]) for f in FACTORS}
-    num = {f: len(getattr(factorial, f.upper() + "S")) for f in FACTORS}  # APPEARANCES, MOTIONS
+    num = {"appearance": len(factorial.APPEARANCES), "motion": len(factorial.MOTIONS)}  # classes per label
     arrays, summary = {f"{f}/labels": labels[f] for f in FACTORS}, {"kind": cfg.kind, "checkpoint": cfg.checkpoint}
     start = time.time()
     if cfg.kind == "probe":
