@@ -5,9 +5,9 @@ independent motion label (which way and how fast the object orbits, SSv2's / Div
 shows the same frames in another order). The arms are the paper's (BEVT §4.2, Table 1): BEVT-I (S image-stream
 steps on the image set, which has the diversity the videos lack, as ImageNet has over K400), BEVT-V (S video-stream
 steps from scratch), BEVT (BEVT-I's checkpoint, then S joint steps); Table 8 varies BEVT-V's mask (tube against
-Random-3D). The primary readout is a frozen-encoder linear probe (a logistic regression on the pooled encoder features,
-its L2 weight chosen by cross-validation on the training features only), with a randomly initialised encoder as the
-floor; finetuning (finetune.py) is the secondary readout. Table 2's Single-frame and Random-Shuffling tests run on
+Random-3D). The primary readout is a frozen-encoder linear probe (a logistic regression on the final tokens' mean and
+max, its L2 weight chosen by cross-validation on the training features only), with a randomly initialised encoder as
+the floor; finetuning (finetune.py) is the secondary readout. Table 2's Single-frame and Random-Shuffling tests run on
 both readouts. Every test video's prediction is saved, and the intervals resample seeds and test videos together.
 
 Every pretraining and finetune is a subprocess of train.py or finetune.py with explicit flags; the probe and the
