@@ -23,6 +23,7 @@ SCRIPTS = [
     (demo.main, ["features"], demo.FeaturesConfig),
     (bench.main, [], bench.BenchConfig),
     (reproduce.main, [], reproduce.ReproduceConfig),
+    (reproduce.main, ["readout"], reproduce.ReadoutConfig),
     (dataset_tools.main, ["check", "ann.csv", "root"], dataset_tools.CheckConfig),
     (dataset_tools.main, ["extract-frames"], dataset_tools.ExtractConfig),
     (dataset_tools.main, ["prepare", "ann.csv", "root", "out"], prepare.PrepareConfig),

@@ -1,73 +1,123 @@
-"""Tests for reproduce.py: the whole protocol end to end on a tiny budget (every arm trains, results.json has every
-table), its statistics, and that its explicit recipes are the scripts' own no-data values."""
+"""Tests for tools/reproduce.py: the whole protocol end to end on a tiny budget (every arm trains, every readout
+writes per-video predictions, results.json has every table and claim), the probe, the statistics (the two-way
+bootstrap, Holm, the verdicts), and that its explicit recipes are the scripts' own no-data values but for the
+factorial task's stated changes."""
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-import data
 import finetune
-from tools import reproduce
 import synthetic
 import tokenizer as tok
 import train
+from tools import factorial, reproduce
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A tiny synthetic set with a 1-video-per-class test split and a VQ trained for 3 steps (seconds)."""
+    """A tiny factorial set (1 training and 1 test video per cell, 48 px) and a VQ trained for 3 steps (seconds)."""
     out = tmp_path_factory.mktemp("reproduce")
-    cfg = synthetic.SyntheticConfig(train_per_class=1, val_per_class=1, test_per_class=1, frames=16, width=64,
-                                    height=48, images_per_class=8)
-    root = synthetic.make_synthetic(out / "set", cfg)
-    frames = data.load_frames(root / "mp4", 64, 64, seed=0)
+    cfg = factorial.FactorialConfig(train_per_cell=1, val_per_cell=1, test_per_cell=1, size=48, images=64)
+    root = factorial.make_factorial(out / "set", cfg)
+    frames = synthetic.load_frames(root / "videos", 64, 64, seed=0)
     vq_cfg = tok.VQConfig(hid=8, code_dim=8, vocab_size=32, size=64, val_frames=16, steps=3, batch_size=16)
     tok.save_tokenizer(tok.train_vq_tokenizer(frames, vq_cfg, log=lambda *a: None), out / "tok.pt")
     return out, root
 
 
-def test_recipes_are_the_scripts_no_data_values():
+def test_recipes_are_the_scripts_no_data_values_but_for_the_factorial_changes():
     """reproduce passes data flags, which switch both scripts to the official recipe: its explicit recipe must be
-    their no-data run's (all but the budget and bookkeeping, which the protocol sets itself)."""
+    their no-data run's (all but the budget and bookkeeping, which the protocol sets itself), with only the changes
+    FACTORIAL_CHANGES names."""
     own = {"out_dir", "epochs", "log_every", "save_every"}
-    assert reproduce.PRETRAIN_RECIPE == {k: v for k, v in train.SYNTHETIC_DEFAULTS.items() if k not in own}
-    assert reproduce.FINETUNE_RECIPE == {k: v for k, v in finetune.SYNTHETIC_DEFAULTS.items() if k not in own}
+    assert reproduce.PRETRAIN_RECIPE == {**{k: v for k, v in train.SYNTHETIC_DEFAULTS.items() if k not in own},
+                                         **reproduce.FACTORIAL_CHANGES["pretrain"]}
+    assert reproduce.FINETUNE_RECIPE == {**{k: v for k, v in finetune.SYNTHETIC_DEFAULTS.items() if k not in own},
+                                         **reproduce.FACTORIAL_CHANGES["finetune"]}
+    # a clip of the recipe is one whole turn of the orbit: 8 consecutive frames
+    assert reproduce.PRETRAIN_RECIPE["clip_len"] * reproduce.PRETRAIN_RECIPE["frame_interval"] == factorial.POSITIONS
+    assert reproduce.FINETUNE_RECIPE["clip_len"] * reproduce.FINETUNE_RECIPE["frame_interval"] == factorial.POSITIONS
 
 
-def test_interval_and_paired_difference():
-    cell = reproduce.interval([1.0, 2.0, 3.0])
-    assert cell["mean"] == 2.0 and cell["ci95"] == pytest.approx(4.303 * 1.0 / math.sqrt(3))
-    assert reproduce.interval([5.0])["ci95"] is None
-    diff = reproduce.paired([{"all": 3.0}, {"all": 5.0}], [{"all": 1.0}, {"all": 4.0}])
-    assert diff["all"]["values"] == [2.0, 1.0] and diff["all"]["ci95"] == pytest.approx(12.706 * 0.5)
+def test_probe_learns_a_linear_rule_and_chooses_its_l2_without_the_test_set():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5))
+    y = (x[:, 0] > 0).astype(int) + 2 * (x[:, 1] > 0)  # 4 classes, linear in the features
+    noise = rng.normal(size=(100, 5))
+    fit = reproduce.probe(x[:200], y[:200], {"test": x[200:], "noise": noise}, 4, seed=1)
+    assert (fit["probs"]["test"].argmax(1) == y[200:]).mean() > 0.9
+    assert fit["probs"]["test"].shape == (100, 4) and np.allclose(fit["probs"]["test"].sum(1), 1)
+    assert set(fit["cv_accuracy"]) == set(reproduce.PROBE_L2) and fit["l2"] in reproduce.PROBE_L2
+    other = reproduce.probe(x[:200], y[:200], {"test": x[200:]}, 4, seed=1)  # no other test set: the same fit
+    assert other["l2"] == fit["l2"] and np.array_equal(other["probs"]["test"], fit["probs"]["test"])
+    shuffled = reproduce.probe(x[:200], rng.permutation(y[:200]), {"test": x[200:]}, 4, seed=1)  # labels of noise
+    assert (shuffled["probs"]["test"].argmax(1) == y[200:]).mean() < 0.45
 
 
-def test_claim_verdicts_follow_the_interval_of_the_paired_difference():
-    """held: the 95 % interval above 0; reversed: below; not resolved: it contains 0; one seed: no interval."""
-    def cell(*values):
-        return reproduce.interval(list(values))
+def test_two_way_bootstrap_resamples_seeds_and_videos():
+    """A constant has no spread; a seed effect alone gives the spread of a seed mean, a video effect alone that of a
+    video mean; one seed: the videos only."""
+    assert np.allclose(reproduce.bootstrap(np.full((3, 50), 0.7)), 0.7)
+    rng = np.random.default_rng(0)
+    seed_effect = np.repeat(rng.normal(size=(8, 1)), 400, axis=1)  # (seeds, videos), constant along videos
+    video_effect = np.repeat(rng.normal(size=(1, 400)), 8, axis=0)
+    assert reproduce.bootstrap(seed_effect).std() == pytest.approx(seed_effect[:, 0].std() / np.sqrt(8), rel=0.1)
+    assert reproduce.bootstrap(video_effect).std() == pytest.approx(video_effect[0].std() / np.sqrt(400), rel=0.1)
+    assert reproduce.bootstrap(video_effect[:1]).std() == pytest.approx(video_effect[0].std() / 20, rel=0.1)
+    cell = reproduce.interval(np.array([[1, 1, 0, 1], [1, 0, 1, 1]]))  # in points
+    assert cell["mean"] == 75.0 and cell["per_seed"] == [75.0, 75.0] and cell["low"] <= 75.0 <= cell["high"]
+    assert cell["p_above"] < 0.01 and cell["p_below"] > 0.99
 
-    def with_difference(mean_cell):  # every claim of Table 1 reads a paired cell; fill them all with one cell
-        return {"table1": {"paired": {k: {g: mean_cell for g in reproduce.GROUPS}
-                                      for k in ("bevt - scratch", "bevt - bevt_i", "bevt - bevt_v")}}}
 
-    for values, verdict in (((4.0, 5.0, 6.0), "held"), ((-4.0, -5.0, -6.0), "reversed"),
-                            ((-1.0, 2.0, 0.5), "not resolved"), ((3.0,), "one seed")):
-        got = reproduce.verdicts(with_difference(cell(*values)))
-        assert [v["verdict"] for v in got] == [verdict] * 3  # Tables 2 and 8 were not run: no claim of theirs
-    assert {c[1][0] for c in reproduce.CLAIMS} == {"table1", "table2", "table8"}
+def test_variance_components_recover_a_crossed_design_and_predict_the_half_width():
+    """d = seed effect + video effect + noise with known variances (in points after x100): the ANOVA estimates are
+    close, and the predicted half-width shrinks with more seeds towards the videos' share."""
+    rng = np.random.default_rng(0)
+    d = rng.normal(0, 0.03, (12, 1)) + rng.normal(0, 0.2, (1, 2000)) + rng.normal(0, 0.3, (12, 2000))
+    c = reproduce.variance_components(d)
+    assert c["seed"] == pytest.approx(9, rel=0.6) and c["video"] == pytest.approx(400, rel=0.1)
+    assert c["residual"] == pytest.approx(900, rel=0.05)
+    widths = [reproduce.predicted_half_width(c, n, 2000) for n in (3, 12, 1000)]
+    assert widths[0] > widths[1] > widths[2] > 1.96 * np.sqrt(c["video"] / 2000)
 
 
-def test_group_top1_from_per_class():
-    evaluation = {"classes": ["a", "b", "c"], "results": {"normal": {
-        "top1": 50.0, "per_class": [100.0, 50.0, 0.0], "class_count": [1, 2, 1]}}}
-    got = reproduce.top1(evaluation, "normal", {"a": "appearance", "b": "motion", "c": "motion"})
-    assert got == {"all": 50.0, "appearance": 100.0, "motion": pytest.approx(100 * 1 / 3)}
+def test_holm_adjusted_p_values():
+    assert reproduce.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert reproduce.holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+
+
+def test_claims_verdicts_follow_the_bootstrap_and_holm():
+    """A large gain holds, a large loss is reversed, a small noisy one is not resolved; a difference of 0 on
+    appearance is "similar" (inside the margin); Table 2's measure is the motion drop minus the appearance drop."""
+    rng = np.random.default_rng(0)
+    seeds, videos = 4, 1200
+
+    def arm(p):
+        return rng.random((seeds, videos)) < p
+
+    base = arm(0.5)
+    correct = {("bevt_i", "motion", "normal"): base, ("bevt", "motion", "normal"): base | arm(0.3),  # +15 points
+               ("bevt_v", "motion", "normal"): base | arm(0.6),  # BEVT below BEVT-V: reversed
+               ("bevt_i", "appearance", "normal"): base, ("bevt", "appearance", "normal"): base.copy(),
+               ("bevt_v", "appearance", "normal"): base ^ (arm(0.01) & arm(0.5))}  # about equal: not resolved
+    rows = {r["id"]: r for r in reproduce.verdicts(correct)}
+    assert set(rows) == {"T1.3-motion", "T1.3-appearance", "T1.4-motion", "T1.4-appearance"}  # only what is measured
+    assert rows["T1.3-motion"]["verdict"] == "held" and rows["T1.3-motion"]["interval"]["mean"] > 10
+    assert rows["T1.3-appearance"]["verdict"] == "held"  # identical predictions: equivalent within the margin
+    assert rows["T1.4-motion"]["verdict"] == "reversed"
+    assert rows["T1.4-appearance"]["verdict"] == "not resolved"
+    assert all(r["p_holm"] >= r["p"] for r in rows.values())
+    one_seed = {k: v[:1] for k, v in correct.items()}
+    assert {r["verdict"] for r in reproduce.verdicts(one_seed)} == {"one seed"}
+    drop = {("bevt", f, c): np.array([[v]]) for f, c, v in (("motion", "normal", 1), ("motion", "shuffle", 0),
+                                                            ("appearance", "normal", 1), ("appearance", "shuffle", 1))}
+    assert reproduce.measure(drop, ("temporal", "bevt", "shuffle")).tolist() == [[1.0]]
 
 
 def test_run_script_skips_done_runs_and_names_the_log_of_a_failed_one(tmp_path):
@@ -89,41 +139,52 @@ def test_losses_keep_the_later_row_of_a_step_logged_twice(tmp_path):
 
 
 def test_protocol_end_to_end_on_a_tiny_budget(tiny):
-    """Every run of one seed (7 pretrainings, 7 finetunes, 2 shuffle tests) on the tiny budget; results.json holds
-    the three tables; every run's loss went down; a second call finds everything done and runs nothing."""
+    """Every run of one seed (4 pretrainings, 5 probes, 4 finetunes and their per-video tests) on the tiny budget;
+    results.json holds both readouts' tables and claims; every training run's loss went down; every readout saved a
+    prediction per test video; a second call finds everything done and runs nothing."""
     out, root = tiny
-    command = [sys.executable, "-m", "tools.reproduce", "--budget", "tiny", "--seeds", "1", "--out-dir", str(out / "runs"),
-               "--train-set", str(root), "--test-set", str(root), "--tokenizer", str(out / "tok.pt")]
+    command = [sys.executable, "-m", "tools.reproduce", "--budget", "tiny", "--seeds", "1", "--out-dir",
+               str(out / "runs"), "--data", str(root), "--tokenizer", str(out / "tok.pt")]
     first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     result = json.loads((out / "runs" / "results.json").read_text())
-    assert result["seeds"] == [1] and result["test_videos"] == len(synthetic.SYNTHETIC_CLASSES)
-    assert set(result["table1"]["top1"]) == {"scratch", "bevt_i", "bevt_v", "bevt"}
-    assert set(result["table8"]["top1"]) == set(reproduce.MASKS)
-    assert set(result["table2"]["drop"]) == {f"{a} {t}" for a in ("scratch", "bevt") for t in reproduce.TEMPORAL_TESTS}
-    for table in ("table1", "table2", "table8"):
-        for row in [*result[table].get("top1", {}).values(), *result[table].get("drop", {}).values(),
-                    *result[table]["paired"].values()]:
-            assert set(row) == set(reproduce.GROUPS) and all(len(c["values"]) == 1 for c in row.values())
-    assert [c["claim"] for c in result["claims"]] == [c[0] for c in reproduce.CLAIMS]
-    assert {c["verdict"] for c in result["claims"]} == {"one seed"}
-    runs = result["per_seed"]["1"]["runs"]
-    assert len([r for r in runs if r.startswith("pretrain_")]) == 7
-    assert len([r for r in runs if r.startswith("finetune_")]) == 7
+    assert result["seeds"] == [1] and set(result) >= {"probe", "finetune"}
+    probe, tuned = result["probe"], result["finetune"]
+    assert set(probe["tables"]["top1"]) == {"random", *reproduce.ARMS}
+    assert set(tuned["tables"]["top1"]) == set(reproduce.FINETUNED)
+    assert set(probe["tables"]["temporal"]) == {"bevt single-frame", "bevt shuffle"}
+    assert [c["id"] for c in probe["claims"]] == [c["id"] for c in reproduce.CLAIMS]
+    assert [c["id"] for c in tuned["claims"]] == [c["id"] for c in reproduce.CLAIMS if c["id"][:2] != "T8"]
+    assert {c["verdict"] for c in probe["claims"] + tuned["claims"]} == {"one seed"}
+    videos = len(factorial.cells())  # 1 test video per cell
+    seed_dir = reproduce.budget_dir(out / "runs", reproduce.BUDGETS["tiny"]) / "seed1"
+    for folder in [*(f"probe_{a}" for a in ("random", *reproduce.ARMS)),
+                   *(f"finetuned_{a}" for a in reproduce.FINETUNED)]:
+        predictions = np.load(seed_dir / folder / "predictions.npz")
+        conditions = reproduce.CONDITIONS if folder.endswith("_bevt") else reproduce.CONDITIONS[:1]
+        assert set(predictions) == {f"{f}/{c}" for f in reproduce.FACTORS for c in (*conditions, "labels")}, folder
+        assert predictions["motion/normal"].shape == (videos, len(factorial.MOTIONS))
+        assert np.allclose(predictions["appearance/normal"].sum(1), 1, atol=1e-4)
+    # the finetuned readout's normal test is finetune.py's own test (the same views and weights): the same top-1
+    for arm in reproduce.FINETUNED:
+        evaluation = json.loads((seed_dir / f"finetune_{arm}" / "eval.json").read_text())["results"]["normal"]
+        summary = json.loads((seed_dir / f"finetuned_{arm}" / "readout.json").read_text())
+        assert summary["cell_top1"]["normal"] == pytest.approx(evaluation["top1"]), arm
+    labels = np.load(seed_dir / "finetuned_bevt" / "predictions.npz")
+    assert labels["motion/labels"].tolist() == [m for _, m in factorial.cells()]
+    assert labels["appearance/labels"].tolist() == [a for a, _ in factorial.cells()]
+    runs = result["runs"]["1"]
+    assert len([r for r in runs if r.startswith("pretrain_")]) == 4
+    assert len([r for r in runs if r.startswith("finetune_")]) == 4
     for name, run in runs.items():  # every arm trained: its objective (the sum of its streams' losses) went down
         assert all(window["rows"] >= 4 for window in run.values()), (name, run)
         assert sum(w["end"] for w in run.values()) < sum(w["start"] for w in run.values()), (name, run)
-    # the pretrained runs stopped at exactly the budget's steps; BEVT's two stages add up to BEVT-V's
     steps = reproduce.BUDGETS["tiny"].pretrain_steps
-    seed_dir = reproduce.budget_dir(out / "runs", reproduce.BUDGETS["tiny"]) / "seed1"
-    assert (seed_dir / "pretrain_video" / f"ckpt_{steps:08d}.pt").exists()
-    assert (seed_dir / "pretrain_image_half" / f"ckpt_{steps // 2:08d}.pt").exists()
-    assert (seed_dir / "pretrain_joint_tube" / f"ckpt_{steps - steps // 2:08d}.pt").exists()
-    # BEVT-I finetunes from the image-stage checkpoint itself, which finetune.py inflates as the joint stage's --init
-    # does (convert.classifier_state; the inflated weights are tested in test_convert)
-    image_ckpt = seed_dir / "pretrain_image_full" / f"ckpt_{steps:08d}.pt"
-    log = (seed_dir / "finetune_bevt_i" / "console.log").read_text()
-    assert f"initialised from our pretraining (image stage, inflated) (new head) checkpoint {image_ckpt}" in log
+    for arm in reproduce.ARMS:  # every pretraining stopped at exactly S steps
+        assert (seed_dir / f"pretrain_{arm}" / f"ckpt_{steps:08d}.pt").exists()
+    # BEVT's joint stage starts from the BEVT-I checkpoint itself (the paper's BEVT: BEVT-I, then the joint stage)
+    image_ckpt = seed_dir / "pretrain_bevt_i" / f"ckpt_{steps:08d}.pt"
+    assert f"initialised from {image_ckpt}" in (seed_dir / "pretrain_bevt" / "console.log").read_text()
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0 and "running" not in again.stdout
-    assert json.loads((out / "runs" / "results.json").read_text())["table1"] == result["table1"]
+    assert json.loads((out / "runs" / "results.json").read_text())["probe"] == probe
