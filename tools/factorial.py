@@ -106,7 +106,7 @@ def texture(kind, u, v, r, colours) -> np.ndarray:
     """(H, W, 3) fill of an object from two colours (2, 3) in its own coordinates."""
     a, b = colours
     if kind == "plain":
-        choice = np.zeros_like(u, dtype=bool)
+        choice = np.zeros_like(u, dtype=np.bool_)
     elif kind == "stripes":
         choice = np.sin(u * 6 / r) > 0
     elif kind == "checker":
