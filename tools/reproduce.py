@@ -73,15 +73,18 @@ class Budget:
     finetune_seeds: int  # how many of the seeds (the first ones) get the finetune readout
     log_every: int  # optimizer steps per log.jsonl row (the "loss went down" check reads them)
     save_every: int  # optimizer steps between checkpoints (an interrupted run resumes from the last)
+    task: factorial.FactorialConfig = field(default_factory=factorial.FactorialConfig)  # the set generated
+    # when --data is not given
 
 
 BUDGETS = {
     # S = 480 = 3 epochs of the 640 training videos at 4 clips per step (the image stage: 3 epochs of the 1,280
     # images); 8 finetune epochs = 640 steps of 8 clips. Fixed before the pilot, from step times (docs/reproduce.md).
     "full": Budget(pretrain_steps=480, finetune_epochs=8, finetune_seeds=3, log_every=10, save_every=100),
-    # `--quick true`: every arm and the probe on one seed in minutes (--finetune-seeds 1 adds the finetunes); too
-    # short to learn anything: a check of the pipeline
-    "quick": Budget(pretrain_steps=40, finetune_epochs=1, finetune_seeds=0, log_every=5, save_every=1000),
+    # `--quick true`: every arm and both readouts on one seed in minutes, on a quarter-size set (160 training, 320
+    # test videos, 320 images); too short to learn anything: a check of the pipeline
+    "quick": Budget(pretrain_steps=40, finetune_epochs=2, finetune_seeds=1, log_every=5, save_every=1000,
+                    task=factorial.FactorialConfig(train_per_cell=10, val_per_cell=2, test_per_cell=20, images=320)),
     # the end-to-end test's (a set of 1 training video per cell)
     "tiny": Budget(pretrain_steps=8, finetune_epochs=8, finetune_seeds=1, log_every=1, save_every=1000),
 }
@@ -123,8 +126,9 @@ Arms, S = the budget's steps, each step one batch per stream (4 clips of 8 frame
   BEVT: BEVT-I's checkpoint inflated into S joint steps (one video + one image batch each), as BEVT §4.1 pretrains
   the joint stage from the 800-epoch image stage. Table 8: BEVT-V with Random-3D masks. Floor: a random encoder.
 Primary readout, the probe: the frozen encoder's final tokens (after the final norm), averaged (the classifier's
-  pooled features) and max-pooled over time and space, of the centre clip; per label a multinomial logistic regression on the standardised training features, its L2
-  weight from PROBE_L2 by 5-fold cross-validation on the training videos. Tested on the 1,200 test videos.
+  pooled features) and max-pooled over time and space, of the centre clip; per label a multinomial logistic
+  regression on the standardised training features, its L2 weight from PROBE_L2 by 5-fold cross-validation on the
+  training videos. Tested on the 1,200 test videos.
 Secondary readout, finetuning (the first finetune seeds only): finetune.py's no-data recipe on the 16-class cell
   label (appearance x motion), scratch = --init none; a video's appearance (motion) prediction sums the cell
   probabilities over motions (appearances).
@@ -335,9 +339,9 @@ def readout_main(argv):
 # the data: the factorial set and the tokenizer
 
 
-def prepare(cfg, out_dir: Path):
+def prepare(cfg, budget, out_dir: Path):
     """(factorial set root, tokenizer path, steps per epoch {stage: n}, tokenizer minutes)."""
-    root = Path(cfg.data) if cfg.data else factorial.factorial_root()
+    root = Path(cfg.data) if cfg.data else factorial.factorial_root(cfg=budget.task)
     paths = factorial.factorial_paths(root)
     for key in ("train_cell", "test_cell", "images"):
         if not paths[key].exists():
@@ -351,10 +355,11 @@ def prepare(cfg, out_dir: Path):
     tokenizer, minutes = Path(cfg.tokenizer) if cfg.tokenizer else None, 0.0
     if tokenizer is None:  # the small VQ on the training videos' frames, as the no-data run trains its own
         size = PRETRAIN_RECIPE["img_size"] // 2
-        tokenizer = out_dir / "tokenizer" / f"vq_tokenizer_{size}.pt"
+        folder = out_dir / f"tokenizer-{root.name}"  # one per set: --quick's smaller set has its own
+        tokenizer = folder / f"vq_tokenizer_{size}.pt"
         minutes = run_script("train.py", {"stage": "tokenizer", "video_ann": paths["train_motion"],
                                           "video_root": paths["video_root"], "img_size": PRETRAIN_RECIPE["img_size"]},
-                             out_dir / "tokenizer", tokenizer)
+                             folder, tokenizer)
     return root, tokenizer, per_epoch, minutes
 
 
@@ -526,7 +531,8 @@ CLAIMS = (
      "measure": ("temporal", "bevt", "single-frame"), "test": "above",
      "paper": "drops 60.0 SSv2, 70.2 Diving-48 vs 15.3 K400"},
     {"id": "T2-shuffle", "claim": "shuffling costs BEVT more on motion than on appearance (Table 2)",
-     "measure": ("temporal", "bevt", "shuffle"), "test": "above", "paper": "drops 47.3 SSv2, 33.6 Diving-48 vs 2.8 K400"},
+     "measure": ("temporal", "bevt", "shuffle"), "test": "above",
+     "paper": "drops 47.3 SSv2, 33.6 Diving-48 vs 2.8 K400"},
     {"id": "T8-motion", "claim": "BEVT-V: tube masks above random-3D on motion (Table 8)",
      "measure": ("difference", "bevt_v", "bevt_v_random_3d", "motion"), "test": "above", "paper": "+4.2 SSv2 (Swin-T)"},
     {"id": "T8-appearance", "claim": "BEVT-V: tube masks above random-3D on appearance (Table 8)",
@@ -611,7 +617,8 @@ def build_tables(correct) -> dict:
             if (a, "motion", c) in correct:
                 out["temporal"][f"{a} {c}"] = {
                     **{f: interval(correct[a, f, c]) for f in FACTORS},
-                    **{f"drop {f}": interval(correct[a, f, "normal"].astype(float) - correct[a, f, c]) for f in FACTORS},
+                    **{f"drop {f}": interval(correct[a, f, "normal"].astype(float) - correct[a, f, c])
+                       for f in FACTORS},
                     "drop motion - drop appearance": interval(measure(correct, ("temporal", a, c)))}
     return out
 
@@ -657,7 +664,7 @@ def main(argv=None):
     out_dir, start = Path(cfg.out_dir), time.time()
     out_dir.mkdir(parents=True, exist_ok=True)
     print(PROTOCOL)
-    root, tokenizer, per_epoch, tokenizer_minutes = prepare(cfg, out_dir)
+    root, tokenizer, per_epoch, tokenizer_minutes = prepare(cfg, budget, out_dir)
     cores = os.cpu_count() or 1
     jobs = cfg.jobs or cores
     ctx = {"out_dir": out_dir, "budget": budget, "root": root, "tokenizer": tokenizer, "per_epoch": per_epoch,
