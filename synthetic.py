@@ -254,11 +254,17 @@ def class_groups(root) -> dict:
 
 def synthetic_root(root=SYNTHETIC_ROOT, cfg: SyntheticConfig = SyntheticConfig()) -> Path:
     """The synthetic dataset, generated on first use into a temporary folder and renamed into place (atomic)."""
+    return write_once(root, lambda tmp: make_synthetic(tmp, cfg))
+
+
+def write_once(root, make):
+    """A generated folder, made on first use: make(tmp) writes it into a temporary folder beside `root`, which is then
+    renamed into place (atomic: an interrupted run never leaves a half-written set under the real name)."""
     root = Path(root)
     if not (root / "classes.json").exists():
         root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root.parent))
-        make_synthetic(tmp, cfg)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+        make(tmp)
         try:
             os.rename(tmp, root)
         except OSError:  # another process finished first: keep its copy

@@ -31,10 +31,7 @@ Layout written by `python -m tools.factorial --out DIR` (and by factorial_root()
 for split in train, val, test.
 """
 import json
-import os
-import shutil
 import sys
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import write_jpeg
 
+import synthetic
 from cli import parse_flags
 from synthetic import CACHE, write_video
 
@@ -268,16 +266,7 @@ def factorial_root(root=None, cfg: FactorialConfig | None = None) -> Path:
     cfg = cfg or FactorialConfig()
     if root is None:
         root = CACHE / ("factorial-v2-" + "-".join(str(v) for k, v in asdict(cfg).items() if k != "out"))
-    root = Path(root)
-    if not (root / "classes.json").exists():
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".factorial-", dir=root.parent))
-        make_factorial(tmp, cfg)
-        try:
-            os.rename(tmp, root)
-        except OSError:  # another process finished first: keep its copy
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return synthetic.write_once(root, lambda tmp: make_factorial(tmp, cfg))
 
 
 def main(argv=None):
