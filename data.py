@@ -1,5 +1,5 @@
 """Video and image pipelines for BEVT: frame sampling, the official transforms, the datasets that turn records into
-samples, and the loaders. annotations.py holds the records and the annotation formats; media.py decodes files into
+samples, and the loaders. readers.py holds the records and the annotation formats; readers.py decodes files into
 frames. (The synthetic set that needs no download is synthetic.py.)
 
 Paper: BEVT §4.1 (K400, SSv2, Diving-48, ImageNet-1K). The pipelines follow the official configs under
@@ -20,8 +20,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision.transforms import v2
 
-import annotations
-import media
+import readers
 from masking import blockwise_mask, video_mask
 
 cv2.setNumThreads(1)  # DataLoader workers are the parallelism; OpenCV would start a thread per core in every worker
@@ -203,7 +202,7 @@ class _Base(Dataset):
         for _ in range(MAX_RETRIES + 1):
             try:
                 return self._load(index, rng)
-            except (OSError, av.FFmpegError, media.MediaError) as err:  # only I/O problems; code errors propagate
+            except (OSError, av.FFmpegError, readers.MediaError) as err:  # only I/O problems; code errors propagate
                 path = self.records[index // self.views].path
                 action = "replaced by another" if self.replace else "blanked"
                 warnings.warn(f"unreadable sample {path}: {err}; {action}")
@@ -235,7 +234,7 @@ class PretrainVideoDataset(_Base):
         self.mask_strategy, self.tube_range, self.mask_ratio = mask_strategy, tube_range, mask_ratio
 
     def _load(self, index, rng):
-        frames = annotations.read_segment(
+        frames = readers.read_segment(
             self.records[index], lambda n: dense_indices(n, self.clip_len, self.frame_interval, 1, True, rng)[0])
         frames = pretrain_crop(frames, self.crop, self.rescale, rng)  # (T, crop, crop, 3)
         grid = self.crop // 16  # BEVT §3 "Mask strategy": masks live on the 14x14 (224/16) token grid
@@ -257,7 +256,7 @@ class PretrainImageDataset(_Base):
         self.order = np.random.default_rng([seed]).permutation(3)
 
     def _load(self, index, rng):
-        frames = media.read_image(self.records[index].path).permute(1, 2, 0).numpy()[None]  # (1, H, W, 3)
+        frames = readers.read_image(self.records[index].path).permute(1, 2, 0).numpy()[None]  # (1, H, W, 3)
         def jitter(frames):  # ColorJitter on the whole rescaled image (1, H, W, 3)
             return color_jitter(frames[0], self.jitter, self.order, rng)[None]
         frames = pretrain_crop(frames, self.crop, self.rescale, rng, jitter)  # (1, crop, crop, 3)
@@ -302,7 +301,7 @@ class FinetuneVideoDataset(_Base):
                 return uniform_indices(num_frames, self.clip_len, self.train, rng)
             clips = dense_indices(num_frames, self.clip_len, self.frame_interval, self.num_clips, self.train, rng)
             return clips[clip_index]  # (clip_len,)
-        frames = resize_short(annotations.read_segment(record, pick), self.short_side)  # (T, H, W, 3)
+        frames = resize_short(readers.read_segment(record, pick), self.short_side)  # (T, H, W, 3)
         if not self.train:
             clip = to_clip(fixed_crop(frames, self.crop, position, self.num_crops))  # (3, T, crop, crop)
             return {"video": normalize_batch(clip[None])[0], "label": record.label, "video_index": video_index,
@@ -397,13 +396,13 @@ def cycled_batches(dataset, batch_size, num_workers, seed, distributed, position
 
 # --------------------------------------------------------------------------- the datasets and batches of a run
 def read_dataset(annotation, root, flags, classes=None, kind=None):
-    """(records, class names): annotations.read_annotations (labels indexed by the training `classes` if given), or
-    with `kind` ("video" / "image", pretraining) annotations.read_unlabelled and no class names. Their errors (a
+    """(records, class names): readers.read_annotations (labels indexed by the training `classes` if given), or
+    with `kind` ("video" / "image", pretraining) readers.read_unlabelled and no class names. Their errors (a
     missing file, a malformed line, an unseen label, an empty set) end the run naming the flags."""
     try:
         if kind is not None:
-            return annotations.read_unlabelled(annotation, root, kind), []
-        return annotations.read_annotations(annotation, root, classes)
+            return readers.read_unlabelled(annotation, root, kind), []
+        return readers.read_annotations(annotation, root, classes)
     except (OSError, ValueError) as e:
         raise SystemExit(f"{flags}: {e}") from None
 

@@ -214,7 +214,7 @@ def train_step(model, micro_batches, optimizer, scaler, cfg, env, lr):
 
 def datasets(cfg, synthetic):
     """(train records or None with --eval, test records, class names, class groups or None). The annotation format is
-    detected by annotations.read_annotations (K400 CSV, SSv2 / Diving-48 JSON, UCF101 / HMDB51 splits, lists)."""
+    detected by readers.read_annotations (K400 CSV, SSv2 / Diving-48 JSON, UCF101 / HMDB51 splits, lists)."""
     if synthetic:
         paths = synthetic_set.synthetic_paths(synthetic_set.synthetic_root())
         train_ann, test_ann = paths["k400_train_csv"], paths["k400_val_csv"]

@@ -36,9 +36,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import write_jpeg, write_png
 
-import annotations
+import readers
 import data
-import media
 import tokenizer as tok
 from cli import parse_flags, ranged
 
@@ -284,18 +283,18 @@ def load_frames(root, num_frames, size, seed) -> torch.Tensor:
     """uint8 (N, 3, size, size) tokenizer views of random frames (videos) and images under root, made as in
     pretraining: short side rescaled bicubic to U{256..320}/224 of the 2*size crop, random crop, tokenizer_view.
     Training data for the small VQ tokenizer."""
-    files = sorted(str(p) for p in annotations.need_root(root).rglob("*")
-                   if p.suffix.lower() in media.VIDEO_EXTS + media.IMAGE_EXTS)
+    files = sorted(str(p) for p in readers.need_root(root).rglob("*")
+                   if p.suffix.lower() in readers.VIDEO_EXTS + readers.IMAGE_EXTS)
     if not files:
         raise ValueError(f"{root}: no videos or images found")
     crop, rng, out = 2 * size, np.random.default_rng(seed), []
     per_file = max(1, math.ceil(num_frames / len(files)))
     while len(out) < num_frames:
         path = files[rng.integers(len(files))]
-        if path.lower().endswith(media.IMAGE_EXTS):
-            frames = media.read_image(path).permute(1, 2, 0).numpy()[None]  # (1, H, W, 3)
+        if path.lower().endswith(readers.IMAGE_EXTS):
+            frames = readers.read_image(path).permute(1, 2, 0).numpy()[None]  # (1, H, W, 3)
         else:
-            frames = media.read_frames(
+            frames = readers.read_frames(
                 path, lambda n: np.sort(rng.integers(0, n, size=min(per_file, n))))  # (N, H, W, 3)
         for frame in frames:
             short = int(rng.integers(round(crop * 256 / 224), round(crop * 320 / 224) + 1))

@@ -166,7 +166,7 @@ def data_paths(cfg):
 
 
 def build_datasets(cfg):
-    """(video dataset or None, image dataset or None). Labels are not needed (annotations.read_unlabelled): a video
+    """(video dataset or None, image dataset or None). Labels are not needed (readers.read_unlabelled): a video
     folder, a list of paths, or any annotation the finetuning readers take; an image folder with or without class
     sub-folders, or a list."""
     video_ann, video_root, image_ann, image_root = data_paths(cfg)

@@ -1,5 +1,5 @@
-"""Tests for data.py and the two files it reads through, annotations.py (readers, the check and extract-frames
-tools) and media.py (frame-exact decoding at constant and variable frame rate, frame folders): sampling, the official
+"""Tests for data.py and the two files it reads through, readers.py (readers, the check and extract-frames
+tools) and readers.py (frame-exact decoding at constant and variable frame rate, frame folders): sampling, the official
 transforms bit for bit (OpenCV tokenizer view, Normalize, ColorJitter, RandomErasing), pipelines, bad input,
 determinism. They share the synthetic set and the photo videos, and most check a reader through the samples of a
 pipeline, so they stay in one file."""
@@ -20,9 +20,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import annotations
+import readers
 import data
-import media
 import synthetic
 from tools import dataset as dataset_tools
 
@@ -80,43 +79,43 @@ def remux(src, dst):
     return dst
 
 
-# --------------------------------------------------------------------------- 1. readers and counts (annotations.py)
+# --------------------------------------------------------------------------- 1. readers and counts (readers.py)
 def test_readers_labels_and_counts(syn, small_config):
     kinds = json.loads(syn["classes"].read_text())
     names = [c["name"] for c in kinds]
     assert names == sorted(names) and len(names) == NUM_CLASSES
-    csv_records, csv_classes = annotations.read_k400_csv(syn["k400_train_csv"], syn["mp4_root"])
+    csv_records, csv_classes = readers.read_k400_csv(syn["k400_train_csv"], syn["mp4_root"])
     assert csv_classes == names and len(csv_records) == 2 * NUM_CLASSES
     by_path = {r.path: r.label for r in csv_records}
     assert sorted(by_path.values()) == sorted(list(range(NUM_CLASSES)) * 2)
-    list_records, _ = annotations.read_list(syn["k400_train_list"], syn["mp4_root"])
+    list_records, _ = readers.read_list(syn["k400_train_list"], syn["mp4_root"])
     assert {r.path: r.label for r in list_records} == by_path
-    val_records, _ = annotations.read_k400_csv(syn["k400_val_csv"], syn["mp4_root"], classes=csv_classes)
+    val_records, _ = readers.read_k400_csv(syn["k400_val_csv"], syn["mp4_root"], classes=csv_classes)
     assert len(val_records) == NUM_CLASSES and not set(r.path for r in val_records) & set(by_path)
-    dv, dv_classes = annotations.read_diving48(syn["diving48_train"], syn["mp4_root"])
+    dv, dv_classes = readers.read_diving48(syn["diving48_train"], syn["mp4_root"])
     assert {r.path: r.label for r in dv} == by_path and all(r.end_frame == small_config.frames for r in dv)
     assert len(dv_classes) == NUM_CLASSES
-    ss, ss_classes = annotations.read_ssv2(syn["ssv2_train"], syn["ssv2_labels"], syn["webm_root"])
+    ss, ss_classes = readers.read_ssv2(syn["ssv2_train"], syn["ssv2_labels"], syn["webm_root"])
     assert ss_classes == [c["template"].replace("[", "").replace("]", "") for c in kinds] and len(ss) == 2 * NUM_CLASSES
-    ssv, _ = annotations.read_ssv2(syn["ssv2_val"], syn["ssv2_labels"], syn["webm_root"])
+    ssv, _ = readers.read_ssv2(syn["ssv2_val"], syn["ssv2_labels"], syn["webm_root"])
     assert sorted(r.label for r in ssv) == list(range(NUM_CLASSES))
-    images, image_classes = annotations.read_image_folder(syn["images_train"])
+    images, image_classes = readers.read_image_folder(syn["images_train"])
     assert image_classes == sorted(n.replace(" ", "_") for n, k, _ in synthetic.SYNTHETIC_CLASSES if k == "appearance")
     assert len(images) == 3 * len(image_classes)
-    image_list, _ = annotations.read_list(syn["images_train_list"], syn["images_root"])
+    image_list, _ = readers.read_list(syn["images_train_list"], syn["images_root"])
     assert [(r.path, r.label) for r in image_list] == [(r.path, r.label) for r in images]
-    assert all(isinstance(r, annotations.ImageRecord) for r in image_list)
-    val_images, _ = annotations.read_annotations(syn["images_val"], None)
-    assert media.read_image(val_images[0].path).shape == (3, small_config.height, small_config.width)  # PNG
-    assert media.read_image(images[0].path).shape == (3, small_config.height, small_config.width)  # JPEG
-    auto, _ = annotations.read_annotations(syn["ssv2_val"], syn["webm_root"])
+    assert all(isinstance(r, readers.ImageRecord) for r in image_list)
+    val_images, _ = readers.read_annotations(syn["images_val"], None)
+    assert readers.read_image(val_images[0].path).shape == (3, small_config.height, small_config.width)  # PNG
+    assert readers.read_image(images[0].path).shape == (3, small_config.height, small_config.width)  # JPEG
+    auto, _ = readers.read_annotations(syn["ssv2_val"], syn["webm_root"])
     assert auto == ssv
     assert synthetic.class_kinds(syn["classes"].parent) == [c["kind"] for c in kinds]
     for record in (csv_records[0], ss[0], ss[-1]):  # every format decodes, count = sequential decode
-        assert media.video_frame_count(record.path) == len(sequential(record.path)) == small_config.frames
+        assert readers.video_frame_count(record.path) == len(sequential(record.path)) == small_config.frames
 
 
-# --------------------------------------------------------------------------- 2. frame-exact seeks (media.py)
+# --------------------------------------------------------------------------- 2. frame-exact seeks (readers.py)
 @pytest.mark.parametrize("kind", ["mp4", "webm", "mkv", "vfr.mp4", "vfr.mkv"])
 def test_read_video_is_frame_exact(tmp_path, kind):
     """Frame i is the i-th frame in display order (decord's numbering) for constant- and variable-frame-rate files
@@ -128,15 +127,15 @@ def test_read_video_is_frame_exact(tmp_path, kind):
     if kind.endswith("mkv"):
         path = remux(path, tmp_path / "remux.mkv")
     full = sequential(path)
-    assert len(full) == 90 == media.video_frame_count(path)
+    assert len(full) == 90 == readers.video_frame_count(path)
     assert len({f.tobytes() for f in full}) == 90
     for indices in ([0], [89], [88, 89], [45], [70, 3, 70], list(range(60, 76, 3)), [13, 12, 11], [24, 36, 48, 60]):
-        got = media.read_video(path, indices).numpy()
+        got = readers.read_video(path, indices).numpy()
         np.testing.assert_array_equal(got, full[indices])
     with av.open(str(path)) as container:  # the seek itself lands before frame 77 (no decode from the start)
         stream = container.streams.video[0]
-        index = media.frame_index(container, stream, path)
-        found, decoded = media.decode_wanted(container, stream, path, index, {77, 80})
+        index = readers.frame_index(container, stream, path)
+        found, decoded = readers.decode_wanted(container, stream, path, index, {77, 80})
     assert decoded <= 80 - 72 + 1  # from the keyframe at frame 72 (gop 12) at most
     np.testing.assert_array_equal(found[77], full[77])
     np.testing.assert_array_equal(found[80], full[80])
@@ -145,8 +144,8 @@ def test_read_video_is_frame_exact(tmp_path, kind):
         with av.open(str(path)) as container:
             by_rate = np.round(np.asarray(pts) * float(container.streams.video[0].time_base) * 30).astype(int)
         assert (by_rate != np.arange(90)).sum() == 79  # every frame after the first gap (after frame 10)
-    with pytest.raises(media.MediaError, match=r"not all in \[0, 90\)"):
-        media.read_video(path, [89, 90])
+    with pytest.raises(readers.MediaError, match=r"not all in \[0, 90\)"):
+        readers.read_video(path, [89, 90])
 
 
 # --------------------------------------------------------------------------- 3. sampling properties
@@ -237,7 +236,7 @@ def test_pretraining_samples_are_uint8_with_the_view_of_the_same_crop(tmp_path):
     frames[..., 0] = np.linspace(0, 255, w).astype(np.uint8)  # red grows left -> right: shows the flip
     path = tmp_path / "photo.mp4"
     synthetic.write_video(path, frames)
-    ds = data.PretrainVideoDataset([annotations.VideoRecord(str(path), 0)], clip_len=4, frame_interval=2, crop=64,
+    ds = data.PretrainVideoDataset([readers.VideoRecord(str(path), 0)], clip_len=4, frame_interval=2, crop=64,
                                    rescale=(96, 112), patch_t=2, seed=1)
     flips = 0
     for epoch in range(12):
@@ -253,7 +252,7 @@ def test_pretraining_samples_are_uint8_with_the_view_of_the_same_crop(tmp_path):
         flips += bool(red[:8].mean() > red[-8:].mean())
     assert 0 < flips < 12
 
-    ids = data.PretrainImageDataset([annotations.ImageRecord(str(p), 0) for p in PHOTOS], crop=64, rescale=(96, 112))
+    ids = data.PretrainImageDataset([readers.ImageRecord(str(p), 0) for p in PHOTOS], crop=64, rescale=(96, 112))
     for i in range(3):
         item = ids[i]
         image, tok = item["image"], item["image_tok"]
@@ -279,7 +278,7 @@ def test_pipelines_are_the_official_transforms(tmp_path):
     path = tmp_path / "photo.mp4"
     synthetic.write_video(path, frames)
     decoded = sequential(path)
-    records = [annotations.VideoRecord(str(path), 0)]
+    records = [readers.VideoRecord(str(path), 0)]
     pretrain = data.PretrainVideoDataset(records, clip_len=4, frame_interval=2, crop=64, rescale=(96, 112), seed=2)
     finetune = data.FinetuneVideoDataset(records, train=True, clip_len=4, frame_interval=2, crop=48, short_side=72,
                                          seed=2)
@@ -431,15 +430,15 @@ def test_random_erase_is_timm_const_mode():
 
 # --------------------------------------------------------------------------- 5. bad input
 def test_corrupt_and_missing_files_are_replaced(syn, tmp_path):
-    records, _ = annotations.read_k400_csv(syn["k400_train_csv"], syn["mp4_root"])
+    records, _ = readers.read_k400_csv(syn["k400_train_csv"], syn["mp4_root"])
     good = records[:6]
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00not a video" * 100)
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(open(good[0].path, "rb").read()[:3000])
     missing = str(tmp_path / "missing.mp4")
-    bad = [annotations.VideoRecord(str(corrupt), 0), annotations.VideoRecord(str(truncated), 0),
-           annotations.VideoRecord(missing, 0)]
+    bad = [readers.VideoRecord(str(corrupt), 0), readers.VideoRecord(str(truncated), 0),
+           readers.VideoRecord(missing, 0)]
     ds = data.PretrainVideoDataset(good + bad, clip_len=4, frame_interval=2, crop=32, rescale=(48, 56))
     loader = data.make_loader(ds, batch_size=3, train=True, num_workers=0, seed=0, distributed=False)
     with pytest.warns(UserWarning) as caught:
@@ -464,34 +463,34 @@ def test_malformed_empty_and_missing_root(tmp_path, syn):
     bad_list = tmp_path / "list.txt"
     bad_list.write_text("a.mp4 1\nb.mp4 2\nc.mp4 x\n")
     with pytest.raises(ValueError, match=r"list.txt:3"):
-        annotations.read_list(bad_list, tmp_path)
+        readers.read_list(bad_list, tmp_path)
     bad_csv = tmp_path / "k.csv"
     bad_csv.write_text("label,youtube_id,time_start,time_end,split\nabseiling,abc,1,11,train\nabseiling,abc\n")
     with pytest.raises(ValueError, match=r"k.csv:3"):
-        annotations.read_k400_csv(bad_csv, tmp_path)
+        readers.read_k400_csv(bad_csv, tmp_path)
     bad_json = tmp_path / "d.json"
     bad_json.write_text(json.dumps([{"vid_name": "a", "label": 1, "start_frame": 0, "end_frame": 9},
                                     {"vid_name": "b"}]))
     with pytest.raises(ValueError, match=r"d.json: entry 2"):
-        annotations.read_diving48(bad_json, tmp_path)
+        readers.read_diving48(bad_json, tmp_path)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
     with pytest.raises(ValueError, match=r"empty.txt: the dataset is empty"):
-        annotations.read_list(empty, tmp_path)
+        readers.read_list(empty, tmp_path)
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        annotations.read_list(syn["k400_train_list"], tmp_path / "nowhere")
+        readers.read_list(syn["k400_train_list"], tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="no_such.csv"):
-        annotations.read_annotations(tmp_path / "no_such.csv", tmp_path)
+        readers.read_annotations(tmp_path / "no_such.csv", tmp_path)
     with pytest.warns(UserWarning, match="26 of 26 videos not found"), pytest.raises(ValueError, match="empty"):
-        annotations.read_k400_csv(syn["k400_train_csv"], tmp_path)
+        readers.read_k400_csv(syn["k400_train_csv"], tmp_path)
     with pytest.raises(ValueError, match="short side 100 is smaller than the crop 128"):
-        data.PretrainVideoDataset([annotations.VideoRecord("a.mp4", 0)], crop=128, rescale=(100, 140))
+        data.PretrainVideoDataset([readers.VideoRecord("a.mp4", 0)], crop=128, rescale=(100, 140))
 
 
 def test_check_command(syn, tmp_path, capsys):
     root = tmp_path / "videos"
     shutil.copytree(syn["mp4_root"], root)
-    records, _ = annotations.read_list(syn["k400_val_list"], root)
+    records, _ = readers.read_list(syn["k400_val_list"], root)
     (root / records[0].path.split("/")[-1]).write_bytes(b"garbage")
     (root / records[1].path.split("/")[-1]).unlink()
     with pytest.raises(SystemExit) as exit_info:
@@ -549,14 +548,14 @@ def test_extracted_frames_give_the_samples_of_the_video(photo_set, tmp_path, fmt
     out = tmp_path / "frames"
     cfg = dataset_tools.ExtractConfig(str(photo_set / "train.csv"), str(photo_set / "videos"), str(out), fmt)
     assert dataset_tools.extract_frames(cfg) == []
-    videos, classes = annotations.read_annotations(photo_set / "train.csv", photo_set / "videos")
-    frames, frame_classes = annotations.read_annotations(out / "train_rawframes.txt", out)
+    videos, classes = readers.read_annotations(photo_set / "train.csv", photo_set / "videos")
+    frames, frame_classes = readers.read_annotations(out / "train_rawframes.txt", out)
     assert frame_classes == classes == sorted(PHOTO_CLASSES)
     assert (out / "train_rawframes.txt").read_text().splitlines() == [  # the annotation's order, whitespace as _
         "punching_bag/vid0_000000_000010 40 1", "abseiling/vid1_000000_000010 40 0", "zumba/vid2_000000_000010 40 2"]
     assert [r.label for r in frames] == [r.label for r in videos] and all(r.total_frames == 40 for r in frames)
     assert sorted(p.name for p in Path(frames[0].path).iterdir()) == [f"img_{i:05d}.{fmt}" for i in range(1, 41)]
-    raw = [np.stack([annotations.read_segment(r, lambda n: np.arange(n)) for r in records])
+    raw = [np.stack([readers.read_segment(r, lambda n: np.arange(n)) for r in records])
            for records in (videos, frames)]
     raw_diff = np.abs(raw[0].astype(np.int16) - raw[1])  # (3, 40, 96, 128, 3)
     pairs = []  # (sample from the video, sample from the frames) of every dataset, 3 epochs
@@ -587,8 +586,8 @@ def test_extracted_segments(photo_set, tmp_path):
     dataset_tools.extract_frames(dataset_tools.ExtractConfig(str(ann), str(photo_set / "videos"), str(out), "png"))
     assert (out / "diving_rawframes.txt").read_text().splitlines() == [
         "zumba/vid2_000000_000010_5-29 24 0", "zumba/vid2_000000_000010_30-99 10 0"]  # the second ends at frame 40
-    videos, _ = annotations.read_diving48(ann, photo_set / "videos")
-    frames, _ = annotations.read_annotations(out / "diving_rawframes.txt", out)
+    videos, _ = readers.read_diving48(ann, photo_set / "videos")
+    frames, _ = readers.read_annotations(out / "diving_rawframes.txt", out)
     for from_video, from_frames in zip(sample_sets(videos), sample_sets(frames)):
         for i in range(len(from_video)):
             assert same(from_video[i], from_frames[i])
@@ -614,7 +613,7 @@ def test_extract_frames_resumes_and_names_unreadable_videos(photo_set, tmp_path,
     assert (out / "train_rawframes.txt").read_text().splitlines() == listed
     assert (out / "train_rawframes_classes.txt").read_text().splitlines() == ["0", "1", "2"]
     assert not list(out.rglob("*.part")) and not list(out.rglob("*.tmp"))
-    assert all(media.frame_folder_problem(out / line.split()[0], 40) is None for line in listed)
+    assert all(readers.frame_folder_problem(out / line.split()[0], 40) is None for line in listed)
     (out / "zumba" / "vid2_000000_000010" / "img_00007.jpg").unlink()  # a damaged folder is extracted again
     before = (out / "abseiling" / "vid1_000000_000010" / "img_00001.jpg").stat().st_mtime_ns
     written, write = [], dataset_tools._write_frames
@@ -624,7 +623,7 @@ def test_extract_frames_resumes_and_names_unreadable_videos(photo_set, tmp_path,
     assert written == [str(videos / "broken.mp4"), str(videos / "zumba" / "vid2_000000_000010.mp4")]
     assert (out / "abseiling" / "vid1_000000_000010" / "img_00001.jpg").stat().st_mtime_ns == before
     assert (out / "train_rawframes.txt").read_text().splitlines() == listed
-    assert media.frame_folder_problem(out / "zumba" / "vid2_000000_000010", 40) is None
+    assert readers.frame_folder_problem(out / "zumba" / "vid2_000000_000010", 40) is None
     with pytest.raises(SystemExit, match="needs --ann, --root and --out"):
         dataset_tools.main(["extract-frames", "--ann", str(ann)])
 
@@ -645,7 +644,7 @@ def test_bad_frame_folders_are_reported_and_replaced(photo_set, tmp_path, capsys
     assert (f"wrong total_frames: 2\n  {out / folders[1]}: the list says 45, the folder holds 40 frames\n"
             f"  {out / folders[2]}: the list says 30, the folder holds 40 frames") in printed
     assert "unreadable: 0" in printed and "too short: 0" in printed
-    records, _ = annotations.read_annotations(out / "bad.txt", out)
+    records, _ = readers.read_annotations(out / "bad.txt", out)
     ds = data.PretrainVideoDataset(records, clip_len=20, frame_interval=2, crop=64, rescale=(96, 112))  # all even
     with pytest.warns(UserWarning) as caught:  # frames of 40: frame 12 (img_00013) is in every clip of folder 0
         items = [ds[i] for i in range(3)]
@@ -664,18 +663,18 @@ def test_rawframes_list_detection(tmp_path):
     (tmp_path / "rawframes.txt").write_text("jump 12 3\n")
     (tmp_path / "spaces.txt").write_text("run 12 3\n")  # the file 'run 12', label 3 ('run' is no folder)
     (tmp_path / "named.txt").write_text("walk 12.mp4 3\n")
-    records, classes = annotations.read_annotations(tmp_path / "rawframes.txt", tmp_path)
-    assert records == [annotations.VideoRecord(str(tmp_path / "jump"), 3, total_frames=12)] and len(classes) == 4
-    spaces, _ = annotations.read_annotations(tmp_path / "spaces.txt", tmp_path)
-    assert spaces == [annotations.VideoRecord(str(tmp_path / "run 12"), 3)]
-    assert annotations.read_annotations(tmp_path / "named.txt", tmp_path)[0][0].path == str(tmp_path / "walk 12.mp4")
+    records, classes = readers.read_annotations(tmp_path / "rawframes.txt", tmp_path)
+    assert records == [readers.VideoRecord(str(tmp_path / "jump"), 3, total_frames=12)] and len(classes) == 4
+    spaces, _ = readers.read_annotations(tmp_path / "spaces.txt", tmp_path)
+    assert spaces == [readers.VideoRecord(str(tmp_path / "run 12"), 3)]
+    assert readers.read_annotations(tmp_path / "named.txt", tmp_path)[0][0].path == str(tmp_path / "walk 12.mp4")
     for text, line in (("jump 12 3\njump 12\n", 2), ("jump 0 3\n", 1)):
         (tmp_path / "bad.txt").write_text(text)
         with pytest.raises(ValueError, match=f"bad.txt:{line}: expected 'frame_dir total_frames label'"):
-            annotations.read_rawframes(tmp_path / "bad.txt", tmp_path)
+            readers.read_rawframes(tmp_path / "bad.txt", tmp_path)
     (tmp_path / "rawframes_classes.txt").write_text("a\nb\n")  # names 2 classes, the list has label 3
     with pytest.raises(ValueError, match=r"rawframes.txt:1: label 3 is outside the 2 classes of .*_classes.txt"):
-        annotations.read_annotations(tmp_path / "rawframes.txt", tmp_path)
+        readers.read_annotations(tmp_path / "rawframes.txt", tmp_path)
 
 
 # --------------------------------------------------------------------------- 6. determinism
@@ -690,7 +689,7 @@ def test_same_samples_with_0_and_2_workers_and_one_persistent_loader(syn):
     """A training loader with workers is made once and re-aimed at each epoch (aim_loader; its workers persist); its
     samples are the dataset's at that epoch in DistributedSampler's order, as with 0 workers, after a partly used
     epoch and from a mid-epoch resume."""
-    records, _ = annotations.read_k400_csv(syn["k400_train_csv"], syn["mp4_root"])
+    records, _ = readers.read_k400_csv(syn["k400_train_csv"], syn["mp4_root"])
     make = lambda: PidVideos(records[:8], clip_len=4, frame_interval=2, crop=32, rescale=(48, 56), seed=5)  # noqa
     expected = []  # per epoch: the samples of a plain dataset at that epoch, in the sampler's order
     for epoch in range(3):
@@ -728,8 +727,8 @@ def test_finetune_augmentation_is_identical_on_every_frame(monkeypatch):
     H.264 clip) can be amplified by ops such as solarize or equalize and would hide what is tested."""
     frame = torch.from_numpy(np.random.default_rng(0).integers(0, 256, size=(6, 8, 3), dtype=np.uint8))
     frame = frame.repeat_interleave(8, 0).repeat_interleave(8, 1)  # (48, 64, 3) blocky texture
-    monkeypatch.setattr(media, "read_frames", lambda path, pick: frame[None].repeat(len(pick(12)), 1, 1, 1).numpy())
-    ds = data.FinetuneVideoDataset([annotations.VideoRecord("static.mp4", 3)], train=True, sampling="uniform",
+    monkeypatch.setattr(readers, "read_frames", lambda path, pick: frame[None].repeat(len(pick(12)), 1, 1, 1).numpy())
+    ds = data.FinetuneVideoDataset([readers.VideoRecord("static.mp4", 3)], train=True, sampling="uniform",
                                    clip_len=4, crop=32, short_side=40, flip=False, randaugment=(4, 7), erase_prob=1.0,
                                    seed=0)
     for epoch in range(4):
@@ -742,11 +741,11 @@ def test_finetune_augmentation_is_identical_on_every_frame(monkeypatch):
 
 
 def test_finetune_views_and_segments(syn, monkeypatch):
-    records, _ = annotations.read_diving48(syn["diving48_test"], syn["mp4_root"])
-    records = [annotations.VideoRecord(r.path, r.label, 4, 12) for r in records[:3]]
+    records, _ = readers.read_diving48(syn["diving48_test"], syn["mp4_root"])
+    records = [readers.VideoRecord(r.path, r.label, 4, 12) for r in records[:3]]
     seen = []
-    read = media.read_frames
-    monkeypatch.setattr(media, "read_frames", lambda path, pick: read(path, lambda n: seen.append(pick(n)) or seen[-1]))
+    read = readers.read_frames
+    monkeypatch.setattr(readers, "read_frames", lambda path, pick: read(path, lambda n: seen.append(pick(n)) or seen[-1]))
     ds = data.FinetuneVideoDataset(records, train=False, clip_len=4, frame_interval=1, num_clips=2, num_crops=3,
                                    crop=32, short_side=32)
     assert len(ds) == 3 * 2 * 3
@@ -761,7 +760,7 @@ def test_finetune_views_and_segments(syn, monkeypatch):
 
 # --------------------------------------------------------------------------- cycled image stream, load_frames
 def test_cycled_image_stream_resumes_exactly(syn):
-    images, _ = annotations.read_image_folder(syn["images_train"])
+    images, _ = readers.read_image_folder(syn["images_train"])
     ids = data.PretrainImageDataset(images[:6], crop=32, rescale=(48, 56))
     pos = {"epoch": 0, "batch": 0}
     stream = data.cycled_batches(ids, 4, 0, 0, False, pos)  # 1 batch of 4 per pass over 6 images (drop_last)
@@ -816,7 +815,7 @@ def test_opencv_resizes_are_the_pinned_ones(name):
 
 @pytest.mark.parametrize("codec, pix_fmt", [("ffv1", "bgr0"), ("libx264rgb", "rgb24")])
 def test_lossless_files_read_back_exactly(tmp_path, codec, pix_fmt):
-    """A lossless encode read by media.read_video gives back the very frames written: a reference that does not come
+    """A lossless encode read by readers.read_video gives back the very frames written: a reference that does not come
     from PyAV's own decoding (any pick, in any order)."""
     frames = np.random.default_rng(0).integers(0, 256, size=(20, 48, 64, 3), dtype=np.uint8)  # (T, H, W, 3)
     path = tmp_path / f"{codec}.mkv"
@@ -827,4 +826,4 @@ def test_lossless_files_read_back_exactly(tmp_path, codec, pix_fmt):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
         container.mux(stream.encode())
     for pick in ([0, 1, 2], [19], [15, 3, 15, 7], list(range(20))):
-        np.testing.assert_array_equal(media.read_video(path, pick).numpy(), frames[pick])
+        np.testing.assert_array_equal(readers.read_video(path, pick).numpy(), frames[pick])

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import annotations  # noqa: E402
+import readers  # noqa: E402
 import checkpoint
 import cli  # noqa: E402
 import data  # noqa: E402
@@ -37,7 +37,7 @@ def rng(seed, index):
 
 def synthetic_test_set(classes=None):
     paths = synthetic_set.synthetic_paths(synthetic_set.synthetic_root())
-    return annotations.read_k400_csv(paths["k400_val_csv"], paths["mp4_root"], classes)
+    return readers.read_k400_csv(paths["k400_val_csv"], paths["mp4_root"], classes)
 
 
 # --------------------------------------------------------------------------- masks (moved from test_masking.py)

@@ -5,8 +5,7 @@ content that no video shows."""
 import numpy as np
 import pytest
 
-import annotations
-import media
+import readers
 from tools import factorial, reproduce
 
 MOTIONS = [name for name, _ in factorial.MOTIONS]
@@ -128,7 +127,7 @@ def test_lists_on_disk_are_a_balanced_cross_table_of_the_videos_written(written)
     root, cfg = written
     paths = factorial.factorial_paths(root)
     for split, per_cell in (("train", cfg.train_per_cell), ("val", cfg.val_per_cell), ("test", cfg.test_per_cell)):
-        lists = {f: annotations.read_annotations(paths[f"{split}_{f}"], paths["video_root"])
+        lists = {f: readers.read_annotations(paths[f"{split}_{f}"], paths["video_root"])
                  for f in ("appearance", "motion", "cell")}
         records = {f: r for f, (r, _) in lists.items()}
         assert [r.path for r in records["appearance"]] == [r.path for r in records["motion"]] == \
@@ -140,9 +139,9 @@ def test_lists_on_disk_are_a_balanced_cross_table_of_the_videos_written(written)
             assert c.label == a.label * 4 + m.label
         assert (table == per_cell).all()  # every cell equally often: the labels are independent
     # a written video is the clip its labels describe (decoded, within H.264's error)
-    record = next(r for r in annotations.read_list(paths["test_cell"], paths["video_root"])[0] if r.label == 6)
+    record = next(r for r in readers.read_list(paths["test_cell"], paths["video_root"])[0] if r.label == 6)
     index = int(record.path.rsplit("_", 1)[1].split(".")[0])
-    decoded = media.read_frames(record.path, lambda n: np.arange(n))
+    decoded = readers.read_frames(record.path, lambda n: np.arange(n))
     expected = factorial.render_clip("square", MOTIONS[2], [cfg.seed, factorial.SPLITS["test"], index], cfg.frames,
                                      cfg.size)
     assert decoded.shape == expected.shape
@@ -151,7 +150,7 @@ def test_lists_on_disk_are_a_balanced_cross_table_of_the_videos_written(written)
 
 def test_the_image_set_holds_shapes_and_textures_that_no_video_shows(written):
     root, cfg = written
-    records, classes = annotations.read_image_folder(factorial.factorial_paths(root)["images"])
+    records, classes = readers.read_image_folder(factorial.factorial_paths(root)["images"])
     assert len(records) == cfg.images
     assert set(classes) - set(factorial.APPEARANCES)  # shapes of the images only
     assert set(factorial.IMAGE_SHAPES) > set(factorial.APPEARANCES) and len(factorial.TEXTURES) > 1

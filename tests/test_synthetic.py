@@ -4,14 +4,13 @@ import json
 import numpy as np
 import pytest
 
-import annotations
-import media
+import readers
 import synthetic
 
 
 def sequential(path):
     """Every frame of `path`, (T, H, W, 3) uint8. `syn`, the small synthetic set's paths, comes from conftest.py."""
-    return media.read_frames(path, np.arange)
+    return readers.read_frames(path, np.arange)
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".webm"])
@@ -30,7 +29,7 @@ def test_write_video_is_deterministic(tmp_path, suffix):
 def test_class_pair_separable_only_by_temporal_order(syn):
     np.testing.assert_array_equal(synthetic.render_clip("fall reversed", 7, 16, 48, 64),
                                   synthetic.render_clip("fall", 7, 16, 48, 64)[::-1])
-    records, classes = annotations.read_k400_csv(syn["k400_train_csv"], syn["mp4_root"])
+    records, classes = readers.read_k400_csv(syn["k400_train_csv"], syn["mp4_root"])
     for forward, backward in [("fall", "fall reversed"), ("slide right", "slide left")]:
         a = [r.path for r in records if classes[r.label] == forward]
         b = [r.path for r in records if classes[r.label] == backward]
@@ -54,7 +53,7 @@ def test_command_writes_the_set(tmp_path, capsys):
     classes = json.loads((out / "classes.json").read_text())
     assert len(classes) == len(synthetic.SYNTHETIC_CLASSES)
     assert len(list((out / "mp4").glob("*.mp4"))) == len(list((out / "webm").glob("*.webm"))) == 2 * len(classes)
-    assert media.video_frame_count(next((out / "webm").glob("*.webm"))) == 8
+    assert readers.video_frame_count(next((out / "webm").glob("*.webm"))) == 8
     with pytest.raises(SystemExit, match="--out"):
         synthetic.main([])
 
@@ -68,9 +67,9 @@ def test_held_out_test_split(tmp_path, syn):
     paths = synthetic.synthetic_paths(synthetic.make_synthetic(tmp_path / "set", cfg))
     n = len(synthetic.SYNTHETIC_CLASSES)
     assert len(list(paths["mp4_root"].glob("*.mp4"))) == len(list(paths["webm_root"].glob("*.webm"))) == 4 * n
-    test, classes = annotations.read_k400_csv(paths["k400_test_csv"], paths["mp4_root"])
-    train, _ = annotations.read_k400_csv(paths["k400_train_csv"], paths["mp4_root"], classes)
-    val, _ = annotations.read_k400_csv(paths["k400_val_csv"], paths["mp4_root"], classes)
+    test, classes = readers.read_k400_csv(paths["k400_test_csv"], paths["mp4_root"])
+    train, _ = readers.read_k400_csv(paths["k400_train_csv"], paths["mp4_root"], classes)
+    val, _ = readers.read_k400_csv(paths["k400_val_csv"], paths["mp4_root"], classes)
     assert len(test) == 2 * n and sorted({r.label for r in test}) == list(range(n))
     assert not {r.path for r in test} & {r.path for r in train + val}
     for record in train:  # a test video is not a copy of the training video of its class
@@ -78,5 +77,5 @@ def test_held_out_test_split(tmp_path, syn):
         assert np.abs(sequential(first.path)[0].astype(float) - sequential(record.path)[0]).mean() > 1.0
     assert len(json.loads(paths["ssv2_test"].read_text())) == len(json.loads(paths["diving48_heldout"].read_text())) \
         == 2 * n
-    assert len(annotations.read_annotations(paths["ssv2_test"], paths["webm_root"])[0]) == 2 * n
+    assert len(readers.read_annotations(paths["ssv2_test"], paths["webm_root"])[0]) == 2 * n
     assert not (tmp_path / "set" / "images").exists()

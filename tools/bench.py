@@ -50,13 +50,12 @@ import torchvision
 from torch.utils import flop_counter
 from torchvision.models.video.swin_transformer import SwinTransformer3d
 
-import annotations
+import readers
 import checkpoint
 import convert
 import data
 import engine
 import masking
-import media
 import model as bevt_model
 import synthetic as synthetic_set
 import tokenizer as tok
@@ -516,8 +515,8 @@ def k400_like_files(num_files, num_frames):
         os.replace(tmp / "frames" / "videos_rawframes.txt", tmp / "videos_rawframes.txt")
         os.replace(tmp / "frames" / "videos_rawframes_classes.txt", tmp / "videos_rawframes_classes.txt")
         os.rename(tmp, root)
-    videos, _ = annotations.read_annotations(root / "videos.txt", root)
-    frames, _ = annotations.read_annotations(root / "videos_rawframes.txt", root / "frames")
+    videos, _ = readers.read_annotations(root / "videos.txt", root)
+    frames, _ = readers.read_annotations(root / "videos_rawframes.txt", root / "frames")
     return videos, frames
 
 
@@ -539,7 +538,7 @@ def prepared_copies(videos) -> dict:
                                                      out=str(dst), workers=1, diff_frames=0))
         if failed:
             raise RuntimeError(f"prepare failed on {failed}")
-        out[name], _ = annotations.read_annotations(dst / "videos.txt", dst)
+        out[name], _ = readers.read_annotations(dst / "videos.txt", dst)
     return out
 
 
@@ -561,14 +560,14 @@ def decord_reader():
 def pixel_difference(original, prepared, frames=8) -> float:
     """Mean absolute difference (grey levels) of `frames` evenly spaced frames of each prepared copy and its source."""
     pick = lambda n: np.linspace(0, n - 1, frames).round().astype(np.int64)  # noqa: E731
-    return float(np.mean([np.abs(media.read_frames(a.path, pick).astype(np.int16) - media.read_frames(b.path, pick))
+    return float(np.mean([np.abs(readers.read_frames(a.path, pick).astype(np.int16) - readers.read_frames(b.path, pick))
                           .mean() for a, b in zip(original, prepared)]))
 
 
 def bench_data(cfg, patch_t):
     """Clips/s of one data-loader worker for the pretraining sample (PretrainVideoDataset, official 16x8) and the K400
     finetuning sample (FinetuneVideoDataset, 32x2), on K400-like H.264 files, on their rawframes and on their prepared
-    copies (PREPARED); decode-only rates of the same 16x8 clips (media.read_frames, and decord's official way on the
+    copies (PREPARED); decode-only rates of the same 16x8 clips (readers.read_frames, and decord's official way on the
     originals if decord is installed); storage per video and per hour of video. A worker is one process on one core
     (torch, OpenCV and PyAV run one thread in it), so the figure is samples per CPU-second of this process
     (time.process_time), which other jobs on a shared machine disturb least; the configurations alternate sample by
@@ -588,11 +587,11 @@ def bench_data(cfg, patch_t):
         runs["finetune_" + kind] = lambda i, ds=finetune: ds[i % len(videos)]
         datasets += [pretrain, finetune]
     # decode only: the frames of a pretraining draw, the same for every reader
-    counts = [media.video_frame_count(r.path) for r in videos]
+    counts = [readers.video_frame_count(r.path) for r in videos]
     clips = [data.dense_indices(counts[i % len(videos)], pl, pi, 1, True, np.random.default_rng([cfg.seed, i]))[0]
              for i in range(cfg.data_clips + 1)]
     for kind in ["h264"] + ["prepared " + name for name in prepared]:
-        runs["decode_" + kind] = lambda i, r=sets[kind]: media.read_frames(r[i % len(videos)].path, lambda n: clips[i])
+        runs["decode_" + kind] = lambda i, r=sets[kind]: readers.read_frames(r[i % len(videos)].path, lambda n: clips[i])
     decord_read, decord_version = decord_reader()
     if decord_read:
         runs["decode_decord_h264"] = lambda i: decord_read(videos[i % len(videos)].path, clips[i])

@@ -6,7 +6,7 @@ convert it into prepared videos that read faster (tools/prepare.py).
     python -m tools.dataset extract-frames --ann LIST --root DIR --out DIR [--format jpg|png] [--quality 95]
     python -m tools.dataset prepare ANNOTATION ROOT DST [--codec mjpeg|h264] [--workers N]   # see tools/prepare.py
 
-The formats are those annotations.read_annotations reads; docs/data.md describes them and what each tool writes.
+The formats are those readers.read_annotations reads; docs/data.md describes them and what each tool writes.
 """
 import math
 import os
@@ -21,8 +21,8 @@ import av
 import cv2
 
 import engine
-import media
-from annotations import ImageRecord, read_annotations, read_segment, read_unlabelled
+import readers
+from readers import ImageRecord, read_annotations, read_segment, read_unlabelled
 from cli import parse_flags, ranged
 from tools.prepare import PrepareConfig, prepare
 
@@ -88,9 +88,9 @@ def check(cfg: CheckConfig) -> int:
             if not os.path.exists(record.path):
                 problems["missing"].append(record.path)
             elif isinstance(record, ImageRecord):
-                media.read_image(record.path)
+                readers.read_image(record.path)
             elif record.total_frames and (
-                    problem := media.frame_folder_problem(record.path, record.total_frames)):
+                    problem := readers.frame_folder_problem(record.path, record.total_frames)):
                 problems[problem[0]].append(problem[1])
             else:
                 lengths = []  # the segment's length, as the sampling sees it
@@ -120,19 +120,19 @@ def frame_folder_name(record, root) -> str:
 
 def _write_frames(record, folder, ext, params) -> int:
     """Frames [start_frame, end_frame) of the record's video as folder/img_00001{ext} ..., numbered as
-    media.read_frames numbers them (decoded from the first frame). Returns the number written."""
+    readers.read_frames numbers them (decoded from the first frame). Returns the number written."""
     with av.open(record.path) as container:
-        stream = media.video_stream(container, record.path)
-        index = media.frame_index(container, stream, record.path)  # demuxes to the end: seek back to the start
+        stream = readers.video_stream(container, record.path)
+        index = readers.frame_index(container, stream, record.path)  # demuxes to the end: seek back to the start
         start, end = record.start_frame, min(record.end_frame or math.inf, len(index.pts))
         if end <= start:
-            raise media.MediaError(f"{record.path}: no frames in [{start}, {end})")
+            raise readers.MediaError(f"{record.path}: no frames in [{start}, {end})")
         container.seek(index.pts[0], stream=stream, backward=True, any_frame=False)
         written = 0
-        for i, frame in media.decoded_frames(container.demux(stream), stream, record.path, index,
+        for i, frame in readers.decoded_frames(container.demux(stream), stream, record.path, index,
                                              range(start, end)):
             if start <= i < end:
-                path = media.frame_file(folder, i - start, ext)
+                path = readers.frame_file(folder, i - start, ext)
                 bgr = cv2.cvtColor(frame.to_ndarray(format="rgb24"), cv2.COLOR_RGB2BGR)  # (H, W, 3)
                 if not cv2.imwrite(str(path), bgr, params):
                     raise OSError(f"cannot write {path}")
@@ -140,7 +140,7 @@ def _write_frames(record, folder, ext, params) -> int:
             if i >= end - 1:
                 break
     if written < end - start:
-        raise media.MediaError(f"{record.path}: {end - start - written} frames of [{start}, {end}) "
+        raise readers.MediaError(f"{record.path}: {end - start - written} frames of [{start}, {end}) "
                                "could not be decoded")
     return written
 
@@ -171,7 +171,7 @@ def extract_frames(cfg: ExtractConfig) -> list:
         name = frame_folder_name(record, cfg.root)
         folder, part = out / name, out / (name + ".part")
         try:
-            numbers = media.frame_numbers(folder) if folder.is_dir() else []
+            numbers = readers.frame_numbers(folder) if folder.is_dir() else []
             if numbers and numbers == list(range(1, len(numbers) + 1)):  # done before (a damaged folder is redone)
                 total = len(numbers)
                 skipped += 1
@@ -182,7 +182,7 @@ def extract_frames(cfg: ExtractConfig) -> list:
                 shutil.rmtree(folder, ignore_errors=True)  # a damaged folder, replaced only now
                 part.rename(folder)
             lines.append(f"{name} {total} {record.label}\n")
-        except (OSError, av.FFmpegError, media.MediaError) as err:
+        except (OSError, av.FFmpegError, readers.MediaError) as err:
             shutil.rmtree(part, ignore_errors=True)
             failed.append(f"{record.path} ({err})")
         print(f"\rextract {done}/{len(records)} skipped={skipped} failed={len(failed)}", end="", file=sys.stderr,

@@ -26,12 +26,11 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.utils import save_image
 
-import annotations
+import readers
 import checkpoint
 import data
 import engine
 import evaluate
-import media
 import synthetic as synthetic_set
 import tokenizer as tok
 from cli import parse_flags, ranged
@@ -105,14 +104,14 @@ def find_checkpoint(path, default_dir, needs=()):
 def synthetic_records(classes=None):
     """(the synthetic set's test videos, the embedded default's input; class names), labels indexed by `classes`."""
     paths = synthetic_set.synthetic_paths(synthetic_set.synthetic_root())
-    return annotations.read_k400_csv(paths["k400_val_csv"], paths["mp4_root"], classes)
+    return readers.read_k400_csv(paths["k400_val_csv"], paths["mp4_root"], classes)
 
 
 def centre_clip(path, img_size, clip_len, frame_interval, short_side):
     """Pretraining's sampling made deterministic: the centre clip (SampleFrames test mode), short side `short_side`
     bicubic (the smallest RandomRescale of pretraining), the centre img_size crop. -> uint8 (3, T, S, S)."""
     pick = lambda n: data.dense_indices(n, clip_len, frame_interval, 1, False, None)[0]  # noqa: E731
-    frames = data.resize_short(media.read_frames(path, pick), short_side, cv2.INTER_CUBIC)  # (T, H, W, 3)
+    frames = data.resize_short(readers.read_frames(path, pick), short_side, cv2.INTER_CUBIC)  # (T, H, W, 3)
     return data.to_clip(data.fixed_crop(frames, img_size, 0, 1))  # (3, T, S, S)
 
 
@@ -215,7 +214,7 @@ def reconstruct(argv):
     tokenizer = tok.load_tokenizer(tokenizer_path(cfg, state, ckpt_path), "cpu")
     rng, grid, video = np.random.default_rng(cfg.seed), run.img_size // 16, not cfg.image
     if cfg.image:
-        image = media.read_image(cfg.image).permute(1, 2, 0).numpy()[None]  # (1, H, W, 3)
+        image = readers.read_image(cfg.image).permute(1, 2, 0).numpy()[None]  # (1, H, W, 3)
         crops = data.to_clip(data.fixed_crop(data.resize_short(image, run.rescale[0], cv2.INTER_CUBIC),
                                              run.img_size, 0, 1))  # (3, 1, S, S)
         stream_mask = blockwise_mask(grid, grid, int(run.mask_ratio * grid * grid), rng=rng)[None]  # (1, h, w)
@@ -286,9 +285,9 @@ def video_list(paths):
     """--video FILE [FILE ...] or a folder (its videos, sorted) -> records (label 0: unknown)."""
     files = []
     for p in paths:
-        files += sorted(str(f) for f in Path(p).iterdir() if f.suffix.lower() in media.VIDEO_EXTS) \
+        files += sorted(str(f) for f in Path(p).iterdir() if f.suffix.lower() in readers.VIDEO_EXTS) \
             if Path(p).is_dir() else [p]
-    return [annotations.VideoRecord(f, 0) for f in files]
+    return [readers.VideoRecord(f, 0) for f in files]
 
 
 def take_list(argv, flag):
@@ -352,7 +351,7 @@ def predict(argv):
 @dataclass
 class FeaturesConfig:
     ckpt: str = ""  # any format: ours (pretraining / finetune), official BEVT, torchvision swin3d_*
-    ann: str = ""  # annotation file (any format annotations.read_annotations reads); default: the synthetic test set
+    ann: str = ""  # annotation file (any format readers.read_annotations reads); default: the synthetic test set
     root: str = ""
     out: str = "feats.npy"  # float32 (N, C8), or (N, views, C8) with --per-view true; NaN rows: unreadable videos
     per_view: bool = False
@@ -372,7 +371,7 @@ def features(argv):
     model, _, kind = classifier_from(state, ckpt_path, cfg.model, cfg.window_size)
     if cfg.ann:
         try:
-            records, _ = annotations.read_annotations(cfg.ann, cfg.root)
+            records, _ = readers.read_annotations(cfg.ann, cfg.root)
         except (OSError, ValueError) as e:
             raise SystemExit(f"--ann/--root: {e}") from None
     else:

@@ -26,8 +26,8 @@ Layout written by `python -m tools.factorial --out DIR` (and by factorial_root()
     DIR/videos/{split}/{split}_{i:05d}.mp4     16 frames (two turns of the orbit), H.264
     DIR/{split}_{appearance,motion,cell}.txt   "split/file.mp4 label" lists over the same videos (root DIR/videos);
                                                cell = appearance * 4 + motion, the label a finetune learns both from
-    DIR/{split}_{factor}_classes.txt           the class names of a list (annotations.read_list reads them)
-    DIR/images/train/<shape>/*.JPEG            the image set (class folders: annotations.read_image_folder)
+    DIR/{split}_{factor}_classes.txt           the class names of a list (readers.read_list reads them)
+    DIR/images/train/<shape>/*.JPEG            the image set (class folders: readers.read_image_folder)
 for split in train, val, test.
 """
 import json

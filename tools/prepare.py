@@ -1,5 +1,5 @@
 """`python -m tools.dataset prepare`: a video dataset converted once into videos whose every frame decodes alone, so
-that media.read_frames reads a clip with one seek per wanted frame instead of decoding the reference chain from the
+that readers.read_frames reads a clip with one seek per wanted frame instead of decoding the reference chain from the
 keyframe before it (docs/data.md "Prepared format": the measured speed, storage and pixel difference of each choice).
 
     python -m tools.dataset prepare ANNOTATION ROOT DST [--codec mjpeg|h264] [--mjpeg-q 5] [--crf 18] [--gop 1]
@@ -10,7 +10,7 @@ frame i, at constant or variable frame rate), the short side scaled down to at m
 audio dropped. The annotation is written for DST: a Kinetics CSV is copied, a Diving-48 JSON keeps the entries of
 the prepared videos (and its class names), anything else becomes a `path label` list with its class names beside it,
 so read_annotations gives the same labels and classes (with --unlabelled true, a pretraining input without labels,
-a video folder or a path list as annotations.read_unlabelled reads it, becomes a path list). Files are converted in
+a video folder or a path list as readers.read_unlabelled reads it, becomes a path list). Files are converted in
 parallel processes; each is written
 under a temporary name and renamed when complete, so a rerun skips what is done, never touches a finished file and
 redoes an interrupted one (DST/prepare.json records the settings; a rerun with others is refused). Sources that
@@ -30,8 +30,8 @@ import av
 import numpy as np
 from filelock import FileLock, Timeout
 
-import media
-from annotations import ImageRecord, read_annotations, read_unlabelled
+import readers
+from readers import ImageRecord, read_annotations, read_unlabelled
 from cli import ranged
 
 
@@ -99,21 +99,21 @@ def open_encoder(container, cfg, width, height, source):
 
 def convert(src, dst, cfg: PrepareConfig) -> dict:
     """Write the prepared copy of video `src` to `dst` (any name: the format is given) and check it: as many frames
-    as the source, and `diff_frames` of them decoded back (media.read_frames' way) against the source's frames
+    as the source, and `diff_frames` of them decoded back (readers.read_frames' way) against the source's frames
     scaled alike. Returns {"frames", "diff_sum", "diff_count", "diff_max"} (sums of mean absolute differences)."""
     with av.open(str(src)) as source, av.open(str(dst), "w", format="mp4") as target:
-        stream = media.video_stream(source, src)
+        stream = readers.video_stream(source, src)
         stream.thread_count = 1  # the workers are the parallelism
-        index = media.frame_index(source, stream, src)  # the frames as the reader numbers them; demuxes to the end
+        index = readers.frame_index(source, stream, src)  # the frames as the reader numbers them; demuxes to the end
         n = len(index.pts)
         compare = sorted({int(i) for i in np.linspace(0, n - 1, cfg.diff_frames).round()})
         width, height = prepared_size(stream.codec_context.width, stream.codec_context.height, cfg.max_short_side)
         encoder = open_encoder(target, cfg, width, height, stream)
         expected, originals = 0, {}
-        for i, frame in media.decoded_frames(media.packets_from(source, stream, index, 0), stream, src, index,
+        for i, frame in readers.decoded_frames(readers.packets_from(source, stream, index, 0), stream, src, index,
                                              range(n)):
             if i != expected:
-                raise media.MediaError(f"{src}: frame {i} decoded where frame {expected} was due")
+                raise readers.MediaError(f"{src}: frame {i} decoded where frame {expected} was due")
             if (frame.width, frame.height) != (width, height):
                 frame = frame.reformat(width=width, height=height, interpolation="BICUBIC")  # ffmpeg scale's default
             if i in compare:
@@ -123,14 +123,14 @@ def convert(src, dst, cfg: PrepareConfig) -> dict:
             target.mux(encoder.encode(frame))
             expected += 1
         if expected < n:
-            raise media.MediaError(f"{src}: {n - expected} of {n} frames could not be decoded")
+            raise readers.MediaError(f"{src}: {n - expected} of {n} frames could not be decoded")
         target.mux(encoder.encode())
     with av.open(str(dst)) as prepared:  # decoded back as training reads it
-        stream = media.video_stream(prepared, dst)
-        index = media.frame_index(prepared, stream, dst)
+        stream = readers.video_stream(prepared, dst)
+        index = readers.frame_index(prepared, stream, dst)
         if len(index.pts) != n:
-            raise media.MediaError(f"{src}: the prepared copy has {len(index.pts)} frames, the source {n}")
-        found, _ = media.decode_wanted(prepared, stream, dst, index, set(compare))
+            raise readers.MediaError(f"{src}: the prepared copy has {len(index.pts)} frames, the source {n}")
+        found, _ = readers.decode_wanted(prepared, stream, dst, index, set(compare))
     diffs = [np.abs(found[i].astype(np.int16) - originals[i]) for i in compare]  # (H, W, 3) each
     return {"frames": n, "diff_sum": float(sum(d.mean() for d in diffs)), "diff_count": len(diffs),
             "diff_max": int(max((d.max() for d in diffs), default=0))}
@@ -149,7 +149,7 @@ def prepare_file(src, dst, cfg: PrepareConfig) -> dict:
         out = convert(src, tmp, cfg)
         os.replace(tmp, dst)
         return out
-    except (OSError, av.FFmpegError, media.MediaError) as err:
+    except (OSError, av.FFmpegError, readers.MediaError) as err:
         return {"error": f"{src} ({err})"}
     finally:
         if os.path.exists(tmp):
@@ -181,7 +181,7 @@ def write_annotation(cfg, records, classes, done) -> Path:
     unlabelled input), holding the videos in `done` (source paths). Returns its path."""
     src = Path(cfg.annotation)
     out = Path(cfg.out)
-    if cfg.unlabelled:  # one path a line, as annotations.read_path_list reads it
+    if cfg.unlabelled:  # one path a line, as readers.read_path_list reads it
         write_text(out / (src.stem + ".txt"), "".join(f"{prepared_path(r.path, cfg.root, '.').as_posix()}\n"
                                                       for r in records if r.path in done))
         return out / (src.stem + ".txt")

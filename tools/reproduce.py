@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import annotations
+import readers
 import checkpoint
 import data
 import engine
@@ -298,7 +298,7 @@ def readout_main(argv):
     if not set(conditions) <= set(CONDITIONS) or not cfg.checkpoint:
         raise SystemExit(f"--conditions: some of {CONDITIONS}; --checkpoint: a file or none")
     root = paths["video_root"]
-    test = {f: annotations.read_list(paths[f"test_{f}"], root)[0] for f in (*FACTORS, "cell")}
+    test = {f: readers.read_list(paths[f"test_{f}"], root)[0] for f in (*FACTORS, "cell")}
     assert all([r.path for r in test[f]] == [r.path for r in test["cell"]] for f in FACTORS), "one video order"
     labels = {f: np.array([r.label for r in test[f]]) for f in FACTORS}
     num = {"appearance": len(factorial.APPEARANCES), "motion": len(factorial.MOTIONS)}  # classes per label
@@ -306,12 +306,12 @@ def readout_main(argv):
     start = time.time()
     if cfg.kind == "probe":
         model = load_classifier(cfg.checkpoint, 1, cfg.seed)
-        train = annotations.read_list(paths["train_cell"], root)[0]
+        train = readers.read_list(paths["train_cell"], root)[0]
         train_x = test_outputs(model, train, "normal", cfg, features=True)
         test_x = {c: test_outputs(model, test["cell"], c, cfg, features=True) for c in conditions}
         summary["feature_minutes"] = (time.time() - start) / 60
         for f in FACTORS:
-            train_y = annotations.read_list(paths[f"train_{f}"], root)[0]
+            train_y = readers.read_list(paths[f"train_{f}"], root)[0]
             fit = probe(train_x, [r.label for r in train_y], test_x, num[f], seed=cfg.seed)
             summary[f] = {"l2": fit["l2"], "cv_accuracy": fit["cv_accuracy"]}
             arrays.update({f"{f}/{c}": p for c, p in fit["probs"].items()})
@@ -346,8 +346,8 @@ def prepare(cfg, budget, out_dir: Path):
     for key in ("train_cell", "test_cell", "images"):
         if not paths[key].exists():
             raise SystemExit(f"reproduce.py: --data {root}: no {paths[key]} (tools/factorial.py writes the layout)")
-    videos = len(annotations.read_list(paths["train_motion"], paths["video_root"])[0])
-    images = len(annotations.read_image_folder(paths["images"])[0])
+    videos = len(readers.read_list(paths["train_motion"], paths["video_root"])[0])
+    images = len(readers.read_image_folder(paths["images"])[0])
     # train.py: an epoch is the video set (video and joint stages) or the image set (image stage)
     per_epoch = {"video": videos // PRETRAIN_RECIPE["videos_per_gpu"],
                  "image": images // PRETRAIN_RECIPE["images_per_gpu"]}
