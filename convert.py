@@ -2,7 +2,8 @@
 swin3d_{t,s,b} in both directions, the official BEVT releases (pretraining and finetuning formats), the inflation
 of an image-stream checkpoint into the joint model (official inflate_weights), the resize of relative
 position bias tables to another window (SSv2), and the detection of a checkpoint's format for a classifier
-(classifier_state). Nothing here builds or runs a model except to read key names.
+(classifier_state). Nothing here builds or runs a model except to read key names; the last section loads a
+checkpoint file into a model, each failure naming the file.
 
 Official key layout (xyzforever/BEVT, mmcv checkpoints {'meta', 'state_dict', ...}):
   pretraining: backbone.* (SwinTransformerBEVT, its decoders included) + cls_head.lm_head.* + cls_head.vae_encoder.*
@@ -11,6 +12,7 @@ Official key layout (xyzforever/BEVT, mmcv checkpoints {'meta', 'state_dict', ..
 """
 import math
 
+import torch
 import torch.nn.functional as F
 
 from model import ModelConfig, VideoClassifier, relative_position_index
@@ -275,3 +277,47 @@ def classifier_state(state, classifier):
     kind += " (head from the checkpoint)" if "head.weight" in sd else " (new head)"
     fresh_head = {k: v for k, v in classifier.state_dict().items() if k.startswith("head.")}
     return {**fresh_head, **sd}, dropped, kind
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# loading a checkpoint file into a model, each failure naming the file
+
+
+def init_classifier(state, classifier, path):
+    """classifier_state of the checkpoint loaded from `path` (ours of any stage, the official release,
+    torchvision swin3d_*): (the classifier's state dict, the dropped keys, the format), or a stop naming the file."""
+    try:
+        return classifier_state(state, classifier)
+    except ValueError as e:
+        raise SystemExit(f"cannot initialise from {path} ({checkpoint_kind(state)} checkpoint): {e}") from e
+
+
+def load_checkpoint(path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SystemExit(f"cannot load checkpoint {path}: {e}") from e
+
+
+def holds(state):
+    """What a loaded checkpoint holds, for messages: ours name their flags (`--model nano --stage joint`)."""
+    saved = state.get("config", {}) if isinstance(state, dict) else {}
+    flags = " ".join(f"--{k} {saved[k]}" for k in ("model", "stage") if k in saved)
+    return flags or f"a {checkpoint_kind(state)} checkpoint"
+
+
+def load_model_state(module, state, path, holds="", asks="", allow_missing=False):
+    """Loads `state` into `module`; a checkpoint of another model (shapes) or key set stops naming the file, what it
+    holds and what the flags ask for (e.g. "--model nano" vs "--model tiny"). allow_missing: keys the checkpoint lacks
+    keep their values and are returned (an image-stage checkpoint inflated into the joint model)."""
+    own = module.state_dict()
+    shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+              if k in own and v.shape != own[k].shape]
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if shapes or unexpected or (missing and not allow_missing):
+        which = f" it holds {holds}, the flags ask for {asks};" if holds or asks else ""
+        raise SystemExit(f"checkpoint {path} does not fit the model:{which} "
+                         + "; ".join(shapes[:3] + [f"missing keys: {missing}"] * bool(missing and not allow_missing)
+                                     + [f"unexpected keys: {unexpected}"] * bool(unexpected)))
+    module.load_state_dict(state, strict=not allow_missing)
+    return missing

@@ -354,7 +354,7 @@ class AtEpoch(Dataset):
 
 def ignore_stop_signals(worker_id):
     """DataLoader workers leave SIGINT / SIGTERM / SIGUSR1 to the main process, which stops at a step boundary and
-    ends them (engine.Progress); a worker killed by Ctrl-C would end the run with its traceback instead."""
+    ends them (run.Progress); a worker killed by Ctrl-C would end the run with its traceback instead."""
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(s, signal.SIG_IGN)
 

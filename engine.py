@@ -1,22 +1,18 @@
 """What train.py (BEVT pretraining) and finetune.py share: the torchrun (or srun) set-up, autocast, the official
-optimizer groups, the warmup + cosine schedule (BEVT §4.1), the optimizer step, and the step loop's bookkeeping with
-its stop on a signal. The run's files (out-dir lock, checkpoints, log) are checkpoint.py's.
+optimizer groups, the warmup + cosine schedule (BEVT §4.1) and the optimizer step. The run's flags, files (out-dir
+lock, checkpoints, log) and stops are run.py's.
 official: mmaction/apis/train.py (optimizer, hooks, runner), mmcv DefaultOptimizerConstructor (parameter groups),
 mmcv CosineAnnealingLrUpdaterHook (schedule), mmaction/utils/optimizer.py DistOptimizerHook (accumulation, clipping).
 """
 import dataclasses
 import math
 import os
-import signal
-import sys
-import time
 from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
 
 import convert
-
 
 # ----------------------------------------------------------------------------------------------------------------------
 # distributed set-up (torchrun's variables, else srun's) and precision
@@ -71,6 +67,15 @@ def same_on_all_ranks(value, env, what):
     if any(v != values[0] for v in values):
         raise SystemExit(f"the ranks disagree on {what}: " + "; ".join(f"rank {r}: {v}" for r, v in enumerate(values)))
     return value
+
+
+def rank_zero_first(make, env, what):
+    """make() on rank 0 (it writes something once), then on the other ranks (they find it); every rank's result must
+    be the same (`what` names it in the error)."""
+    result = make() if env.master else None
+    if env.ddp:
+        dist.barrier()
+    return same_on_all_ranks(result if env.master else make(), env, what)
 
 
 def resolve_dtype(device, dtype):
@@ -207,107 +212,6 @@ def optimizer_step(optimizer, scaler, finite, clip_grad, env, lr):
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     return float(grad_norm), int(scaler.get_scale() < scale_before)
-
-
-MAX_OVERFLOWS = 20  # fp16 steps skipped in a row that stop the run: from 65536 the scale is then below 0.1
-# SIGTERM / SIGUSR1 (a preemption: SLURM sends them before the time limit) and SIGINT (Ctrl-C) end the step loop at the
-# next step boundary with a checkpoint; the exit code then asks a scheduler to requeue (EX_TEMPFAIL of sysexits.h), or
-# is the shell's 128 + SIGINT. Outside the step loop, or at a second Ctrl-C, they stop the script at once.
-EXIT_REQUEUE, EXIT_INTERRUPTED = 75, 130
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
-_stop = {"signal": 0, "in_loop": False}  # the signal received, and whether the step loop (Progress) runs
-
-
-def _on_signal(signum, frame):
-    again = _stop["signal"] == signal.SIGINT == signum
-    _stop["signal"] = signum
-    if not _stop["in_loop"] or again:
-        raise KeyboardInterrupt
-
-
-def run_script(main):
-    """A script's (or tool's) entry point: installs the stop signals, and turns a stop outside the step loop into one
-    line."""
-    for s in STOP_SIGNALS:
-        signal.signal(s, _on_signal)
-    try:
-        main()
-    except KeyboardInterrupt:
-        name = signal.Signals(_stop["signal"] or signal.SIGINT).name
-        print(f"{name}: stopped at once; files already written are kept", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED if name == "SIGINT" else EXIT_REQUEUE)
-
-
-def rank_zero_first(make, env, what):
-    """make() on rank 0 (it writes something once), then on the other ranks (they find it); every rank's result must
-    be the same (`what` names it in the error)."""
-    result = make() if env.master else None
-    if env.ddp:
-        dist.barrier()
-    return same_on_all_ranks(result if env.master else make(), env, what)
-
-
-class Progress:
-    """The step loop's bookkeeping: the step, fp16 skipped steps, the log window (per-step stats summed since the last
-    log line), the speed, the time spent waiting for batches, and `stop_signal`: after a step, nonzero on every rank
-    once any rank received a stop signal (run_script installs them), so all ranks save and stop at the same step."""
-
-    def __init__(self, step, env, skipped=0):
-        self.step, self.skipped, self.in_a_row, self.grad_norm = step, skipped, 0, float("nan")
-        self.window = {}  # {name: summed per-step stats tensor}
-        self.env, self.first_step, self.t0 = env, step, time.time()
-        self.data_wait_s, self.data_t0 = 0.0, time.perf_counter()  # seconds in next_batch since data_t0
-        self.stop_signal, _stop["in_loop"] = 0, True
-
-    def next_batch(self, batches):
-        """next(batches), its wait counted: between two steps the device is idle (each step ends with a host sync)."""
-        start = time.perf_counter()
-        batch = next(batches)
-        self.data_wait_s += time.perf_counter() - start
-        return batch
-
-    def take_data_share(self):
-        """Share of the wall time since the last call spent waiting for batches, the largest over the ranks."""
-        now = time.perf_counter()
-        share = torch.tensor(self.data_wait_s / max(now - self.data_t0, 1e-9), dtype=torch.float64,
-                             device=self.env.device)
-        if self.env.ddp:
-            dist.all_reduce(share, op=dist.ReduceOp.MAX)
-        self.data_wait_s, self.data_t0 = 0.0, now
-        return float(share)
-
-    def record(self, result, stats):
-        """After a step whose optimizer_step returned `result` = (grad norm, skipped) and whose stats are `stats`
-        ({name: tensor}, each summed into the log window)."""
-        self.grad_norm, skipped = result
-        self.step, self.skipped = self.step + 1, self.skipped + skipped
-        self.window = {k: self.window.get(k, 0) + v.double() for k, v in stats.items()}
-        self.in_a_row = self.in_a_row + 1 if skipped else 0
-        if self.in_a_row >= MAX_OVERFLOWS:
-            raise SystemExit(f"fp16: {self.in_a_row} steps in a row overflowed up to step {self.step} (loss scale "
-                             f"too small to recover); try --dtype bfloat16 or float32, or a lower --lr")
-        received = torch.tensor(_stop["signal"], device=self.env.device)
-        if self.env.ddp:  # every rank stops after the same step, whichever received the signal
-            dist.all_reduce(received, op=dist.ReduceOp.MAX)
-        self.stop_signal = int(received)
-
-    def take_window(self):
-        """The window's sums over all ranks ({name: list}), then an empty window."""
-        names = sorted(self.window)
-        sums = all_sum(torch.stack([self.window[k] for k in names]), self.env).tolist()  # (names, ...)
-        self.window = {}
-        return dict(zip(names, sums))
-
-    def steps_per_s(self):
-        return (self.step - self.first_step) / max(time.time() - self.t0, 1e-9)
-
-    def exit_after_signal(self, saved):
-        """The run's last words after a stop signal: one line, then the exit code a scheduler can act on."""
-        name = signal.Signals(self.stop_signal).name
-        self.env.log(f"{name}: stopped after step {self.step}, checkpoint {saved}; continue with --resume true")
-        if self.env.ddp:
-            dist.destroy_process_group()
-        sys.exit(EXIT_INTERRUPTED if self.stop_signal == signal.SIGINT else EXIT_REQUEUE)
 
 
 def batch_report(per_gpu, official, cfg, env, synthetic=False):

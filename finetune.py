@@ -14,7 +14,7 @@ Diving-48 has no official config (see PRESETS).
     python finetune.py --linear-probe true --init bevt_joint.pth ...   # frozen encoder, BatchNorm + Linear head
 
 Multi-view testing and the Table 2 test are evaluate.py's; DDP, AMP, the lr schedule, optimizer groups and the step
-loop are engine.py's; the out-dir's lock, checkpoints and log are checkpoint.py's. The linear probe is MAE's
+loop are engine.py's; the out-dir's lock, checkpoints and log are run.py's. The linear probe is MAE's
 (main_linprobe.py: BatchNorm1d without affine before a trunc_normal(0.01) Linear, the encoder frozen); MAE trains it
 with LARS, lr 0.1 x batch / 256, no weight decay, 90 epochs; we keep the preset's AdamW and schedule.
 """
@@ -29,14 +29,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-import checkpoint
 import convert
 import data
 import engine
 import evaluate
 import model as bevt_model
+import run
 import synthetic as synthetic_set
-from cli import check_ranges, parse_flags, ranged
+from run import check_ranges, parse_flags, ranged
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config: the dataclass defaults are the official K400 recipe; PRESETS overrides per dataset
@@ -239,10 +239,10 @@ def start_weights(cfg, synthetic, env):
     """(checkpoint of out_dir to resume or evaluate, or None; the --init to load otherwise). Resume > --init > the
     embedded default's pretraining output. Both choices are checked to be the same on every rank."""
     own = (cfg.resume or cfg.eval) and not (cfg.eval and cfg.init)  # --eval with --init evaluates that file
-    resume = checkpoint.resume_checkpoint(cfg.out_dir, env) if own else None
+    resume = run.resume_checkpoint(cfg.out_dir, env) if own else None
     init = cfg.init
     if not init and synthetic and resume is None:
-        found = checkpoint.latest_checkpoint(SYNTHETIC_PRETRAIN_DIR)
+        found = run.latest_checkpoint(SYNTHETIC_PRETRAIN_DIR)
         init = engine.same_on_all_ranks(str(found) if found else "none", env, f"the newest in {SYNTHETIC_PRETRAIN_DIR}")
         env.log(f"no pretraining checkpoint in {SYNTHETIC_PRETRAIN_DIR} (run `python train.py` first): from scratch"
                 if not found else f"the embedded default starts from the pretraining output {found}")
@@ -269,9 +269,9 @@ def build_model(cfg, env, num_classes, init):
         raw_model.head = probe_head(raw_model.head)
     raw_model = raw_model.to(env.device)
     if init not in (None, "", "none"):
-        state = checkpoint.load_checkpoint(init)
-        sd, dropped, kind = checkpoint.init_classifier(state, raw_model, init)
-        checkpoint.load_model_state(raw_model, sd, init, checkpoint.holds(state), f"--model {cfg.model}")
+        state = convert.load_checkpoint(init)
+        sd, dropped, kind = convert.init_classifier(state, raw_model, init)
+        convert.load_model_state(raw_model, sd, init, convert.holds(state), f"--model {cfg.model}")
         env.log(f"initialised from {kind} checkpoint {init} ({len(dropped)} keys dropped by name): "
                 + ", ".join(sorted({".".join(k.split(".")[:2]) for k in dropped})))
     elif init is not None:  # None: the resume checkpoint's weights follow
@@ -303,7 +303,7 @@ def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
     groups = engine.param_groups(raw_model, cfg.weight_decay, custom_keys(cfg, mcfg))
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
     scaler = engine.make_scaler(env, cfg.dtype)
-    state = checkpoint.resume_from(resume, raw_model, optimizer, scaler, cfg, env, RESUME_IGNORES) if resume else {}
+    state = run.resume_from(resume, raw_model, optimizer, scaler, cfg, env, RESUME_IGNORES) if resume else {}
     step, ema = state.get("step", 0), state.get("ema")
     ema = {n: t.to(env.device) for n, t in ema.items()} if ema else None
     train_ds = data.FinetuneVideoDataset(
@@ -322,7 +322,7 @@ def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
             f"{env.world} process(es) on {env.device} {cfg.dtype} | {steps_per_epoch} steps/epoch x {cfg.epochs} = "
             f"{total_steps} steps")
     env.log("\n".join(engine.batch_report({"clips": cfg.videos_per_gpu}, OFFICIAL_BATCH, cfg, env, synthetic)))
-    progress, clips_per_step = engine.Progress(step, env), cfg.videos_per_gpu * cfg.accum * env.world
+    progress, clips_per_step = run.Progress(step, env), cfg.videos_per_gpu * cfg.accum * env.world
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
     for micro in data.step_batches(train_ds, cfg.videos_per_gpu, cfg, env, step, steps_per_epoch, stop_at, progress):
         # official: mmcv CosineAnnealing by_epoch=True (the cosine value changes once per epoch), warmup per iteration
@@ -331,7 +331,7 @@ def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
         result, stats = train_step(model, micro, optimizer, scaler, cfg, env, lr)
         if result is None:
             raise SystemExit(f"non-finite loss at step {progress.step + 1}; last good checkpoint: "
-                             f"{checkpoint.latest_checkpoint(cfg.out_dir) or 'none written yet'}")
+                             f"{run.latest_checkpoint(cfg.out_dir) or 'none written yet'}")
         progress.record(result, stats)
         if ema is not None:
             ema_update(ema, raw_model, cfg.ema_momentum, cfg.accum)
@@ -344,9 +344,9 @@ def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
             line = (f"step {step}/{total_steps} | epoch {row['epoch']:.2f} | loss {row['loss']:.4f} | "
                     f"acc {row['acc']:.3f} | lr {lr:.2e} | grad {row['grad_norm']:.3f} | "
                     f"{row['clips_per_s']:.1f} clips/s | data {row['data_share']:.0%}")
-            checkpoint.append_log(row, line, env, cfg.out_dir)
+            run.append_log(row, line, env, cfg.out_dir)
         if step % cfg.save_every == 0 or step == stop_at or progress.stop_signal:
-            saved = checkpoint.save_checkpoint(
+            saved = run.save_checkpoint(
                 {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                  "ema": ema, "config": asdict(cfg), "model_config": asdict(mcfg), "classes": classes, "step": step},
                 env, cfg.out_dir, step, cfg.keep_last)
@@ -359,7 +359,7 @@ def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
 def main(argv=None):
     cfg, synthetic = build_config(sys.argv[1:] if argv is None else argv)
     cfg, env = engine.start_run(cfg)
-    checkpoint.claim_out_dir(cfg.out_dir, env, resume=cfg.resume or cfg.eval)
+    run.claim_out_dir(cfg.out_dir, env, resume=cfg.resume or cfg.eval)
     if synthetic:
         env.log("no --train-ann/--test-ann given: the embedded default (synthetic data, nano model, CPU-sized; "
                 "see --help)")
@@ -370,7 +370,7 @@ def main(argv=None):
     if not cfg.eval:
         ema = train(cfg, synthetic, env, raw_model, mcfg, train_records, classes, resume)
     else:  # a checkpoint of out_dir (or --init, loaded by build_model)
-        state = checkpoint.resume_from(resume, raw_model, None, None, cfg, env, RESUME_IGNORES) if resume else {}
+        state = run.resume_from(resume, raw_model, None, None, cfg, env, RESUME_IGNORES) if resume else {}
         ema = state.get("ema")
     if ema is not None and cfg.ema:  # official: EMAHook swaps the EMA weights in for testing
         raw_model.load_state_dict({**raw_model.state_dict(), **ema})
@@ -389,4 +389,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    engine.run_script(main)
+    run.entry_point(main)

@@ -6,7 +6,7 @@ appearance (solvable from one frame, like K400) and motion (direction, rotation 
 playback of the same frames: not solvable from one frame, like SSv2 and Diving-48), so the paper's temporal-dependency
 test (Table 2) has something to measure.
 
-Layout written by `python synthetic.py --out DIR` (and by synthetic_root(); see synthetic_paths):
+Layout written by `python -m tools.dataset synthetic --out DIR` (and by synthetic_root(); see synthetic_paths):
     DIR/classes.json                     [{"label", "name", "kind": "appearance"|"motion", "template"}] by label
     DIR/mp4/{youtube_id}_{start:06d}_{end:06d}.mp4   H.264 clips (Kinetics naming, flat)
     DIR/webm/{id}.webm                   VP9 copies of the same clips (Something-Something naming)
@@ -23,10 +23,9 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -36,10 +35,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import write_jpeg, write_png
 
-import readers
 import data
+import readers
 import tokenizer as tok
-from cli import parse_flags, ranged
 
 # the version in the name changes whenever the generator changes, so a stale cached copy is never used
 CACHE = Path(os.environ.get("BEVT_CACHE", Path.home() / ".cache" / "bevt"))  # also holds train.py's default tokenizer
@@ -49,15 +47,15 @@ SYNTHETIC_ROOT = CACHE / "synthetic-v5"
 @dataclass
 class SyntheticConfig:
     out: str = ""  # output folder
-    train_per_class: int = ranged(12, min=1)
-    val_per_class: int = ranged(4, min=1)
+    train_per_class: int = field(default=12, metadata={"min": 1})
+    val_per_class: int = field(default=4, metadata={"min": 1})
     # a held-out test split (reproduce.py); 0: none. The train and val files do not depend on it
-    test_per_class: int = ranged(0, min=0)
-    frames: int = ranged(64, min=8)
-    width: int = ranged(160, min=32)
-    height: int = ranged(128, min=32)
-    images_per_class: int = ranged(48, min=1)  # training images per appearance class (+ 1/6 as many for val)
-    seed: int = ranged(0, min=0)
+    test_per_class: int = field(default=0, metadata={"min": 0})
+    frames: int = field(default=64, metadata={"min": 8})
+    width: int = field(default=160, metadata={"min": 32})
+    height: int = field(default=128, metadata={"min": 32})
+    images_per_class: int = field(default=48, metadata={"min": 1})  # training images per appearance class (+ 1/6 as many for val)
+    seed: int = field(default=0, metadata={"min": 0})
 
 
 # (name, kind, SSv2-style template). Appearance classes are solvable from one frame; motion classes share one
@@ -311,14 +309,3 @@ def small_vq(root, size, path):
         frames = load_frames(root, cfg.num_frames, cfg.size, cfg.seed)  # (N, 3, size, size) uint8
         tok.save_tokenizer(tok.train_vq_tokenizer(frames, cfg), path)
     return Path(path)
-
-
-def main(argv=None):
-    cfg = SyntheticConfig(**parse_flags(SyntheticConfig, argv, "write the synthetic video and image set"))
-    if not cfg.out:
-        sys.exit("synthetic.py: --out DIR is required")
-    print(f"wrote {make_synthetic(cfg.out, cfg)}")
-
-
-if __name__ == "__main__":
-    main()

@@ -15,6 +15,7 @@ belongs to the student's state_dict.
 
     python tokenizer.py convert encoder.pkl dalle_encoder.pt    # official weights -> safe .pt (the only unpickler)
 """
+import argparse
 import hashlib
 import math
 import os
@@ -31,8 +32,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from cli import parse_flags
 
 LOGIT_LAPLACE_EPS = 0.1  # official: mmaction/models/dall_e/utils.py:8
 PRECISIONS = ("official", "fp32")  # DalleConfig.precision; see conv_dtype
@@ -436,23 +435,21 @@ def convert_dalle(src, dst):
     return cfg
 
 
-# --- CLI --------------------------------------------------------------------------------------------------------
-
-@dataclass
-class ConvertConfig:
-    src: str = ""  # the official encoder.pkl
-    dst: str = "dalle_encoder.pt"  # our plain state-dict file
+# ----------------------------------------------------------------------------------------------------------------------
+# the one command: converting the official weights
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] != ["convert"]:
-        sys.exit("usage: python tokenizer.py convert encoder.pkl dalle_encoder.pt  (the small VQ tokenizer is trained "
-                 "by python train.py --stage tokenizer)")
-    cfg = ConvertConfig(**parse_flags(ConvertConfig, argv[1:], "official encoder.pkl -> safe .pt", ("src", "dst")))
-    if not Path(cfg.src).is_file():
-        sys.exit(f"convert: {cfg.src}: no such file")
-    print(f"wrote {cfg.dst}: DALL-E encoder {convert_dalle(cfg.src, cfg.dst)}")
+    """`python tokenizer.py convert encoder.pkl dalle_encoder.pt`: the official weights -> our safe .pt, once."""
+    p = argparse.ArgumentParser(description="official DALL-E encoder.pkl -> a plain state-dict .pt (the small VQ "
+                                            "tokenizer is trained by python train.py --stage tokenizer)")
+    p.add_argument("command", choices=["convert"])
+    p.add_argument("src", help="the official encoder.pkl")
+    p.add_argument("dst", nargs="?", default="dalle_encoder.pt", help="our plain state-dict file")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    if not Path(args.src).is_file():
+        sys.exit(f"convert: {args.src}: no such file")
+    print(f"wrote {args.dst}: DALL-E encoder {convert_dalle(args.src, args.dst)}")
 
 
 if __name__ == "__main__":

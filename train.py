@@ -13,7 +13,7 @@ mmaction/utils/optimizer.py (gradient accumulation), mmaction/apis/train.py.
 
 One optimizer step = `accum` micro-batches per GPU, each with `videos_per_gpu` clips and `images_per_gpu` images
 (train_step: targets, forward, Eq. 5, backward, step). What finetune.py shares (DDP, optimizer groups, schedule, the
-optimizer step) is engine.py; the out-dir's lock, checkpoints and log are checkpoint.py's.
+optimizer step) is engine.py; the out-dir's lock, checkpoints and log are run.py's.
 """
 import dataclasses
 import hashlib
@@ -27,14 +27,14 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-import checkpoint
 import convert
 import data
 import engine
 import model as bevt_model
+import run
 import synthetic as synthetic_set
 import tokenizer as tok
-from cli import check_ranges, parse_flags, ranged
+from run import check_ranges, parse_flags, ranged
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config
@@ -232,17 +232,17 @@ def build_model(cfg, env, vocab_size, init):
     raw_model = bevt_model.BEVT(mcfg).to(env.device)
     if init:
         # BEVT §3 "Training strategies": the image stream's weights initialise the joint model (3D inflation)
-        state = checkpoint.load_checkpoint(init)
+        state = convert.load_checkpoint(init)
         if state.get("config", {}).get("model", cfg.model) != cfg.model:  # ours name their model
-            raise SystemExit(f"--init {init} holds a run of {checkpoint.holds(state)}; the flags ask for --model "
+            raise SystemExit(f"--init {init} holds a run of {convert.holds(state)}; the flags ask for --model "
                              f"{cfg.model}")
         try:
             inflated = convert.inflate_image_checkpoint(state, mcfg)
         except (ValueError, RuntimeError) as e:
-            raise SystemExit(f"--init {init} ({checkpoint.holds(state)}): {e}; the flags ask for --model "
+            raise SystemExit(f"--init {init} ({convert.holds(state)}): {e}; the flags ask for --model "
                              f"{cfg.model}") from None
-        missing = checkpoint.load_model_state(raw_model, inflated, init, checkpoint.holds(state),
-                                              f"--model {cfg.model}", allow_missing=True)
+        missing = convert.load_model_state(raw_model, inflated, init, convert.holds(state),
+                                           f"--model {cfg.model}", allow_missing=True)
         env.log(f"initialised from {init}; fresh (not in the image checkpoint): {missing}")
     return raw_model, mcfg
 
@@ -302,7 +302,7 @@ def log_line(row, env, out_dir):
             f"data {row['data_share']:.0%} | eta {row['eta_min']:.1f} min")
     line += f" | fp16 skipped {row['skipped_steps']}" if row["skipped_steps"] else ""
     line += f" | {row['bad_samples']} unreadable samples replaced" if row["bad_samples"] else ""
-    checkpoint.append_log(row, line, env, out_dir)
+    run.append_log(row, line, env, out_dir)
 
 
 def main(argv=None):
@@ -312,7 +312,7 @@ def main(argv=None):
                          if k in ("video_ann", "video_root", "image_root", "image_list") and v)
         raise SystemExit(NO_TOKENIZER.format(data_flags=flags))
     cfg, env = engine.start_run(cfg)
-    checkpoint.claim_out_dir(cfg.out_dir, env, resume=cfg.resume or cfg.stage == "tokenizer")
+    run.claim_out_dir(cfg.out_dir, env, resume=cfg.resume or cfg.stage == "tokenizer")
     if synthetic:
         env.log("no --video-ann/--image-root given: the embedded default (synthetic data, nano model, CPU-sized; "
                 "see --help)")
@@ -323,7 +323,7 @@ def main(argv=None):
     # --- data, tokenizer, model, optimizer; the resume checkpoint first (it replaces --init)
     video_ds, image_ds = build_datasets(cfg)
     tokenizer, tokenizer_path = build_tokenizer(cfg, env)
-    resume = checkpoint.resume_checkpoint(cfg.out_dir, env) if cfg.resume else None
+    resume = run.resume_checkpoint(cfg.out_dir, env) if cfg.resume else None
     raw_model, mcfg = build_model(cfg, env, tokenizer.vocab_size, cfg.init if resume is None else "")
     # official cfg paramwise_cfg: no weight decay for norms and bias tables, everything else (biases too) 0.05
     groups = engine.param_groups(raw_model, cfg.weight_decay, engine.NO_DECAY_KEYS)
@@ -339,7 +339,7 @@ def main(argv=None):
     # --- resume
     step, skipped, image_pos = 0, 0, {"epoch": 0, "batch": 0}
     if resume is not None:
-        state = checkpoint.resume_from(resume, raw_model, optimizer, scaler, cfg, env)
+        state = run.resume_from(resume, raw_model, optimizer, scaler, cfg, env)
         step, skipped, image_pos = state["step"], state["skipped_steps"], state["image_position"]
     model = torch.compile(raw_model) if cfg.compile else raw_model
     if env.ddp:
@@ -360,7 +360,7 @@ def main(argv=None):
     # stream is cycled (official: RepeatDataset + cycle)
     images = data.cycled_batches(image_ds, cfg.images_per_gpu, cfg.num_workers, cfg.seed, env.ddp, image_pos) \
         if cfg.stage == "joint" else None
-    progress, last_ckpt = engine.Progress(step, env, skipped), resume
+    progress, last_ckpt = run.Progress(step, env, skipped), resume
     for micro in data.step_batches(main_ds, main_bs, cfg, env, step, steps_per_epoch, stop_at, progress):
         if images is not None:  # joint stage: each micro-batch also gets the next image batch
             micro = [{**b, **progress.next_batch(images)} for b in micro]
@@ -383,7 +383,7 @@ def main(argv=None):
                    "bad_samples": int(engine.all_sum(torch.tensor(float(bad), device=env.device), env))}
             log_line(row, env, cfg.out_dir)
         if step % cfg.save_every == 0 or step == stop_at or progress.stop_signal:
-            last_ckpt = checkpoint.save_checkpoint(
+            last_ckpt = run.save_checkpoint(
                 {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                  "config": asdict(cfg), "model_config": asdict(mcfg), "step": step, "epoch": step // steps_per_epoch,
                  "image_position": dict(image_pos), "skipped_steps": progress.skipped,
@@ -397,4 +397,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    engine.run_script(main)
+    run.entry_point(main)

@@ -14,13 +14,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import checkpoint  # noqa: E402
 import engine  # noqa: E402
+import run  # noqa: E402
 
 script, out_dir, argv = ROOT / sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
 rank = os.environ["RANK"]
-optimizer_step, save_checkpoint, latest_checkpoint, steps = (engine.optimizer_step, checkpoint.save_checkpoint,
-                                                             checkpoint.latest_checkpoint, [])
+optimizer_step, save_checkpoint, latest_checkpoint, steps = (engine.optimizer_step, run.save_checkpoint,
+                                                             run.latest_checkpoint, [])
 
 
 def recording_step(optimizer, *args, **kwargs):
@@ -42,7 +42,7 @@ def hiding_latest(folder, env=None):
     return None if os.environ.get("HIDE_CHECKPOINTS_ON_RANK") == rank else latest_checkpoint(folder, env)
 
 
-engine.optimizer_step, checkpoint.save_checkpoint = recording_step, recording_save
-checkpoint.latest_checkpoint = hiding_latest
+engine.optimizer_step, run.save_checkpoint = recording_step, recording_save
+run.latest_checkpoint = hiding_latest
 sys.argv = [str(script)] + argv
 runpy.run_path(str(script), run_name="__main__")

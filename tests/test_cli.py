@@ -1,12 +1,12 @@
-"""cli.py and every script's flags: a value outside a numeric flag's range stops the script at once with one line naming
+"""run.py and every script's flags: a value outside a numeric flag's range stops the script at once with one line naming
 the flag, the value and the range, before any data, model or tokenizer is built; every numeric flag has a range; the
 defaults and presets are inside theirs; the rules between flags (sizes the model and tokenizer take) are named."""
 import dataclasses
 
 import pytest
 
-import cli
 import finetune
+import run
 import synthetic
 import train
 from tools import bench, demo, prepare, reproduce
@@ -16,7 +16,7 @@ from tools import dataset as dataset_tools
 SCRIPTS = [
     (train.main, [], train.TrainConfig),
     (finetune.main, [], finetune.FinetuneConfig),
-    (synthetic.main, [], synthetic.SyntheticConfig),
+    (dataset_tools.main, ["synthetic"], synthetic.SyntheticConfig),
     (demo.main, ["masks"], demo.MasksConfig),
     (demo.main, ["reconstruct"], demo.ReconstructConfig),
     (demo.main, ["predict"], demo.PredictConfig),
@@ -45,19 +45,19 @@ def bad_value(f):
 def test_every_numeric_flag_has_a_range_and_a_value_outside_it_stops_at_once(main, before, cls, f, monkeypatch):
     assert {"min", "max", "above"} & set(f.metadata), f"{cls.__name__}.{f.name} has no range"
     value = bad_value(f)
-    argv = before + cli.as_flags({f.name: value})
+    argv = before + run.as_flags({f.name: value})
     with pytest.raises(SystemExit) as stop:
         main(argv)
     shown = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
-    assert str(stop.value.code).startswith(f"{cli.flag(f.name)} {shown}: must be "), stop.value.code
+    assert str(stop.value.code).startswith(f"{run.flag(f.name)} {shown}: must be "), stop.value.code
 
 
 def test_defaults_and_presets_are_inside_their_ranges():
     for _, _, cls in SCRIPTS:
-        cli.check_ranges(cls())
+        run.check_ranges(cls())
     for overrides in (train.SYNTHETIC_DEFAULTS, finetune.SYNTHETIC_DEFAULTS, *finetune.PRESETS.values()):
         cls = train.TrainConfig if overrides is train.SYNTHETIC_DEFAULTS else finetune.FinetuneConfig
-        cli.check_ranges(cls(**overrides))
+        run.check_ranges(cls(**overrides))
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -15,13 +15,12 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import readers  # noqa: E402
-import checkpoint
-import cli  # noqa: E402
 import data  # noqa: E402
 import engine  # noqa: E402
 import evaluate  # noqa: E402
 import finetune  # noqa: E402
+import readers  # noqa: E402
+import run
 import synthetic as synthetic_set  # noqa: E402
 import tokenizer as tok  # noqa: E402
 from masking import VIDEO_MASK_STRATEGIES, blockwise_mask, mask_to_target_grid, video_mask  # noqa: E402
@@ -132,8 +131,8 @@ def finetuned(tmp_path_factory):
     flags = dict(model="nano", init="none", out_dir=str(out), img_size=64, train_short_side=73, test_short_side=64,
                  clip_len=4, sampling="dense", videos_per_gpu=2, accum=1, max_steps=2, num_workers=0, log_every=1,
                  save_every=2, test_clips=2, test_crops=3, test_batch=16, dtype="float32", window_size=(2, 2, 2))
-    finetune.main(cli.as_flags(flags))
-    return checkpoint.latest_checkpoint(out), json.loads((out / "eval.json").read_text())
+    finetune.main(run.as_flags(flags))
+    return run.latest_checkpoint(out), json.loads((out / "eval.json").read_text())
 
 
 def reference_probabilities(ckpt_path, records):

@@ -11,6 +11,7 @@ import torch
 import convert
 import data
 import engine
+import run
 import model as bevt_model
 
 CPU = engine.Dist(False, 0, 0, 1, "cpu")
@@ -155,14 +156,14 @@ def test_fp16_scaler_on_cpu_steps_and_skips_an_overflowing_step():
 
 
 def test_overflows_in_a_row_stop_the_run():
-    progress, stats = engine.Progress(0, CPU), {"clips": torch.zeros(3)}
-    for _ in range(engine.MAX_OVERFLOWS - 1):
+    progress, stats = run.Progress(0, CPU), {"clips": torch.zeros(3)}
+    for _ in range(run.MAX_OVERFLOWS - 1):
         progress.record((1.0, 1), stats)
     progress.record((1.0, 0), stats)  # a good step resets the count
-    for _ in range(engine.MAX_OVERFLOWS - 1):
+    for _ in range(run.MAX_OVERFLOWS - 1):
         progress.record((1.0, 1), stats)
-    assert progress.skipped == 2 * (engine.MAX_OVERFLOWS - 1)
-    with pytest.raises(SystemExit, match=f"fp16: {engine.MAX_OVERFLOWS} steps in a row overflowed"):
+    assert progress.skipped == 2 * (run.MAX_OVERFLOWS - 1)
+    with pytest.raises(SystemExit, match=f"fp16: {run.MAX_OVERFLOWS} steps in a row overflowed"):
         progress.record((float("inf"), 1), stats)
 
 
@@ -223,7 +224,7 @@ def data_share_of_a_run(delay, compute_s=0.02):
     net = torch.nn.Linear(4, 1)
     optimizer = torch.optim.AdamW(engine.param_groups(net, 0.05, {}), lr=1e-3)
     scaler = engine.make_scaler(CPU, "float32")
-    dataset, progress = SleepyDataset(delay), engine.Progress(0, CPU)
+    dataset, progress = SleepyDataset(delay), run.Progress(0, CPU)
     for micro in data.step_batches(dataset, 2, Cfg(), CPU, 0, 4, 4, progress):
         loss = sum(net(b["x"]).square().mean() for b in micro)
         loss.backward()

@@ -14,12 +14,11 @@ import torch
 import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import checkpoint
-import cli  # noqa: E402
 import convert  # noqa: E402
 import engine  # noqa: E402
 import finetune  # noqa: E402
 import model as bevt_model  # noqa: E402
+import run
 from engine import Dist  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,7 +213,7 @@ def test_export_same_logits_as_torchvision(tmp_path):
 
 def init_classifier(path, classifier):
     """What finetune.py --init does with the file: (state dict, dropped keys, the format)."""
-    return checkpoint.init_classifier(checkpoint.load_checkpoint(path), classifier, path)
+    return convert.init_classifier(convert.load_checkpoint(path), classifier, path)
 
 
 def official_layout(bevt_sd):
@@ -293,7 +292,7 @@ def run_flags(out_dir, **overrides):
     base = dict(model="nano", init="none", out_dir=str(out_dir), img_size=64, train_short_side=73,
                 test_short_side=64, clip_len=4, videos_per_gpu=2, accum=1, max_steps=1, num_workers=0, log_every=1,
                 save_every=1, test_clips=1, test_crops=1, test_batch=16, dtype="float32")
-    return cli.as_flags({**base, **overrides})
+    return run.as_flags({**base, **overrides})
 
 
 def test_two_gloo_ranks_hold_one_ema(tmp_path):
@@ -312,9 +311,9 @@ def test_two_gloo_ranks_hold_one_ema(tmp_path):
 
 def test_resume_without_ema_starts_ema_from_the_resumed_weights(tmp_path):
     finetune.main(run_flags(tmp_path, max_steps=1))  # checkpoint without EMA
-    resumed = torch.load(checkpoint.latest_checkpoint(tmp_path), weights_only=True)["model"]
+    resumed = torch.load(run.latest_checkpoint(tmp_path), weights_only=True)["model"]
     finetune.main(run_flags(tmp_path, max_steps=2, resume=True, ema=True, ema_momentum=0.0))  # EMA frozen at start
-    ema = torch.load(checkpoint.latest_checkpoint(tmp_path), weights_only=True)["ema"]
+    ema = torch.load(run.latest_checkpoint(tmp_path), weights_only=True)["ema"]
     assert ema.keys() <= resumed.keys() and all(torch.equal(ema[k], resumed[k]) for k in ema)
 
 
@@ -347,7 +346,7 @@ def test_help_shows_each_preset_and_the_no_data_run(capsys):
     assert "--layer-decay LAYER_DECAY default: 0.9; ssv2/diving48: 1.0; must be > 0 and <= 1 " in out
     for name, value in finetune.SYNTHETIC_DEFAULTS.items():
         if value != getattr(finetune.FinetuneConfig, name):
-            assert f"no-data run: {cli._show(value)}" in out, name
+            assert f"no-data run: {run._show(value)}" in out, name
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import pytest
 
 import readers
 import synthetic
+from tools import dataset as dataset_tools
 
 
 def sequential(path):
@@ -47,15 +48,15 @@ def test_class_pair_separable_only_by_temporal_order(syn):
 
 def test_command_writes_the_set(tmp_path, capsys):
     out = tmp_path / "set"
-    synthetic.main(["--out", str(out), "--train-per-class", "1", "--val-per-class", "1", "--frames", "8",
-                    "--width", "32", "--height", "32", "--images-per-class", "1"])
+    dataset_tools.main(["synthetic", "--out", str(out), "--train-per-class", "1", "--val-per-class", "1", "--frames", "8",
+                        "--width", "32", "--height", "32", "--images-per-class", "1"])
     assert str(out) in capsys.readouterr().out
     classes = json.loads((out / "classes.json").read_text())
     assert len(classes) == len(synthetic.SYNTHETIC_CLASSES)
     assert len(list((out / "mp4").glob("*.mp4"))) == len(list((out / "webm").glob("*.webm"))) == 2 * len(classes)
     assert readers.video_frame_count(next((out / "webm").glob("*.webm"))) == 8
     with pytest.raises(SystemExit, match="--out"):
-        synthetic.main([])
+        dataset_tools.main(["synthetic"])
 
 
 def test_held_out_test_split(tmp_path, syn):

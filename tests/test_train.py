@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import checkpoint
-import cli
+import convert
 import data
 import engine
 import model as bevt_model
+import run
 import synthetic
 import tokenizer as tok
 import train
@@ -48,7 +48,7 @@ def flags(tokenizer_path, out_dir, **overrides):
     base = dict(model="nano", tokenizer=str(tokenizer_path), out_dir=str(out_dir), img_size=96, rescale=(110, 137),
                 clip_len=4, frame_interval=2, videos_per_gpu=2, images_per_gpu=2, accum=1, epochs=2, warmup_epochs=0.5,
                 lr=1e-3, num_workers=0, log_every=1, save_every=1, drop_path=0.1, dtype="float32")
-    return cli.as_flags({**base, **overrides})
+    return run.as_flags({**base, **overrides})
 
 
 def read_log(out_dir):
@@ -56,7 +56,7 @@ def read_log(out_dir):
 
 
 def final_params(out_dir):
-    ckpt = checkpoint.latest_checkpoint(out_dir)
+    ckpt = run.latest_checkpoint(out_dir)
     return torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
 
 
@@ -71,7 +71,7 @@ def torchrun(script, out_dir, argv, env_extra=None, check=True):
 @pytest.mark.parametrize("stage", ["image", "video", "joint"])
 def test_each_stage_runs_and_checkpoint_loads_weights_only(stage, tiny_tokenizer, tmp_path):
     train.main(flags(tiny_tokenizer, tmp_path, stage=stage, max_steps=2, grad_checkpoint=stage == "joint"))
-    ckpt = torch.load(checkpoint.latest_checkpoint(tmp_path), map_location="cpu", weights_only=True)
+    ckpt = torch.load(run.latest_checkpoint(tmp_path), map_location="cpu", weights_only=True)
     assert ckpt["step"] == 2 and ckpt["config"]["stage"] == stage
     assert ckpt["model_config"]["grad_checkpoint"] == (stage == "joint")  # --grad-checkpoint reaches the model
     assert ckpt["tokenizer"] == str(tiny_tokenizer.resolve())  # the file the targets came from
@@ -83,7 +83,7 @@ def test_each_stage_runs_and_checkpoint_loads_weights_only(stage, tiny_tokenizer
     assert all(math.isfinite(r[k]) for r in rows for k in expect)
     # the checkpoint restores into a fresh model with the same key set
     m = bevt_model.BEVT(bevt_model.ModelConfig(**ckpt["model_config"]))
-    checkpoint.load_model_state(m, ckpt["model"], "ckpt")
+    convert.load_model_state(m, ckpt["model"], "ckpt")
 
 
 def test_default_tokenizer_is_cached_under_the_code_version_and_named_in_checkpoints(tiny_tokenizer, tmp_path,
@@ -103,7 +103,7 @@ def test_default_tokenizer_is_cached_under_the_code_version_and_named_in_checkpo
     monkeypatch.setattr(synthetic, "small_vq", fake_small_vq)
     train.main(flags("", tmp_path / "run", max_steps=1))
     assert len(made) == 1 and made[0].name.startswith(f"vq_tokenizer_48_v{synthetic.SMALL_VQ_VERSION}_")
-    ckpt = torch.load(checkpoint.latest_checkpoint(tmp_path / "run"), map_location="cpu", weights_only=True)
+    ckpt = torch.load(run.latest_checkpoint(tmp_path / "run"), map_location="cpu", weights_only=True)
     assert ckpt["tokenizer"] == str(made[0].resolve())
     assert "| data " in capsys.readouterr().out  # the log line shows the data-wait share
 
@@ -148,8 +148,8 @@ def uninterrupted(tiny_tokenizer, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, engine.EXIT_REQUEUE), (signal.SIGUSR1, engine.EXIT_REQUEUE),
-                                          (signal.SIGINT, engine.EXIT_INTERRUPTED)])
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, run.EXIT_REQUEUE), (signal.SIGUSR1, run.EXIT_REQUEUE),
+                                          (signal.SIGINT, run.EXIT_INTERRUPTED)])
 def test_a_stop_signal_saves_at_the_step_boundary_and_resume_is_bitwise(tiny_tokenizer, uninterrupted, tmp_path,
                                                                         signum, code):
     """SIGTERM / SIGUSR1 (a preemption) or Ctrl-C mid-run: the run finishes its step, saves it, prints one line (no
@@ -157,7 +157,7 @@ def test_a_stop_signal_saves_at_the_step_boundary_and_resume_is_bitwise(tiny_tok
     argv = flags(tiny_tokenizer, tmp_path, max_steps=6, save_every=100, num_workers=1)
     returncode, out, err = signal_after_step(script(tmp_path, argv), tmp_path, signum, 2)
     assert returncode == code and "Traceback" not in err, err
-    (saved,) = checkpoint.run_checkpoints(tmp_path)
+    (saved,) = run.run_checkpoints(tmp_path)
     assert 2 <= saved[0] < 6 and f"{signal.Signals(signum).name}: stopped after step {saved[0]}, checkpoint " \
         f"{saved[1]}; continue with --resume true" in out
     assert script(tmp_path, argv + ["--resume", "true"]).wait(timeout=300) == 0
@@ -227,11 +227,11 @@ def test_resume_where_ranks_see_different_checkpoints_fails_fast(tiny_tokenizer,
     """Rank 1 sees no checkpoint in out_dir (a disk not shared between nodes): both ranks stop at once with what
     each sees, instead of rank 0 resuming and rank 1 starting afresh (a hang at the first collective)."""
     (tmp_path / "ckpt_00000002.pt").write_bytes(b"never loaded: the ranks disagree first")
-    run = torchrun("train.py", tmp_path, flags(tiny_tokenizer, tmp_path, max_steps=4, resume=True),
+    result = torchrun("train.py", tmp_path, flags(tiny_tokenizer, tmp_path, max_steps=4, resume=True),
                    {"HIDE_CHECKPOINTS_ON_RANK": "1"}, check=False)
-    assert run.returncode != 0
-    assert "the ranks disagree on the newest checkpoint" in run.stderr
-    assert "rank 0: " + str(tmp_path / "ckpt_00000002.pt") in run.stderr and "rank 1: None" in run.stderr
+    assert result.returncode != 0
+    assert "the ranks disagree on the newest checkpoint" in result.stderr
+    assert "rank 0: " + str(tmp_path / "ckpt_00000002.pt") in result.stderr and "rank 1: None" in result.stderr
 
 
 def test_nan_loss_stops_with_step_losses_and_last_checkpoint(tiny_tokenizer, tmp_path, monkeypatch):
@@ -252,7 +252,7 @@ def test_nan_loss_stops_with_step_losses_and_last_checkpoint(tiny_tokenizer, tmp
 
 def test_checkpoint_with_wrong_keys_names_them(tiny_tokenizer, tmp_path):
     train.main(flags(tiny_tokenizer, tmp_path, max_steps=1))
-    path = checkpoint.latest_checkpoint(tmp_path)
+    path = run.latest_checkpoint(tmp_path)
     state = torch.load(path, weights_only=True)
     state["model"]["not_a_parameter"] = torch.zeros(1)
     del state["model"]["lm_head.bias"]
@@ -264,23 +264,23 @@ def test_checkpoint_with_wrong_keys_names_them(tiny_tokenizer, tmp_path):
 def test_a_checkpoint_of_another_model_or_stage_names_what_it_holds(tiny_tokenizer, tmp_path):
     """--resume with another --model or --stage, --init of another model size: one line naming both, no traceback;
     and a second run without --resume in the same out-dir stops before any work, the earlier run left as it was."""
-    run = tmp_path / "run"
-    train.main(flags(tiny_tokenizer, run, max_steps=1))
-    before = sorted(p.name for p in run.iterdir())
+    out = tmp_path / "run"
+    train.main(flags(tiny_tokenizer, out, max_steps=1))
+    before = sorted(p.name for p in out.iterdir())
     with pytest.raises(SystemExit, match=r"holds a run of --model nano --stage joint; the flags ask for --model tiny "
                                          r"--stage joint"):
-        train.main(flags(tiny_tokenizer, run, max_steps=2, resume=True, model="tiny"))
+        train.main(flags(tiny_tokenizer, out, max_steps=2, resume=True, model="tiny"))
     with pytest.raises(SystemExit, match=r"holds a run of --model nano --stage joint; the flags ask for --model nano "
                                          r"--stage video"):
-        train.main(flags(tiny_tokenizer, run, max_steps=2, resume=True, stage="video"))
+        train.main(flags(tiny_tokenizer, out, max_steps=2, resume=True, stage="video"))
     with pytest.raises(SystemExit, match=r"--out-dir .*run holds an earlier run \(ckpt_00000001.pt, log.jsonl\): "
                                          r"continue it with --resume true"):
-        train.main(flags(tiny_tokenizer, run, max_steps=2))
-    assert sorted(p.name for p in run.iterdir()) == before
+        train.main(flags(tiny_tokenizer, out, max_steps=2))
+    assert sorted(p.name for p in out.iterdir()) == before
     with pytest.raises(SystemExit, match=r"--init .*ckpt_00000001.pt holds a run of --model nano --stage joint; the "
                                          r"flags ask for --model tiny$"):
         train.main(flags(tiny_tokenizer, tmp_path / "tiny", max_steps=1, model="tiny",
-                         init=str(checkpoint.latest_checkpoint(run))))
+                         init=str(run.latest_checkpoint(out))))
 
 
 def test_real_data_without_tokenizer_stops_at_once_naming_both_ways(tmp_path):
@@ -307,16 +307,16 @@ def test_stage_tokenizer_trains_the_small_vq_into_out_dir(tmp_path, monkeypatch,
 
 
 def test_flags_from_the_config_dataclass():
-    given = cli.parse_flags(train.TrainConfig, ["--resume", "false", "--compile", "true", "--rescale", "1", "2"], "")
+    given = run.parse_flags(train.TrainConfig, ["--resume", "false", "--compile", "true", "--rescale", "1", "2"], "")
     assert given == {"resume": False, "compile": True, "rescale": (1, 2)}  # only what was given, typed
     values = {"stage": "video", "rescale": (146, 183), "resume": False, "lr": 0.001, "mask_ratio": 0.5}
-    assert cli.as_flags({"rescale": (146, 183), "flip": False, "out_dir": "a"}) == \
+    assert run.as_flags({"rescale": (146, 183), "flip": False, "out_dir": "a"}) == \
         ["--rescale", "146", "183", "--flip", "false", "--out-dir", "a"]
-    assert cli.parse_flags(train.TrainConfig, cli.as_flags(values), "") == values  # as_flags is the inverse
+    assert run.parse_flags(train.TrainConfig, run.as_flags(values), "") == values  # as_flags is the inverse
     with pytest.raises(SystemExit):  # bools take an explicit value
-        cli.parse_flags(train.TrainConfig, ["--resume", "maybe"], "")
+        run.parse_flags(train.TrainConfig, ["--resume", "maybe"], "")
     with pytest.raises(SystemExit):  # choices are enforced
-        cli.parse_flags(train.TrainConfig, ["--stage", "audio"], "")
+        run.parse_flags(train.TrainConfig, ["--stage", "audio"], "")
     cfg, synthetic = train.build_config(["--epochs", "2"])  # no data flags: the embedded default, flags on top
     assert synthetic and cfg.model == "nano" and cfg.epochs == 2
     cfg, synthetic = train.build_config(["--video-ann", "a.csv", "--image-root", "im"])
@@ -334,7 +334,7 @@ def test_help_shows_what_the_no_argument_run_changes(capsys):
         if value == default:  # e.g. videos_per_gpu 4: the help shows only what changes
             continue
         shown = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
-        assert f"default: {cli._show(default)}; no-data run: {shown}" in out, name
+        assert f"default: {run._show(default)}; no-data run: {shown}" in out, name
     assert "--lr LR default: 0.0005; no-data run: 0.001" in out
     assert "--weight-decay WEIGHT_DECAY default: 0.05; must be >= 0 " in out  # one value: the no-data run keeps it
 
@@ -362,8 +362,8 @@ def step_once(cfg, vq, model, batch, dtype, compile_backend=None):
         # a fresh compiler state: after other tests compiled the same model code at other shapes, dynamo would
         # trace this one with symbolic shapes (automatic dynamic shapes), which takes minutes instead of seconds
         torch.compiler.reset()
-    run = torch.compile(model, backend=compile_backend) if compile_backend else model
-    result, stats = train.train_step(run, vq, [batch], optimizer, scaler, dataclasses.replace(cfg, dtype=dtype),
+    net = torch.compile(model, backend=compile_backend) if compile_backend else model
+    result, stats = train.train_step(net, vq, [batch], optimizer, scaler, dataclasses.replace(cfg, dtype=dtype),
                                      CPU, 1e-3, model.cfg.patch_size[0])
     return result, train.summarise({s: v.tolist() for s, v in stats.items()})
 

@@ -50,18 +50,19 @@ import torchvision
 from torch.utils import flop_counter
 from torchvision.models.video.swin_transformer import SwinTransformer3d
 
-import readers
-import checkpoint
 import convert
 import data
 import engine
 import masking
 import model as bevt_model
+import readers
+import run
 import synthetic as synthetic_set
 import tokenizer as tok
-from cli import parse_flags, ranged
+from run import parse_flags, ranged
 from tools import dataset as dataset_tools
-from tools.prepare import PrepareConfig, prepare as prepare_dataset
+from tools.prepare import PrepareConfig
+from tools.prepare import prepare as prepare_dataset
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: train.py and finetune.py run from there
 
@@ -423,16 +424,16 @@ def joint_setup(cfg, tokenizer_kind, compile_backend=None):
     env = engine.Dist(False, 0, 0, 1, cfg.device)
     scaler = engine.make_scaler(env, cfg.dtype)
     batch, patch_t = joint_batch(cfg, mcfg.patch_size[0]), mcfg.patch_size[0]
-    run = torch.compile(model, backend=compile_backend) if compile_backend else model  # as train.py --compile
+    net = torch.compile(model, backend=compile_backend) if compile_backend else model  # as train.py --compile
     clock = PhaseClock(cfg.device)
 
-    def step(net=run, tokens=tokenizer):
+    def step(net=net, tokens=tokenizer):
         return joint_step(net, tokens, batch, optimizer, scaler, cfg.dtype, env, OFFICIAL["lr"], patch_t)
 
     def timed_step():
         hooks = [optimizer.register_step_pre_hook(lambda *args: clock.start("optimizer")),
                  optimizer.register_step_post_hook(lambda *args: clock.stop("optimizer"))]
-        total = timed(lambda: step(TimedModel(run, clock), TimedTokenizer(tokenizer, clock)), cfg.device)
+        total = timed(lambda: step(TimedModel(net, clock), TimedTokenizer(tokenizer, clock)), cfg.device)
         for hook in hooks:
             hook.remove()
         phases = clock.take()
@@ -599,14 +600,14 @@ def bench_data(cfg, patch_t):
     torch.set_num_threads(1)  # as in a DataLoader worker
     times = {name: [] for name in runs}
     try:
-        for run in runs.values():
-            run(0)  # warm-up: first open, imports
+        for read in runs.values():
+            read(0)  # warm-up: first open, imports
         for i in range(1, cfg.data_clips + 1):
             for ds in datasets:
                 ds.set_epoch(1 + i // len(videos))  # a new draw on every pass over the files
-            for name, run in runs.items():
+            for name, read in runs.items():
                 start = time.process_time()
-                run(i)
+                read(i)
                 times[name].append(time.process_time() - start)
     finally:
         torch.set_num_threads(threads)
@@ -739,8 +740,8 @@ def run_script(argv, timeout, out_dir):
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "4")}
     start = time.perf_counter()
     try:
-        run = subprocess.run(argv, cwd=ROOT, env=env, timeout=timeout, capture_output=True, text=True)
-        rc, output = run.returncode, run.stdout + run.stderr
+        proc = subprocess.run(argv, cwd=ROOT, env=env, timeout=timeout, capture_output=True, text=True)
+        rc, output = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as e:
         rc, output = "timeout", (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
     log = Path(out_dir) / "log.jsonl"
@@ -767,7 +768,7 @@ def check_scripts(cfg, out_dir, deadline):
     train = run_script([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
                         str(29400 + os.getpid() % 500), "train.py", "--max-steps", str(steps), "--log-every", "1",
                         *tokenizer, "--out-dir", str(train_dir)], timeout(), train_dir)
-    ckpt = checkpoint.latest_checkpoint(train_dir)
+    ckpt = run.latest_checkpoint(train_dir)
     train["checkpoint"] = str(ckpt) if ckpt else None
     finetune = run_script([sys.executable, "finetune.py", "--max-steps", str(steps), "--log-every", "1",
                            "--init", str(ckpt), "--out-dir", str(finetune_dir)], timeout(), finetune_dir)
@@ -912,4 +913,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    engine.run_script(main)
+    run.entry_point(main)

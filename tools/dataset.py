@@ -5,6 +5,7 @@ convert it into prepared videos that read faster (tools/prepare.py).
         [--train-ann TRAIN --train-root DIR]                          # every file opened, problems listed
     python -m tools.dataset extract-frames --ann LIST --root DIR --out DIR [--format jpg|png] [--quality 95]
     python -m tools.dataset prepare ANNOTATION ROOT DST [--codec mjpeg|h264] [--workers N]   # see tools/prepare.py
+    python -m tools.dataset synthetic --out DIR [--train-per-class 12] [--frames 64] ...   # the embedded default set
 
 The formats are those readers.read_annotations reads; docs/data.md describes them and what each tool writes.
 """
@@ -20,10 +21,11 @@ from pathlib import Path
 import av
 import cv2
 
-import engine
 import readers
+import run
 from readers import ImageRecord, read_annotations, read_segment, read_unlabelled
-from cli import parse_flags, ranged
+from run import parse_flags, ranged
+from synthetic import SyntheticConfig, make_synthetic
 from tools.prepare import PrepareConfig, prepare
 
 
@@ -130,7 +132,7 @@ def _write_frames(record, folder, ext, params) -> int:
         container.seek(index.pts[0], stream=stream, backward=True, any_frame=False)
         written = 0
         for i, frame in readers.decoded_frames(container.demux(stream), stream, record.path, index,
-                                             range(start, end)):
+                                               range(start, end)):
             if start <= i < end:
                 path = readers.frame_file(folder, i - start, ext)
                 bgr = cv2.cvtColor(frame.to_ndarray(format="rgb24"), cv2.COLOR_RGB2BGR)  # (H, W, 3)
@@ -201,7 +203,8 @@ def extract_frames(cfg: ExtractConfig) -> list:
 USAGE = """usage: python -m tools.dataset check ANNOTATION ROOT [--min-frames 16] [--unlabelled video|image]
            [--train-ann TRAIN --train-root DIR]
        python -m tools.dataset extract-frames --ann LIST --root DIR --out DIR [--format jpg|png] [--quality 95]
-       python -m tools.dataset prepare ANNOTATION ROOT DST [--codec mjpeg|h264] [--workers N] (--help: all flags)"""
+       python -m tools.dataset prepare ANNOTATION ROOT DST [--codec mjpeg|h264] [--workers N]
+       python -m tools.dataset synthetic --out DIR [--train-per-class 12] [--frames 64] ...   (--help: all flags)"""
 
 
 def main(argv=None):
@@ -216,8 +219,14 @@ def main(argv=None):
         cfg = PrepareConfig(**parse_flags(PrepareConfig, argv[1:], "convert a video dataset into prepared videos",
                                           ("annotation", "root", "out")))
         sys.exit(1 if prepare(cfg) else 0)
+    if argv[:1] == ["synthetic"]:
+        cfg = SyntheticConfig(**parse_flags(SyntheticConfig, argv[1:], "write the synthetic video and image set"))
+        if not cfg.out:
+            sys.exit("synthetic: --out DIR is required")
+        print(f"wrote {make_synthetic(cfg.out, cfg)}")
+        return
     sys.exit(USAGE)
 
 
 if __name__ == "__main__":
-    engine.run_script(main)
+    run.entry_point(main)

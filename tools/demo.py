@@ -26,16 +26,17 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.utils import save_image
 
-import readers
-import checkpoint
+import convert
 import data
 import engine
 import evaluate
+import readers
+import run
 import synthetic as synthetic_set
 import tokenizer as tok
-from cli import parse_flags, ranged
 from masking import VIDEO_MASK_STRATEGIES, blockwise_mask, mask_to_patch_grid, mask_to_target_grid, video_mask
 from model import BEVT, PRESETS, ModelConfig, VideoClassifier
+from run import parse_flags, ranged
 
 PRETRAIN_DIR, FINETUNE_DIR = "runs/synthetic_joint", "runs/synthetic_finetune"  # the scripts' embedded defaults
 
@@ -90,11 +91,11 @@ def masks(argv):
 # --------------------------------------------------------------------------- shared: checkpoints, inputs, drawing
 def find_checkpoint(path, default_dir, needs=()):
     """The checkpoint at `path` (default: the newest in default_dir), checked to hold the keys `needs`."""
-    path = path or checkpoint.latest_checkpoint(default_dir)
+    path = path or run.latest_checkpoint(default_dir)
     if path is None:
         raise SystemExit(f"no --ckpt given and no checkpoint in {default_dir} (run `python "
                          f"{'train' if default_dir == PRETRAIN_DIR else 'finetune'}.py` first)")
-    state = checkpoint.load_checkpoint(path)
+    state = convert.load_checkpoint(path)
     missing = [k for k in needs if not (isinstance(state, dict) and k in state)]
     if missing:
         raise SystemExit(f"--ckpt {path}: no {missing} in it (written by train.py / finetune.py of this repo?)")
@@ -207,16 +208,16 @@ def reconstruct(argv):
     ckpt_path, state = find_checkpoint(cfg.ckpt, PRETRAIN_DIR, needs=("model", "model_config", "config"))
     if "head.weight" in state["model"]:
         raise SystemExit(f"--ckpt {ckpt_path} is a finetuned classifier: reconstruct needs a pretraining checkpoint")
-    run = SimpleNamespace(**state["config"])
+    saved = SimpleNamespace(**state["config"])
     model = BEVT(ModelConfig(**state["model_config"]))
-    checkpoint.load_model_state(model, state["model"], ckpt_path)
+    convert.load_model_state(model, state["model"], ckpt_path)
     model.eval()
     tokenizer = tok.load_tokenizer(tokenizer_path(cfg, state, ckpt_path), "cpu")
-    rng, grid, video = np.random.default_rng(cfg.seed), run.img_size // 16, not cfg.image
+    rng, grid, video = np.random.default_rng(cfg.seed), saved.img_size // 16, not cfg.image
     if cfg.image:
         image = readers.read_image(cfg.image).permute(1, 2, 0).numpy()[None]  # (1, H, W, 3)
-        crops = data.to_clip(data.fixed_crop(data.resize_short(image, run.rescale[0], cv2.INTER_CUBIC),
-                                             run.img_size, 0, 1))  # (3, 1, S, S)
+        crops = data.to_clip(data.fixed_crop(data.resize_short(image, saved.rescale[0], cv2.INTER_CUBIC),
+                                             saved.img_size, 0, 1))  # (3, 1, S, S)
         stream_mask = blockwise_mask(grid, grid, int(run.mask_ratio * grid * grid), rng=rng)[None]  # (1, h, w)
         source = cfg.image
     else:
@@ -261,23 +262,23 @@ def classifier_from(state, path, model_name="", window_size=(0, 0, 0)):
         mcfg = dataclasses.replace(mcfg, window_size=window_size)
     classes = state.get("classes") if isinstance(state, dict) else None
     model = VideoClassifier(mcfg, len(classes) if classes else 1, head_dropout=0.0)
-    sd, _, kind = checkpoint.init_classifier(state, model, path)
-    checkpoint.load_model_state(model, sd, path)  # a checkpoint without a head keeps a fresh one
+    sd, _, kind = convert.init_classifier(state, model, path)
+    convert.load_model_state(model, sd, path)  # a checkpoint without a head keeps a fresh one
     return model.eval(), classes, kind
 
 
-def test_recipe(run, clips=0, crops=0, batch=8, workers=2):
+def test_recipe(saved, clips=0, crops=0, batch=8, workers=2):
     """The checkpoint's test views (finetune config: its own recipe; pretraining config: its clip, centre crop;
     none: the official K400 test), with clips / crops / batch / workers replaced where given."""
-    run = dict(run or {})
-    recipe = SimpleNamespace(sampling=run.get("sampling", "dense"), clip_len=run.get("clip_len", 32),
-                             frame_interval=run.get("frame_interval", 2), img_size=run.get("img_size", 224),
-                             test_short_side=run.get("test_short_side", run.get("img_size", 224)),
-                             test_clips=run.get("test_clips", 1 if run else 4),
-                             test_crops=run.get("test_crops", 1 if run else 3), seed=run.get("seed", 0))
+    saved = dict(saved or {})
+    recipe = SimpleNamespace(sampling=saved.get("sampling", "dense"), clip_len=saved.get("clip_len", 32),
+                             frame_interval=saved.get("frame_interval", 2), img_size=saved.get("img_size", 224),
+                             test_short_side=saved.get("test_short_side", saved.get("img_size", 224)),
+                             test_clips=saved.get("test_clips", 1 if saved else 4),
+                             test_crops=saved.get("test_crops", 1 if saved else 3), seed=saved.get("seed", 0))
     recipe.test_clips, recipe.test_crops = clips or recipe.test_clips, crops or recipe.test_crops
     recipe.test_batch, recipe.num_workers = batch, workers
-    recipe.dtype = engine.resolve_dtype("cuda" if torch.cuda.is_available() else "cpu", run.get("dtype", "float32"))
+    recipe.dtype = engine.resolve_dtype("cuda" if torch.cuda.is_available() else "cpu", saved.get("dtype", "float32"))
     return recipe
 
 
@@ -376,8 +377,8 @@ def features(argv):
             raise SystemExit(f"--ann/--root: {e}") from None
     else:
         records, _ = synthetic_records()
-    run = state.get("config") if isinstance(state, dict) else None
-    recipe = test_recipe(run, cfg.clips, cfg.crops, cfg.batch, cfg.num_workers)
+    saved = state.get("config") if isinstance(state, dict) else None
+    recipe = test_recipe(saved, cfg.clips, cfg.crops, cfg.batch, cfg.num_workers)
     ds = evaluate.test_dataset(records, recipe)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
@@ -420,4 +421,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    engine.run_script(main)
+    run.entry_point(main)

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torchvision.io import write_jpeg
 
 import synthetic
-from cli import parse_flags
+from run import parse_flags
 from synthetic import CACHE, write_video
 
 # ----------------------------------------------------------------------------------------------------------------------

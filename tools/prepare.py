@@ -32,7 +32,7 @@ from filelock import FileLock, Timeout
 
 import readers
 from readers import ImageRecord, read_annotations, read_unlabelled
-from cli import ranged
+from run import ranged
 
 
 @dataclass
@@ -111,7 +111,7 @@ def convert(src, dst, cfg: PrepareConfig) -> dict:
         encoder = open_encoder(target, cfg, width, height, stream)
         expected, originals = 0, {}
         for i, frame in readers.decoded_frames(readers.packets_from(source, stream, index, 0), stream, src, index,
-                                             range(n)):
+                                               range(n)):
             if i != expected:
                 raise readers.MediaError(f"{src}: frame {i} decoded where frame {expected} was due")
             if (frame.width, frame.height) != (width, height):

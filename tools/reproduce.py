@@ -34,13 +34,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import readers
-import checkpoint
+import convert
 import data
-import engine
 import evaluate
 import model as bevt_model
-from cli import as_flags, parse_flags, ranged
+import readers
+import run
+from run import as_flags, parse_flags, ranged
 from tools import factorial
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -262,8 +262,8 @@ def load_classifier(path, num_classes, seed):
     torch.manual_seed(seed)
     model = bevt_model.VideoClassifier(bevt_model.PRESETS[PRETRAIN_RECIPE["model"]], num_classes, head_dropout=0.0)
     if path != "none":
-        state, _, _ = checkpoint.init_classifier(checkpoint.load_checkpoint(path), model, path)
-        checkpoint.load_model_state(model, state, path)  # a pretraining checkpoint keeps the fresh head: unused
+        state, _, _ = convert.init_classifier(convert.load_checkpoint(path), model, path)
+        convert.load_model_state(model, state, path)  # a pretraining checkpoint keeps the fresh head: unused
     return model.eval()
 
 
@@ -394,7 +394,7 @@ def finetune(init, seed, out_dir, ctx) -> Path:
              "test_root": paths["video_root"], "log_every": ctx["budget"].log_every,
              "save_every": ctx["budget"].save_every, "resume": True}
     ctx["minutes"][run_name(out_dir)] = run_script("finetune.py", flags, out_dir, out_dir / "eval.json", ctx["threads"])
-    return checkpoint.latest_checkpoint(out_dir)
+    return run.latest_checkpoint(out_dir)
 
 
 def readout(kind, ckpt_path, arm, seed, out_dir, ctx) -> Path:
@@ -705,4 +705,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    engine.run_script(main)
+    run.entry_point(main)
