@@ -45,16 +45,17 @@ SYNTHETIC_ROOT = CACHE / "synthetic-v5"
 
 
 @dataclass
-class SyntheticConfig:
+class SyntheticConfig:  # the metadata: each flag's range (run.parse_flags checks it)
     out: str = ""  # output folder
     train_per_class: int = field(default=12, metadata={"min": 1})
     val_per_class: int = field(default=4, metadata={"min": 1})
-    # a held-out test split (reproduce.py); 0: none. The train and val files do not depend on it
+    # a held-out test split; 0: none. The train and val files do not depend on it
     test_per_class: int = field(default=0, metadata={"min": 0})
     frames: int = field(default=64, metadata={"min": 8})
     width: int = field(default=160, metadata={"min": 32})
     height: int = field(default=128, metadata={"min": 32})
-    images_per_class: int = field(default=48, metadata={"min": 1})  # training images per appearance class (+ 1/6 as many for val)
+    # training images per appearance class (+ 1/6 as many for val)
+    images_per_class: int = field(default=48, metadata={"min": 1})
     seed: int = field(default=0, metadata={"min": 0})
 
 

@@ -745,7 +745,8 @@ def test_finetune_views_and_segments(syn, monkeypatch):
     records = [readers.VideoRecord(r.path, r.label, 4, 12) for r in records[:3]]
     seen = []
     read = readers.read_frames
-    monkeypatch.setattr(readers, "read_frames", lambda path, pick: read(path, lambda n: seen.append(pick(n)) or seen[-1]))
+    monkeypatch.setattr(readers, "read_frames",
+                        lambda path, pick: read(path, lambda n: seen.append(pick(n)) or seen[-1]))
     ds = data.FinetuneVideoDataset(records, train=False, clip_len=4, frame_interval=1, num_clips=2, num_crops=3,
                                    crop=32, short_side=32)
     assert len(ds) == 3 * 2 * 3

@@ -48,8 +48,8 @@ def test_class_pair_separable_only_by_temporal_order(syn):
 
 def test_command_writes_the_set(tmp_path, capsys):
     out = tmp_path / "set"
-    dataset_tools.main(["synthetic", "--out", str(out), "--train-per-class", "1", "--val-per-class", "1", "--frames", "8",
-                        "--width", "32", "--height", "32", "--images-per-class", "1"])
+    dataset_tools.main(["synthetic", "--out", str(out), "--train-per-class", "1", "--val-per-class", "1",
+                        "--frames", "8", "--width", "32", "--height", "32", "--images-per-class", "1"])
     assert str(out) in capsys.readouterr().out
     classes = json.loads((out / "classes.json").read_text())
     assert len(classes) == len(synthetic.SYNTHETIC_CLASSES)

@@ -592,7 +592,8 @@ def bench_data(cfg, patch_t):
     clips = [data.dense_indices(counts[i % len(videos)], pl, pi, 1, True, np.random.default_rng([cfg.seed, i]))[0]
              for i in range(cfg.data_clips + 1)]
     for kind in ["h264"] + ["prepared " + name for name in prepared]:
-        runs["decode_" + kind] = lambda i, r=sets[kind]: readers.read_frames(r[i % len(videos)].path, lambda n: clips[i])
+        runs["decode_" + kind] = lambda i, r=sets[kind]: readers.read_frames(r[i % len(videos)].path,
+                                                                              lambda n: clips[i])
     decord_read, decord_version = decord_reader()
     if decord_read:
         runs["decode_decord_h264"] = lambda i: decord_read(videos[i % len(videos)].path, clips[i])
