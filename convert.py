@@ -321,3 +321,17 @@ def load_model_state(module, state, path, holds="", asks="", allow_missing=False
                                      + [f"unexpected keys: {unexpected}"] * bool(unexpected)))
     module.load_state_dict(state, strict=not allow_missing)
     return missing
+
+
+def load_image_stage(model, path, cfg: ModelConfig, model_name):
+    """An image-stage checkpoint (ours or the official release) inflated into the joint model `model` (BEVT §3
+    "Training strategies"); a checkpoint of another model stops naming what it holds and `--model model_name`.
+    Returns the keys the image checkpoint lacks (they keep their fresh values)."""
+    state = load_checkpoint(path)
+    if state.get("config", {}).get("model", model_name) != model_name:  # ours name their model
+        raise SystemExit(f"--init {path} holds a run of {holds(state)}; the flags ask for --model {model_name}")
+    try:
+        inflated = inflate_image_checkpoint(state, cfg)
+    except (ValueError, RuntimeError) as e:
+        raise SystemExit(f"--init {path} ({holds(state)}): {e}; the flags ask for --model {model_name}") from None
+    return load_model_state(model, inflated, path, holds(state), f"--model {model_name}", allow_missing=True)

@@ -19,6 +19,7 @@ Layout written by `python -m tools.dataset synthetic --out DIR` (and by syntheti
     DIR/images/{train,val}/<class>/*.{JPEG,png}, DIR/images/train_list.txt "class/file label"
 """
 import csv
+import hashlib
 import json
 import math
 import os
@@ -300,6 +301,13 @@ def load_frames(root, num_frames, size, seed) -> torch.Tensor:
             crops = data.random_crop(data.resize_short(frame[None], short, cv2.INTER_CUBIC), crop, rng)  # (1, c, c, 3)
             out.append(data.to_clip(data.view_frames(crops))[:, 0])  # (3, size, size)
     return torch.stack(out[:num_frames])  # (N, 3, size, size)
+
+
+def cached_small_vq_path(root, size) -> Path:
+    """Where the small VQ for `root`'s frames at `size` px is cached: per data folder, view size and
+    SMALL_VQ_VERSION (the code that made it)."""
+    key = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:10]
+    return CACHE / f"vq_tokenizer_{size}_v{SMALL_VQ_VERSION}_{key}.pt"
 
 
 def small_vq(root, size, path):

@@ -442,7 +442,7 @@ def convert_dalle(src, dst):
 def main(argv=None):
     """`python tokenizer.py convert encoder.pkl dalle_encoder.pt`: the official weights -> our safe .pt, once."""
     p = argparse.ArgumentParser(description="official DALL-E encoder.pkl -> a plain state-dict .pt (the small VQ "
-                                            "tokenizer is trained by python train.py --stage tokenizer)")
+                                            "tokenizer: python -m tools.dataset small-vq)")
     p.add_argument("command", choices=["convert"])
     p.add_argument("src", help="the official encoder.pkl")
     p.add_argument("dst", nargs="?", default="dalle_encoder.pt", help="our plain state-dict file")

@@ -7,7 +7,6 @@ defaults of TrainConfig), mmaction/core/runner/omnisource_runner.py (one video b
 mmaction/utils/optimizer.py (gradient accumulation), mmaction/apis/train.py.
 
     python train.py                                              # embedded default: synthetic data, nano model, CPU
-    python train.py --stage tokenizer --image-root imagenet/train    # the small VQ tokenizer for your data
     torchrun --nproc_per_node 8 train.py --stage joint --init image_stage.pt --tokenizer dalle_encoder.pt \
         --video-ann k400/train.csv --video-root k400/train --image-root imagenet/train
 
@@ -16,7 +15,6 @@ One optimizer step = `accum` micro-batches per GPU, each with `videos_per_gpu` c
 optimizer step) is engine.py; the out-dir's lock, checkpoints and log are run.py's.
 """
 import dataclasses
-import hashlib
 import sys
 import time
 from contextlib import nullcontext
@@ -42,15 +40,15 @@ from run import check_ranges, parse_flags, ranged
 
 @dataclass
 class TrainConfig:
-    # BEVT §3 "Training strategies"; "tokenizer": train the small VQ tokenizer on the data flags' frames and stop
-    stage: str = field(default="joint", metadata={"choices": ("image", "video", "joint", "tokenizer")})
+    # BEVT §3 "Training strategies": image (BEVT-I), video (BEVT-V) or the joint stage (BEVT)
+    stage: str = field(default="joint", metadata={"choices": ("image", "video", "joint")})
     model: str = field(default="base", metadata={"choices": tuple(bevt_model.PRESETS)})  # official: Swin-B
     drop_path: float = ranged(0.3, min=0, max=0.99)  # official cfg: drop_path_rate=0.3
-    grad_checkpoint: bool = False  # recompute each block in backward; official: use_checkpoint=False
+    # recompute each block in backward; official: use_checkpoint=False (swin_transformer_bevt.py:626, cfgs unset)
+    grad_checkpoint: bool = False
     # image stream attention: "official" = the released code's (the 2D shift mask on every block, the shift kept at
     # stage 4; the paper's numbers), "swin" = 2D Swin semantics (model.SwinBlock, docs/differences.md)
     image_attention: str = field(default="official", metadata={"choices": ("official", "swin")})
-    # (mmaction/models/backbones/swin_transformer_bevt.py:626, not set by the cfgs)
     init: str = ""  # image-stage checkpoint (ours or the official release) to inflate into the joint stage
     tokenizer: str = ""  # converted DALL-E encoder or VQ .pt (needed with data flags); empty: the synthetic run's VQ
     tokenizer_precision: str = field(default="official", metadata={"choices": ("official", "fp32")})  # official: the
@@ -149,7 +147,7 @@ def build_config(argv):
 NO_TOKENIZER = """--tokenizer is needed with real data. BEVT's targets come from the DALL-E encoder:
     python tokenizer.py convert encoder.pkl dalle_encoder.pt     (once; then --tokenizer dalle_encoder.pt)
 or train the small VQ tokenizer on your data first (minutes; not the paper's tokenizer):
-    python train.py --stage tokenizer {data_flags}"""
+    python -m tools.dataset small-vq --root {root} --img-size {img_size}"""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -195,11 +193,10 @@ def build_tokenizer(cfg, env):
     path = cfg.tokenizer
     if not path:
         _, video_root, _, image_root = data_paths(cfg)
-        root = str(Path(video_root or image_root).resolve())
         size = cfg.img_size // 2  # BEVT §3 "Tokenizer": frames downsampled by 1/2 (the dataset's tokenizer view)
-        key = hashlib.sha1(root.encode()).hexdigest()[:10]
-        path = synthetic_set.CACHE / f"vq_tokenizer_{size}_v{synthetic_set.SMALL_VQ_VERSION}_{key}.pt"
-        engine.rank_zero_first(lambda: synthetic_set.small_vq(root, size, path), env, "the small VQ tokenizer")
+        path = synthetic_set.cached_small_vq_path(video_root or image_root, size)
+        engine.rank_zero_first(lambda: synthetic_set.small_vq(video_root or image_root, size, path), env,
+                               "the small VQ tokenizer")
     size = Path(path).stat().st_size if Path(path).is_file() else None
     engine.same_on_all_ranks((str(path), size), env, "the tokenizer file (path, bytes)")
     if size is None:
@@ -210,18 +207,6 @@ def build_tokenizer(cfg, env):
         raise SystemExit(f"--tokenizer: {e}") from None
 
 
-def train_tokenizer_stage(cfg, env):
-    """--stage tokenizer: the small VQ trained on the frames of the run's data (video root, else image root)."""
-    _, video_root, _, image_root = data_paths(cfg)
-    size = cfg.img_size // 2
-    path = Path(cfg.out_dir) / f"vq_tokenizer_{size}.pt"
-    if path.exists():
-        env.log(f"{path} exists, not retrained (delete it to retrain)")
-    env.log(f"training the small VQ tokenizer on frames of {video_root or image_root} ({size}-px tokenizer views)")
-    engine.rank_zero_first(lambda: synthetic_set.small_vq(video_root or image_root, size, path), env, "its file")
-    env.log(f"tokenizer: {path}; pass it as --tokenizer {path} (with --img-size {cfg.img_size})")
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # model and one optimizer step
 
@@ -230,19 +215,8 @@ def build_model(cfg, env, vocab_size, init):
     mcfg = dataclasses.replace(bevt_model.PRESETS[cfg.model], drop_path_rate=cfg.drop_path, vocab_size=vocab_size,
                                grad_checkpoint=cfg.grad_checkpoint, image_attention=cfg.image_attention)
     raw_model = bevt_model.BEVT(mcfg).to(env.device)
-    if init:
-        # BEVT §3 "Training strategies": the image stream's weights initialise the joint model (3D inflation)
-        state = convert.load_checkpoint(init)
-        if state.get("config", {}).get("model", cfg.model) != cfg.model:  # ours name their model
-            raise SystemExit(f"--init {init} holds a run of {convert.holds(state)}; the flags ask for --model "
-                             f"{cfg.model}")
-        try:
-            inflated = convert.inflate_image_checkpoint(state, mcfg)
-        except (ValueError, RuntimeError) as e:
-            raise SystemExit(f"--init {init} ({convert.holds(state)}): {e}; the flags ask for --model "
-                             f"{cfg.model}") from None
-        missing = convert.load_model_state(raw_model, inflated, init, convert.holds(state),
-                                           f"--model {cfg.model}", allow_missing=True)
+    if init:  # BEVT §3 "Training strategies": the image stream's weights initialise the joint model (3D inflation)
+        missing = convert.load_image_stage(raw_model, init, mcfg, cfg.model)
         env.log(f"initialised from {init}; fresh (not in the image checkpoint): {missing}")
     return raw_model, mcfg
 
@@ -307,18 +281,15 @@ def log_line(row, env, out_dir):
 
 def main(argv=None):
     cfg, synthetic = build_config(sys.argv[1:] if argv is None else argv)
-    if not synthetic and not cfg.tokenizer and cfg.stage != "tokenizer":
-        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(cfg).items()
-                         if k in ("video_ann", "video_root", "image_root", "image_list") and v)
-        raise SystemExit(NO_TOKENIZER.format(data_flags=flags))
+    if not synthetic and not cfg.tokenizer:
+        _, video_root, _, image_root = data_paths(cfg)
+        raise SystemExit(NO_TOKENIZER.format(root=video_root or image_root, img_size=cfg.img_size))
     cfg, env = engine.start_run(cfg)
-    run.claim_out_dir(cfg.out_dir, env, resume=cfg.resume or cfg.stage == "tokenizer")
+    run.claim_out_dir(cfg.out_dir, env, resume=cfg.resume)
     if synthetic:
         env.log("no --video-ann/--image-root given: the embedded default (synthetic data, nano model, CPU-sized; "
                 "see --help)")
         engine.rank_zero_first(synthetic_set.synthetic_root, env, "the synthetic data set's folder")
-    if cfg.stage == "tokenizer":
-        return train_tokenizer_stage(cfg, env)
 
     # --- data, tokenizer, model, optimizer; the resume checkpoint first (it replaces --init)
     video_ds, image_ds = build_datasets(cfg)

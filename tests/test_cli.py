@@ -27,6 +27,7 @@ SCRIPTS = [
     (dataset_tools.main, ["check", "ann.csv", "root"], dataset_tools.CheckConfig),
     (dataset_tools.main, ["extract-frames"], dataset_tools.ExtractConfig),
     (dataset_tools.main, ["prepare", "ann.csv", "root", "out"], prepare.PrepareConfig),
+    (dataset_tools.main, ["small-vq"], dataset_tools.SmallVQConfig),
 ]
 CASES = [(main, before, cls, f) for main, before, cls in SCRIPTS for f in dataclasses.fields(cls)
          if f.type in (int, float, tuple, "int", "float", "tuple") and not isinstance(f.default, bool)]

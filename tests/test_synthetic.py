@@ -1,11 +1,14 @@
-"""Tests for synthetic.py: deterministic video files, the temporal-order class pairs, the `--out` command."""
+"""Tests for synthetic.py: deterministic video files, the temporal-order class pairs, the small VQ tokenizer, and
+their commands (`python -m tools.dataset synthetic`, `small-vq`)."""
 import json
 
 import numpy as np
 import pytest
+import torch
 
 import readers
 import synthetic
+import tokenizer as tok
 from tools import dataset as dataset_tools
 
 
@@ -80,3 +83,18 @@ def test_held_out_test_split(tmp_path, syn):
         == 2 * n
     assert len(readers.read_annotations(paths["ssv2_test"], paths["webm_root"])[0]) == 2 * n
     assert not (tmp_path / "set" / "images").exists()
+
+
+def test_small_vq_command_trains_the_tokenizer_into_out_dir(tmp_path, syn, monkeypatch, capsys):
+    """The small VQ at its defaults takes a minute: the test shrinks it (tokenizer.VQConfig, as synthetic.small_vq
+    reads it)."""
+    vq_config = tok.VQConfig
+    tiny = dict(hid=8, code_dim=8, vocab_size=16, num_frames=48, val_frames=16, steps=3, batch_size=16)
+    monkeypatch.setattr(tok, "VQConfig", lambda **fields: vq_config(**{**tiny, **fields}))
+    dataset_tools.main(["small-vq", "--root", str(syn["mp4_root"]), "--img-size", "96",
+                        "--out-dir", str(tmp_path)])
+    path = tmp_path / "vq_tokenizer_48.pt"
+    vq = tok.load_tokenizer(path, "cpu")
+    assert vq.vocab_size == 16 and f"--tokenizer {path}" in capsys.readouterr().out
+    ids = vq.encode(torch.zeros(1, 3, 48, 48, dtype=torch.uint8))  # a 48-px tokenizer view of a 96-px crop
+    assert ids.shape == (1, 6, 6)

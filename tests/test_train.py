@@ -289,21 +289,8 @@ def test_real_data_without_tokenizer_stops_at_once_naming_both_ways(tmp_path):
         train.main(argv)
     msg = str(e.value)
     assert "python tokenizer.py convert encoder.pkl dalle_encoder.pt" in msg and "--tokenizer dalle_encoder.pt" in msg
-    assert f"python train.py --stage tokenizer --video-ann {tmp_path / 'k400.csv'} --video-root {tmp_path}" in msg
+    assert f"python -m tools.dataset small-vq --root {tmp_path} --img-size 224" in msg
     assert not list(tmp_path.iterdir())  # nothing was started: no folder, no tokenizer trained
-
-
-def test_stage_tokenizer_trains_the_small_vq_into_out_dir(tmp_path, monkeypatch, capsys):
-    """The small VQ at its defaults takes a minute: the test shrinks it (tokenizer.VQConfig as the engine reads it)."""
-    vq_config = tok.VQConfig
-    tiny = dict(hid=8, code_dim=8, vocab_size=16, num_frames=48, val_frames=16, steps=3, batch_size=16)
-    monkeypatch.setattr(tok, "VQConfig", lambda **fields: vq_config(**{**tiny, **fields}))
-    train.main(["--stage", "tokenizer", "--img-size", "96", "--out-dir", str(tmp_path)])
-    path = tmp_path / "vq_tokenizer_48.pt"
-    vq = tok.load_tokenizer(path, "cpu")
-    assert vq.vocab_size == 16 and f"--tokenizer {path}" in capsys.readouterr().out
-    ids = vq.encode(torch.zeros(1, 3, 48, 48, dtype=torch.uint8))  # a 48-px tokenizer view of a 96-px crop
-    assert ids.shape == (1, 6, 6)
 
 
 def test_flags_from_the_config_dataclass():

@@ -1,10 +1,12 @@
-"""Dataset tools: check a dataset before a run, write a video dataset as frame folders (mmaction's rawframes), or
-convert it into prepared videos that read faster (tools/prepare.py).
+"""Dataset tools: check a dataset before a run, write a video dataset as frame folders (mmaction's rawframes),
+convert it into prepared videos that read faster (tools/prepare.py), train the small VQ tokenizer on a dataset's
+frames (targets for runs without the DALL-E encoder), or write the synthetic set of the embedded default.
 
     python -m tools.dataset check ANNOTATION ROOT [--min-frames 16] [--unlabelled video|image]
         [--train-ann TRAIN --train-root DIR]                          # every file opened, problems listed
     python -m tools.dataset extract-frames --ann LIST --root DIR --out DIR [--format jpg|png] [--quality 95]
     python -m tools.dataset prepare ANNOTATION ROOT DST [--codec mjpeg|h264] [--workers N]   # see tools/prepare.py
+    python -m tools.dataset small-vq --root DIR [--img-size 224] [--out-dir DIR]   # prints the --tokenizer to pass
     python -m tools.dataset synthetic --out DIR [--train-per-class 12] [--frames 64] ...   # the embedded default set
 
 The formats are those readers.read_annotations reads; docs/data.md describes them and what each tool writes.
@@ -26,6 +28,7 @@ import run
 from readers import ImageRecord, read_annotations, read_segment, read_unlabelled
 from run import parse_flags, ranged
 from synthetic import SyntheticConfig, make_synthetic
+from synthetic import small_vq as make_small_vq
 from tools.prepare import PrepareConfig, prepare
 
 
@@ -50,6 +53,27 @@ class ExtractConfig:
     # JPEG quality; official: OpenCV's default 95 (tools/data/build_rawframes.py:58-59)
     quality: int = ranged(95, min=0, max=100)
 
+
+
+@dataclass
+class SmallVQConfig:
+    root: str = ""  # a folder of videos and / or images (at any depth): the frames the tokenizer learns from
+    img_size: int = ranged(224, min=32)  # train.py's --img-size: the tokenizer sees the half-size view of that crop
+    out_dir: str = "runs/tokenizer"  # writes vq_tokenizer_<img_size / 2>.pt there
+
+
+def small_vq(cfg: SmallVQConfig):
+    """The small VQ tokenizer (not the paper's: see docs/tokenizer.md) trained on frames of --root, once."""
+    if not cfg.root:
+        sys.exit("small-vq: --root DIR is required (a folder of the pretraining videos or images)")
+    size, path = cfg.img_size // 2, Path(cfg.out_dir) / f"vq_tokenizer_{cfg.img_size // 2}.pt"
+    if path.exists():
+        print(f"{path} exists, not retrained (delete it to retrain)")
+    else:
+        print(f"training the small VQ tokenizer on frames of {cfg.root} ({size}-px tokenizer views)", flush=True)
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        make_small_vq(readers.need_root(cfg.root), size, path)
+    print(f"tokenizer: {path}; pass it as --tokenizer {path} (with --img-size {cfg.img_size})")
 
 
 PROBLEMS = ("annotation", "missing", "unreadable", "too short", "missing frames", "wrong total_frames")
@@ -204,6 +228,7 @@ USAGE = """usage: python -m tools.dataset check ANNOTATION ROOT [--min-frames 16
            [--train-ann TRAIN --train-root DIR]
        python -m tools.dataset extract-frames --ann LIST --root DIR --out DIR [--format jpg|png] [--quality 95]
        python -m tools.dataset prepare ANNOTATION ROOT DST [--codec mjpeg|h264] [--workers N]
+       python -m tools.dataset small-vq --root DIR [--img-size 224] [--out-dir DIR]
        python -m tools.dataset synthetic --out DIR [--train-per-class 12] [--frames 64] ...   (--help: all flags)"""
 
 
@@ -219,6 +244,8 @@ def main(argv=None):
         cfg = PrepareConfig(**parse_flags(PrepareConfig, argv[1:], "convert a video dataset into prepared videos",
                                           ("annotation", "root", "out")))
         sys.exit(1 if prepare(cfg) else 0)
+    if argv[:1] == ["small-vq"]:
+        return small_vq(SmallVQConfig(**parse_flags(SmallVQConfig, argv[1:], "train the small VQ tokenizer")))
     if argv[:1] == ["synthetic"]:
         cfg = SyntheticConfig(**parse_flags(SyntheticConfig, argv[1:], "write the synthetic video and image set"))
         if not cfg.out:

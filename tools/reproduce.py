@@ -59,7 +59,7 @@ class ReproduceConfig:
     finetune_seeds: int = ranged(-1, min=-1)
     out_dir: str = "runs/reproduce"
     data: str = ""  # a factorial set (tools/factorial.py layout); empty: the default one, generated on first use
-    tokenizer: str = ""  # the small VQ .pt; empty: `train.py --stage tokenizer` on the training videos, once
+    tokenizer: str = ""  # the small VQ .pt; empty: `python -m tools.dataset small-vq` on the training videos, once
     # runs at a time, each with cores / jobs threads; 0: one per core (the nano model's small ops use one core well
     # and two poorly)
     jobs: int = ranged(0, min=0)
@@ -150,7 +150,7 @@ def run_script(script, flags: dict, out_dir: Path, done: Path, threads: int = 0)
         stored = out_dir / "minutes.txt"
         return float(stored.read_text()) if stored.exists() else 0.0
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = ["-m", "tools.reproduce", "readout"] if script == "readout" else [script]
+    target = ["-m", "tools.reproduce", "readout"] if script == "readout" else script.split()
     command = [sys.executable, *target, *as_flags({**flags, "out_dir": str(out_dir)})]
     print(f"  running {' '.join(command[1:])}", flush=True)
     start, env = time.time(), {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
@@ -357,9 +357,8 @@ def prepare(cfg, budget, out_dir: Path):
         size = PRETRAIN_RECIPE["img_size"] // 2
         folder = out_dir / f"tokenizer-{root.name}"  # one per set: --quick's smaller set has its own
         tokenizer = folder / f"vq_tokenizer_{size}.pt"
-        minutes = run_script("train.py", {"stage": "tokenizer", "video_ann": paths["train_motion"],
-                                          "video_root": paths["video_root"], "img_size": PRETRAIN_RECIPE["img_size"]},
-                             folder, tokenizer)
+        minutes = run_script("-m tools.dataset small-vq", {"root": paths["video_root"],
+                                                           "img_size": PRETRAIN_RECIPE["img_size"]}, folder, tokenizer)
     return root, tokenizer, per_epoch, minutes
 
 
