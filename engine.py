@@ -162,6 +162,17 @@ def layer_decay_keys(depths, decay):
     return keys
 
 
+def custom_keys(depths, layer_decay=1.0, backbone_lr_scale=1.0):
+    """The official paramwise_cfg custom keys of a recipe: no decay for norms and bias tables (NO_DECAY_KEYS, every
+    recipe), plus layer-wise lr decay (finetuning K400, layer_decay < 1) or the backbone lr_mult (SSv2, scale != 1)."""
+    keys = dict(NO_DECAY_KEYS)
+    if layer_decay != 1.0:
+        keys.update(layer_decay_keys(depths, layer_decay))
+    if backbone_lr_scale != 1.0:
+        keys["backbone"] = {"lr_mult": backbone_lr_scale}
+    return keys
+
+
 def param_groups(module, weight_decay, custom_keys):
     """AdamW groups, one per (lr multiplier, weight decay); each remembers its names and its `lr_scale`."""
     groups = {}

@@ -13,10 +13,9 @@ Diving-48 has no official config (see PRESETS).
     python finetune.py --eval true --init runs/finetune/ckpt_00010000.pt --temporal-test single-frame ...
     python finetune.py --linear-probe true --init bevt_joint.pth ...   # frozen encoder, BatchNorm + Linear head
 
-Multi-view testing and the Table 2 test are evaluate.py's; DDP, AMP, the lr schedule, optimizer groups and the step
-loop are engine.py's; the out-dir's lock, checkpoints and log are run.py's. The linear probe is MAE's
-(main_linprobe.py: BatchNorm1d without affine before a trunc_normal(0.01) Linear, the encoder frozen); MAE trains it
-with LARS, lr 0.1 x batch / 256, no weight decay, 90 epochs; we keep the preset's AdamW and schedule.
+Multi-view testing and the Table 2 test are evaluate.py's; DDP, autocast, optimizer groups, the schedule and the
+optimizer step engine.py's; the flags, the out-dir and the stops run.py's. The linear probe is MAE's head (probe_head)
+with the preset's optimizer and schedule (docs/finetuning.md).
 """
 import dataclasses
 import sys
@@ -62,26 +61,22 @@ class FinetuneConfig:
     clip_len: int = ranged(32, min=1)  # BEVT §4.1: clip length 32
     frame_interval: int = ranged(2, min=1)  # official k400 cfg; unused by uniform (segment) sampling
     img_size: int = ranged(224, min=32)  # BEVT §4.1: 224 x 224
-    # official cfgs: Resize(-1, 256) -> RandomResizedCrop -> Resize(224, 224)
-    train_short_side: int = ranged(256, min=1)
+    train_short_side: int = ranged(256, min=1)  # official cfgs: Resize(-1, 256) -> RandomResizedCrop -> Resize(224)
     test_short_side: int = ranged(224, min=1)  # official cfgs: Resize(-1, 224) -> ThreeCrop(224)
     flip: bool = True  # official k400 cfg: Flip(0.5)
-    # (n, m); (0, 0): off. official ssv2 cfg: RandAugment(n=4, m=7), same for all frames
-    randaugment: tuple = ranged((0, 0), min=0)
+    randaugment: tuple = ranged((0, 0), min=0)  # (n, m), (0, 0): off; official ssv2 cfg: n=4, m=7, all frames alike
     erase_prob: float = ranged(0.0, min=0, max=1)  # official ssv2 cfg: RandomErasing(p=0.25)
     crop_area: tuple = ranged((0.08, 1.0), above=0, max=1)  # official cfgs: RandomResizedCrop area range
     label_smoothing: float = ranged(0.0, min=0, max=0.99)  # official ssv2 cfg: LabelSmoothing 0.1
     test_clips: int = ranged(4, min=1)  # official k400 cfg: 4 clips x 3 crops (ThreeCrop 224 on short side 224)
     test_crops: int = ranged(3, min=1, max=3)
-    # views per forward at test time (official max_testing_views=4 is the same memory knob)
-    test_batch: int = ranged(4, min=1)
+    test_batch: int = ranged(4, min=1)  # views per forward at test time (official max_testing_views=4)
     # model
-    # (0, 0, 0): the model preset's, (8, 7, 7) for Swin-B; ssv2: (16, 7, 7)
-    window_size: tuple = ranged((0, 0, 0), min=0)
+    window_size: tuple = ranged((0, 0, 0), min=0)  # (0, 0, 0): the model preset's, (8, 7, 7) for Swin-B
     drop_path: float = ranged(0.3, min=0, max=0.99)  # official k400 cfg: drop_path_rate=0.3
     head_dropout: float = ranged(0.5, min=0, max=0.99)  # official k400 cfg: I3DHead dropout_ratio=0.5
-    grad_checkpoint: bool = False  # recompute each block in backward; official: use_checkpoint=False
-    # (mmaction/models/backbones/swin_transformer.py:573, not set by the cfgs)
+    # recompute each block in backward; official: use_checkpoint=False (swin_transformer.py:573, cfgs unset)
+    grad_checkpoint: bool = False
     # optimisation: official AdamW, cosine (mmcv by_epoch=True) with a 2.5-epoch linear warmup from 0.1 x lr
     epochs: int = ranged(60, min=1)  # BEVT §4.1: 60 epochs
     warmup_epochs: float = ranged(2.5, min=0)
@@ -97,8 +92,7 @@ class FinetuneConfig:
     accum: int = ranged(4, min=1)
     ema: bool = False  # official ssv2 cfg: EMAHook; evaluation and export then use the EMA weights
     ema_momentum: float = ranged(2e-4, min=0, max=1)  # mmcv EMAHook default, per forward iteration
-    # stop after this many optimizer steps (the schedule still spans `epochs`); 0: all
-    max_steps: int = ranged(0, min=0)
+    max_steps: int = ranged(0, min=0)  # stop after this many optimizer steps (the schedule spans `epochs`); 0: all
     # machinery
     dtype: str = field(default="bfloat16", metadata={"choices": ("bfloat16", "float16", "float32")})
     compile: bool = False
@@ -119,19 +113,15 @@ SSV2 = dict(sampling="uniform", flip=False, randaugment=(4, 7), erase_prob=0.25,
 PRESETS = {
     "k400": {},  # the dataclass defaults
     "ssv2": SSV2,
-    # Diving-48: NO official config. Our choice: the SSv2 recipe, because BEVT §4.1 and Table 2 group Diving-48 with
-    # SSv2 as the temporal datasets, with the §4.1 facts shared by all three (60 epochs, batch 64, 32 frames, 224 px).
-    # One change: horizontal flip stays on, since a dive's class (take-off, somersaults, twists, flight position)
-    # does not change under mirroring, unlike SSv2's "left to right" classes.
+    # Diving-48 has NO official config: the SSv2 recipe (BEVT §4.1 and Table 2 group them as the temporal datasets),
+    # with flip on, since mirroring does not change a dive's class as it does SSv2's "left to right" ones
     "diving48": {**SSV2, "flip": True},
 }
 
-# `python finetune.py` with no data flags: the synthetic set, the nano model, CPU-sized, initialised from the embedded
-# default pretraining (`python train.py` -> runs/synthetic_joint) when it exists. Sizes, plus two augmentation
-# changes; the preset's recipe (layer decay or backbone multiplier, wd) stays. Uniform sampling of 8 frames covers each
-# 64-frame synthetic clip; the window is nano's own; a faster EMA (with --preset ssv2 or diving48) because the run is
-# ~300 steps; lr 1e-3 for 8 clips per step. No flip, as for SSv2: mirroring turns "slide right" into "slide left".
-# A milder RandomResizedCrop (area 0.5-1): a 0.08 crop often misses the object.
+# `python finetune.py` with no data flags: the synthetic set, the nano model, CPU-sized, from the embedded default
+# pretraining (`python train.py` -> runs/synthetic_joint) when it exists; the preset's recipe otherwise stays. Uniform
+# sampling of 8 frames covers each 64-frame clip; a faster EMA (~300 steps); no flip (mirroring turns "slide right"
+# into "slide left"); a milder RandomResizedCrop (a 0.08 crop often misses the object).
 SYNTHETIC_PRETRAIN_DIR = "runs/synthetic_joint"
 SYNTHETIC_DEFAULTS = dict(
     model="nano", out_dir="runs/synthetic_finetune", img_size=128, train_short_side=146, test_short_side=128,
@@ -166,25 +156,15 @@ def build_config(argv):
     variants = {"ssv2": SSV2, "diving48": PRESETS["diving48"], "no-data run": SYNTHETIC_DEFAULTS}
     given = parse_flags(FinetuneConfig, argv, DESCRIPTION, variants=variants)
     synthetic = not (given.get("train_ann") or given.get("test_ann"))
-    preset = PRESETS[given.get("preset", "k400")]
-    base = {**preset, **SYNTHETIC_DEFAULTS} if synthetic else dict(preset)
+    preset, paths = PRESETS[given.get("preset", "k400")], synthetic_set.synthetic_paths(synthetic_set.SYNTHETIC_ROOT)
+    files = {"train_ann": paths["k400_train_csv"], "test_ann": paths["k400_val_csv"], "train_root": paths["mp4_root"],
+             "test_root": paths["mp4_root"]}  # the synthetic set's, generated in main
+    base = {**preset, **SYNTHETIC_DEFAULTS, **{k: str(v) for k, v in files.items()}} if synthetic else dict(preset)
     return check_config(FinetuneConfig(**{**base, **given})), synthetic
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# optimizer groups and one optimizer step
-
-
-def custom_keys(cfg, mcfg):
-    """The official paramwise_cfg custom keys of the recipe (engine.paramwise matches them as mmcv does): no decay
-    for norms and bias tables, plus layer-wise lr decay (k400 cfg:97-125) or the backbone lr_mult (ssv2 cfg:99)."""
-    keys = dict(engine.NO_DECAY_KEYS)
-    if cfg.layer_decay != 1.0:
-        keys.update(engine.layer_decay_keys(mcfg.depths, cfg.layer_decay))
-    if cfg.backbone_lr_scale != 1.0:
-        keys["backbone"] = {"lr_mult": cfg.backbone_lr_scale}
-    return keys
-
+# one optimizer step
 
 
 def train_step(model, micro_batches, optimizer, scaler, cfg, env, lr):
@@ -212,27 +192,19 @@ def train_step(model, micro_batches, optimizer, scaler, cfg, env, lr):
 # the run
 
 
-def datasets(cfg, synthetic):
-    """(train records or None with --eval, test records, class names, class groups or None). The annotation format is
-    detected by readers.read_annotations (K400 CSV, SSv2 / Diving-48 JSON, UCF101 / HMDB51 splits, lists)."""
-    if synthetic:
-        paths = synthetic_set.synthetic_paths(synthetic_set.synthetic_root())
-        train_ann, test_ann = paths["k400_train_csv"], paths["k400_val_csv"]
-        train_root = test_root = paths["mp4_root"]
-        groups = synthetic_set.class_groups(synthetic_set.synthetic_root())  # top-1 per group too
-    else:
-        train_ann, train_root, test_ann, test_root = cfg.train_ann, cfg.train_root, cfg.test_ann, cfg.test_root
-        groups = None
-    if not (test_ann and test_root):
+def datasets(cfg):
+    """(train records or None with --eval, test records, class names). The annotation format is detected by
+    readers.read_annotations (K400 CSV, SSv2 / Diving-48 JSON, UCF101 / HMDB51 splits, lists)."""
+    if not (cfg.test_ann and cfg.test_root):
         raise SystemExit("evaluation needs --test-ann and --test-root")
     train_records, classes = None, None
     if not cfg.eval:
-        if not (train_ann and train_root):
+        if not (cfg.train_ann and cfg.train_root):
             raise SystemExit("training needs --train-ann and --train-root (or --eval true)")
-        train_records, classes = data.read_dataset(train_ann, train_root, "--train-ann/--train-root")
+        train_records, classes = data.read_dataset(cfg.train_ann, cfg.train_root, "--train-ann/--train-root")
     # the test labels are indexed by the training classes (a class the training set lacks is named with its line)
-    test_records, classes = data.read_dataset(test_ann, test_root, "--test-ann/--test-root", classes)
-    return train_records, test_records, classes, groups
+    test_records, classes = data.read_dataset(cfg.test_ann, cfg.test_root, "--test-ann/--test-root", classes)
+    return train_records, test_records, classes
 
 
 def start_weights(cfg, synthetic, env):
@@ -300,7 +272,9 @@ RESUME_IGNORES = ("eval", "temporal_test", "export_torchvision")  # flags of wha
 def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
     """The finetuning loop; returns the EMA weights (or None). EMA starts from the weights every rank holds after DDP
     broadcast rank 0's (or from the checkpoint's EMA): one EMA on all ranks, the one rank 0 saves."""
-    groups = engine.param_groups(raw_model, cfg.weight_decay, custom_keys(cfg, mcfg))
+    # the recipe's optimizer groups: layer-wise lr decay (k400 cfg:97-125) or the backbone lr_mult (ssv2 cfg:99)
+    keys = engine.custom_keys(mcfg.depths, cfg.layer_decay, cfg.backbone_lr_scale)
+    groups = engine.param_groups(raw_model, cfg.weight_decay, keys)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
     scaler = engine.make_scaler(env, cfg.dtype)
     state = run.resume_from(resume, raw_model, optimizer, scaler, cfg, env, RESUME_IGNORES) if resume else {}
@@ -365,7 +339,8 @@ def main(argv=None):
                 "see --help)")
         engine.rank_zero_first(synthetic_set.synthetic_root, env, "the synthetic data set's folder")
     resume, init = start_weights(cfg, synthetic, env)
-    train_records, test_records, classes, groups = datasets(cfg, synthetic)
+    train_records, test_records, classes = datasets(cfg)
+    groups = synthetic_set.class_groups(synthetic_set.SYNTHETIC_ROOT) if synthetic else None  # top-1 per group too
     raw_model, mcfg = build_model(cfg, env, len(classes), init if resume is None else None)
     if not cfg.eval:
         ema = train(cfg, synthetic, env, raw_model, mcfg, train_records, classes, resume)

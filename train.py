@@ -138,10 +138,17 @@ With a data flag every default is the official recipe (and --tokenizer is needed
 
 
 def build_config(argv):
+    """(config, synthetic): the flags over the official defaults, or over SYNTHETIC_DEFAULTS and the synthetic set's
+    files (generated in main) when no data flag is given."""
     given = parse_flags(TrainConfig, argv, DESCRIPTION, variants={"no-data run": SYNTHETIC_DEFAULTS})
     synthetic = not (given.get("video_ann") or given.get("image_root"))
-    base = {**SYNTHETIC_DEFAULTS} if synthetic else {}
-    return check_config(TrainConfig(**{**base, **given})), synthetic
+    paths = synthetic_set.synthetic_paths(synthetic_set.SYNTHETIC_ROOT)
+    files = {"video_ann": paths["k400_train_csv"], "video_root": paths["mp4_root"], "image_root": paths["images_train"]}
+    base = {**SYNTHETIC_DEFAULTS, **{k: str(v) for k, v in files.items()}} if synthetic else {}  # generated in main
+    cfg = TrainConfig(**{**base, **given})
+    if not cfg.video_root and cfg.video_ann and Path(cfg.video_ann).is_dir():  # a folder of videos is its own root
+        cfg = dataclasses.replace(cfg, video_root=cfg.video_ann)
+    return check_config(cfg), synthetic
 
 
 NO_TOKENIZER = """--tokenizer is needed with real data. BEVT's targets come from the DALL-E encoder:
@@ -154,33 +161,24 @@ or train the small VQ tokenizer on your data first (minutes; not the paper's tok
 # data and tokenizer
 
 
-def data_paths(cfg):
-    """(video annotation, video root, image list or root, image root): the flags, or the synthetic set's."""
-    if not (cfg.video_ann or cfg.image_root):  # the embedded default
-        paths = synthetic_set.synthetic_paths(synthetic_set.synthetic_root())
-        return paths["k400_train_csv"], paths["mp4_root"], paths["images_train"], paths["images_train"]
-    video_root = cfg.video_root or (cfg.video_ann if Path(cfg.video_ann).is_dir() else "")
-    return cfg.video_ann, video_root, cfg.image_list or cfg.image_root, cfg.image_root
-
-
 def build_datasets(cfg):
     """(video dataset or None, image dataset or None). Labels are not needed (readers.read_unlabelled): a video
     folder, a list of paths, or any annotation the finetuning readers take; an image folder with or without class
     sub-folders, or a list."""
-    video_ann, video_root, image_ann, image_root = data_paths(cfg)
     video_ds = image_ds = None
     if cfg.stage in ("video", "joint"):
-        if not video_ann:
+        if not cfg.video_ann:
             raise SystemExit(f"--stage {cfg.stage} needs --video-ann and --video-root")
-        records, _ = data.read_dataset(video_ann, video_root, "--video-ann/--video-root", kind="video")
+        records, _ = data.read_dataset(cfg.video_ann, cfg.video_root, "--video-ann/--video-root", kind="video")
         video_ds = data.PretrainVideoDataset(
             records, clip_len=cfg.clip_len, frame_interval=cfg.frame_interval, crop=cfg.img_size, rescale=cfg.rescale,
             mask_strategy=cfg.mask_strategy, tube_range=cfg.tube_range, mask_ratio=cfg.mask_ratio,
             patch_t=bevt_model.PRESETS[cfg.model].patch_size[0], seed=cfg.seed)
     if cfg.stage in ("image", "joint"):
-        if not image_root:
+        if not cfg.image_root:
             raise SystemExit(f"--stage {cfg.stage} needs --image-root")
-        records, _ = data.read_dataset(image_ann, image_root, "--image-root/--image-list", kind="image")
+        records, _ = data.read_dataset(cfg.image_list or cfg.image_root, cfg.image_root, "--image-root/--image-list",
+                                       kind="image")
         image_ds = data.PretrainImageDataset(records, crop=cfg.img_size, rescale=cfg.rescale, jitter=cfg.jitter,
                                              mask_ratio=cfg.mask_ratio, seed=cfg.seed)
     return video_ds, image_ds
@@ -192,11 +190,9 @@ def build_tokenizer(cfg, env):
     folder, view size and synthetic.SMALL_VQ_VERSION (the code that made it)."""
     path = cfg.tokenizer
     if not path:
-        _, video_root, _, image_root = data_paths(cfg)
-        size = cfg.img_size // 2  # BEVT §3 "Tokenizer": frames downsampled by 1/2 (the dataset's tokenizer view)
-        path = synthetic_set.cached_small_vq_path(video_root or image_root, size)
-        engine.rank_zero_first(lambda: synthetic_set.small_vq(video_root or image_root, size, path), env,
-                               "the small VQ tokenizer")
+        root, size = cfg.video_root or cfg.image_root, cfg.img_size // 2  # BEVT §3 "Tokenizer": half-size view
+        path = synthetic_set.cached_small_vq_path(root, size)
+        engine.rank_zero_first(lambda: synthetic_set.small_vq(root, size, path), env, "the small VQ tokenizer")
     size = Path(path).stat().st_size if Path(path).is_file() else None
     engine.same_on_all_ranks((str(path), size), env, "the tokenizer file (path, bytes)")
     if size is None:
@@ -282,8 +278,7 @@ def log_line(row, env, out_dir):
 def main(argv=None):
     cfg, synthetic = build_config(sys.argv[1:] if argv is None else argv)
     if not synthetic and not cfg.tokenizer:
-        _, video_root, _, image_root = data_paths(cfg)
-        raise SystemExit(NO_TOKENIZER.format(root=video_root or image_root, img_size=cfg.img_size))
+        raise SystemExit(NO_TOKENIZER.format(root=cfg.video_root or cfg.image_root, img_size=cfg.img_size))
     cfg, env = engine.start_run(cfg)
     run.claim_out_dir(cfg.out_dir, env, resume=cfg.resume)
     if synthetic:
