@@ -327,7 +327,7 @@ def restore_rng(states, env):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# stops: a signal ends the step loop at a step boundary, with a checkpoint
+# stops and the step loop's record (Progress): a signal ends the loop at a step boundary, with a checkpoint
 
 MAX_OVERFLOWS = 20  # fp16 steps skipped in a row that stop the run: from 65536 the scale is then below 0.1
 # SIGTERM / SIGUSR1 (a preemption: SLURM sends them before the time limit) and SIGINT (Ctrl-C) end the step loop at the
@@ -361,7 +361,7 @@ def entry_point(main):
 class Progress:
     """The step loop's bookkeeping: the step, fp16 skipped steps, the log window (per-step stats summed since the last
     log line), the speed, the time spent waiting for batches, and `stop_signal`: after a step, nonzero on every rank
-    once any rank received a stop signal (run_script installs them), so all ranks save and stop at the same step."""
+    once any rank received a stop signal (entry_point installs them), so all ranks save and stop at the same step."""
 
     def __init__(self, step, env, skipped=0):
         self.step, self.skipped, self.in_a_row, self.grad_norm = step, skipped, 0, float("nan")

@@ -1,17 +1,13 @@
 """engine.py: the official optimizer groups (mmcv's longest-key rule on the official custom keys, layer ids), the lr
-schedule, dtype resolution and autocast, fp16 loss scaling with a skipped step, the overflow stop, the batch report,
-the data-wait share of the step loop."""
-import dataclasses
+schedule, dtype resolution and autocast, fp16 loss scaling with a skipped step, the batch report, the distributed
+set-up."""
 import math
-import time
 
 import pytest
 import torch
 
 import convert
-import data
 import engine
-import run
 import model as bevt_model
 
 CPU = engine.Dist(False, 0, 0, 1, "cpu")
@@ -155,18 +151,6 @@ def test_fp16_scaler_on_cpu_steps_and_skips_an_overflowing_step():
     assert all(p.grad is None for p in net.parameters())  # the skipped step's gradients are not carried over
 
 
-def test_overflows_in_a_row_stop_the_run():
-    progress, stats = run.Progress(0, CPU), {"clips": torch.zeros(3)}
-    for _ in range(run.MAX_OVERFLOWS - 1):
-        progress.record((1.0, 1), stats)
-    progress.record((1.0, 0), stats)  # a good step resets the count
-    for _ in range(run.MAX_OVERFLOWS - 1):
-        progress.record((1.0, 1), stats)
-    assert progress.skipped == 2 * (run.MAX_OVERFLOWS - 1)
-    with pytest.raises(SystemExit, match=f"fp16: {run.MAX_OVERFLOWS} steps in a row overflowed"):
-        progress.record((float("inf"), 1), stats)
-
-
 def test_nonfinite_loss_without_scaler_returns_none_and_keeps_weights():
     net = torch.nn.Linear(2, 2)
     optimizer = torch.optim.AdamW(engine.param_groups(net, 0.05, {}), lr=1e-3)
@@ -192,54 +176,6 @@ def test_batch_report_names_the_official_batch_and_the_fix():
 
 # ----------------------------------------------------------------------------------------------------------------------
 # the step loop's data-wait share
-
-
-class SleepyDataset(torch.utils.data.Dataset):
-    """`delay` seconds per sample: a loader too slow for the step (or, with 0, a fast one)."""
-
-    def __init__(self, delay, n=16):
-        self.delay, self.n = delay, n
-
-    def __len__(self):
-        return self.n
-
-    def set_epoch(self, epoch):  # data.make_loader's dataset interface
-        pass
-
-    def __getitem__(self, index):
-        time.sleep(self.delay)
-        return {"x": torch.full((4,), float(index))}
-
-
-def data_share_of_a_run(delay, compute_s=0.02):
-    """data.step_batches + Progress + optimizer_step on a tiny model, as the scripts run them; each step also
-    sleeps `compute_s` (a stand-in for the device's work). Returns the logged data share of the one window."""
-    @dataclasses.dataclass
-    class Cfg:
-        accum: int = 2
-        num_workers: int = 0
-        seed: int = 0
-
-    torch.manual_seed(0)
-    net = torch.nn.Linear(4, 1)
-    optimizer = torch.optim.AdamW(engine.param_groups(net, 0.05, {}), lr=1e-3)
-    scaler = engine.make_scaler(CPU, "float32")
-    dataset, progress = SleepyDataset(delay), run.Progress(0, CPU)
-    for micro in data.step_batches(dataset, 2, Cfg(), CPU, 0, 4, 4, progress):
-        loss = sum(net(b["x"]).square().mean() for b in micro)
-        loss.backward()
-        time.sleep(compute_s)
-        progress.record(engine.optimizer_step(optimizer, scaler, torch.isfinite(loss.detach()), 1.0, CPU, 1e-3),
-                        {"loss": loss.detach().double().reshape(1)})
-    assert progress.step == 4
-    return progress.take_data_share()
-
-
-def test_data_share_is_near_one_for_a_slow_loader_and_low_for_a_fast_one():
-    slow = data_share_of_a_run(delay=0.05)  # 4 samples per step: 0.2 s of waiting against 0.02 s of work
-    fast = data_share_of_a_run(delay=0.0)
-    assert 0.8 < slow <= 1.0, slow
-    assert 0.0 <= fast < 0.3, fast
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -218,13 +218,14 @@ def reconstruct(argv):
         image = readers.read_image(cfg.image).permute(1, 2, 0).numpy()[None]  # (1, H, W, 3)
         crops = data.to_clip(data.fixed_crop(data.resize_short(image, saved.rescale[0], cv2.INTER_CUBIC),
                                              saved.img_size, 0, 1))  # (3, 1, S, S)
-        stream_mask = blockwise_mask(grid, grid, int(run.mask_ratio * grid * grid), rng=rng)[None]  # (1, h, w)
+        stream_mask = blockwise_mask(grid, grid, int(saved.mask_ratio * grid * grid), rng=rng)[None]  # (1, h, w)
         source = cfg.image
     else:
         source = cfg.video or synthetic_records()[0][cfg.index].path
-        crops = centre_clip(source, run.img_size, run.clip_len, run.frame_interval, run.rescale[0])  # (3, T, S, S)
-        stream_mask = video_mask(run.mask_strategy, run.clip_len // model.cfg.patch_size[0], grid, grid,
-                                 run.mask_ratio, tuple(run.tube_range), rng=rng)  # (T', h, w)
+        crops = centre_clip(source, saved.img_size, saved.clip_len, saved.frame_interval,
+                            saved.rescale[0])  # (3, T, S, S)
+        stream_mask = video_mask(saved.mask_strategy, saved.clip_len // model.cfg.patch_size[0], grid, grid,
+                                 saved.mask_ratio, tuple(saved.tube_range), rng=rng)  # (T', h, w)
     ids, pred, mask = predict_tokens(model, tokenizer, crops, stream_mask, video)
     accuracy = [((pred[t] == ids[t]) & mask[t]).sum().item() / mask[t].sum().item() if mask[t].any() else None
                 for t in range(len(ids))]  # None: nothing masked in frame t
