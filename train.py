@@ -278,7 +278,8 @@ def log_line(row, env, out_dir):
 def main(argv=None):
     cfg, synthetic = build_config(sys.argv[1:] if argv is None else argv)
     if not synthetic and not cfg.tokenizer:
-        raise SystemExit(NO_TOKENIZER.format(root=cfg.video_root or cfg.image_root, img_size=cfg.img_size))
+        root = cfg.video_root or cfg.image_root or "FOLDER_OF_YOUR_VIDEOS"
+        raise SystemExit(NO_TOKENIZER.format(root=root, img_size=cfg.img_size))
     cfg, env = engine.start_run(cfg)
     run.claim_out_dir(cfg.out_dir, env, resume=cfg.resume)
     if synthetic:

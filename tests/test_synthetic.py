@@ -98,3 +98,9 @@ def test_small_vq_command_trains_the_tokenizer_into_out_dir(tmp_path, syn, monke
     assert vq.vocab_size == 16 and f"--tokenizer {path}" in capsys.readouterr().out
     ids = vq.encode(torch.zeros(1, 3, 48, 48, dtype=torch.uint8))  # a 48-px tokenizer view of a 96-px crop
     assert ids.shape == (1, 6, 6)
+    for argv, message in ((["--root", str(tmp_path / "none")], "does not exist"),
+                          (["--root", str(tmp_path), "--img-size", "100"], "--img-size 100: must be a multiple of 32"),
+                          (["--root", str(tmp_path / "set")], "no videos or images found")):
+        (tmp_path / "set").mkdir(exist_ok=True)
+        with pytest.raises(SystemExit, match=message):
+            dataset_tools.main(["small-vq", "--out-dir", str(tmp_path / "other"), *argv])

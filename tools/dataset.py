@@ -66,13 +66,22 @@ def small_vq(cfg: SmallVQConfig):
     """The small VQ tokenizer (not the paper's: see docs/tokenizer.md) trained on frames of --root, once."""
     if not cfg.root:
         sys.exit("small-vq: --root DIR is required (a folder of the pretraining videos or images)")
+    if cfg.img_size % 32:
+        sys.exit(f"small-vq: --img-size {cfg.img_size}: must be a multiple of 32, as train.py's")
     size, path = cfg.img_size // 2, Path(cfg.out_dir) / f"vq_tokenizer_{cfg.img_size // 2}.pt"
     if path.exists():
         print(f"{path} exists, not retrained (delete it to retrain)")
     else:
-        print(f"training the small VQ tokenizer on frames of {cfg.root} ({size}-px tokenizer views)", flush=True)
-        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-        make_small_vq(readers.need_root(cfg.root), size, path)
+        try:
+            Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            sys.exit(f"small-vq: --out-dir {cfg.out_dir}: cannot create it ({e.strerror})")
+        try:
+            root = readers.need_root(cfg.root)
+            print(f"training the small VQ tokenizer on frames of {root} ({size}-px tokenizer views)", flush=True)
+            make_small_vq(root, size, path)
+        except (OSError, ValueError) as e:  # no such folder, no video or image in it, a file it cannot write
+            sys.exit(f"small-vq: --root {cfg.root}: {e}")
     print(f"tokenizer: {path}; pass it as --tokenizer {path} (with --img-size {cfg.img_size})")
 
 
