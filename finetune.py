@@ -24,7 +24,6 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -310,16 +309,15 @@ def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
         if ema is not None:
             ema_update(ema, raw_model, cfg.ema_momentum, cfg.accum)
         step = progress.step
-        if step % cfg.log_every == 0 or step == stop_at or progress.stop_signal:  # means since the last line
+        if progress.due(cfg.log_every, stop_at):  # means since the last line
             loss, correct, n = progress.take_window()["clips"]
             row = {"step": step, "epoch": step / steps_per_epoch, "loss": loss / n, "acc": correct / n, "lr": lr,
-                   "grad_norm": progress.grad_norm, "skipped_steps": progress.skipped,
-                   "clips_per_s": progress.steps_per_s() * clips_per_step, "data_share": progress.take_data_share()}
+                   **progress.log_fields({"clips": clips_per_step}, stop_at)}
             line = (f"step {step}/{total_steps} | epoch {row['epoch']:.2f} | loss {row['loss']:.4f} | "
                     f"acc {row['acc']:.3f} | lr {lr:.2e} | grad {row['grad_norm']:.3f} | "
                     f"{row['clips_per_s']:.1f} clips/s | data {row['data_share']:.0%}")
             run.append_log(row, line, env, cfg.out_dir)
-        if step % cfg.save_every == 0 or step == stop_at or progress.stop_signal:
+        if progress.due(cfg.save_every, stop_at):
             saved = run.save_checkpoint(
                 {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                  "ema": ema, "config": asdict(cfg), "model_config": asdict(mcfg), "classes": classes, "step": step},
@@ -359,8 +357,6 @@ def main(argv=None):
         torch.save(convert.to_torchvision(raw_model.state_dict(), mcfg.window_size), cfg.export_torchvision)
         print(f"wrote {cfg.export_torchvision}: loads into torchvision.models.video.swin3d_* "
               f"(num_classes={len(classes)}) with strict=True")
-    if env.ddp:
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -356,6 +356,8 @@ def entry_point(main):
         name = signal.Signals(_stop["signal"] or signal.SIGINT).name
         print(f"{name}: stopped at once; files already written are kept", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED if name == "SIGINT" else EXIT_REQUEUE)
+    if dist.is_initialized():  # a torchrun / srun process group: its ranks end together
+        dist.destroy_process_group()
 
 
 class Progress:
@@ -401,6 +403,18 @@ class Progress:
         if self.env.ddp:  # every rank stops after the same step, whichever received the signal
             dist.all_reduce(received, op=dist.ReduceOp.MAX)
         self.stop_signal = int(received)
+
+    def due(self, every, stop_at):
+        """After a step: whether it logs (or saves): every `every` steps, at the last step, and after a stop signal."""
+        return self.step % every == 0 or self.step == stop_at or bool(self.stop_signal)
+
+    def log_fields(self, per_step, stop_at):
+        """A log row's bookkeeping: the grad norm, fp16 skipped steps, `{name}_per_s` for each of per_step's {name:
+        samples per optimizer step}, the minutes left to step `stop_at`, the share of time spent waiting for data."""
+        rate = self.steps_per_s()
+        return {"grad_norm": self.grad_norm, "skipped_steps": self.skipped,
+                **{f"{k}_per_s": rate * n for k, n in per_step.items()},
+                "eta_min": (stop_at - self.step) / max(rate, 1e-9) / 60, "data_share": self.take_data_share()}
 
     def take_window(self):
         """The window's sums over all ranks ({name: list}), then an empty window."""

@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import convert
@@ -317,7 +316,7 @@ def main(argv=None):
 
     per_gpu = {k: n for k, n, ds in (("clips", cfg.videos_per_gpu, video_ds), ("images", cfg.images_per_gpu, image_ds))
                if ds is not None}
-    per_step = {k: n * cfg.accum * env.world for k, n in per_gpu.items()}
+    per_step = {k: per_gpu.get(k, 0) * cfg.accum * env.world for k in ("clips", "images")}
     env.log(f"stage {cfg.stage} | model {cfg.model} ({sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M "
             f"params) | {env.world} process(es) on {env.device} {cfg.dtype} | {steps_per_epoch} steps/epoch x "
             f"{cfg.epochs} epochs = {total_steps} steps")
@@ -339,17 +338,13 @@ def main(argv=None):
                              f"last good checkpoint: {last_ckpt or 'none written yet'}")
         progress.record(result, stats)
         step = progress.step
-        if step % cfg.log_every == 0 or step == stop_at or progress.stop_signal:  # means since the last line
-            rate = progress.steps_per_s()
+        if progress.due(cfg.log_every, stop_at):  # means since the last line
             bad = sum(ds.num_bad for ds in (video_ds, image_ds) if ds is not None)
             row = {"step": step, "total": total_steps, "epoch": step / steps_per_epoch,
-                   **summarise(progress.take_window()), "lr": lr, "grad_norm": progress.grad_norm,
-                   "clips_per_s": rate * per_step.get("clips", 0), "images_per_s": rate * per_step.get("images", 0),
-                   "eta_min": (stop_at - step) / max(rate, 1e-9) / 60, "data_share": progress.take_data_share(),
-                   "skipped_steps": progress.skipped,
+                   **summarise(progress.take_window()), "lr": lr, **progress.log_fields(per_step, stop_at),
                    "bad_samples": int(engine.all_sum(torch.tensor(float(bad), device=env.device), env))}
             log_line(row, env, cfg.out_dir)
-        if step % cfg.save_every == 0 or step == stop_at or progress.stop_signal:
+        if progress.due(cfg.save_every, stop_at):
             last_ckpt = run.save_checkpoint(
                 {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                  "config": asdict(cfg), "model_config": asdict(mcfg), "step": step, "epoch": step // steps_per_epoch,
@@ -359,8 +354,6 @@ def main(argv=None):
         if progress.stop_signal:  # SIGTERM / SIGUSR1 (preemption) or Ctrl-C: saved above, exit for a requeue
             progress.exit_after_signal(last_ckpt)
     env.log(f"done: {step} steps in {(time.time() - progress.t0) / 60:.1f} min; checkpoints in {cfg.out_dir}")
-    if env.ddp:
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
