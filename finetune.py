@@ -11,11 +11,10 @@ Diving-48 has no official config (see PRESETS).
     torchrun --nproc_per_node 8 finetune.py --preset k400 --init bevt_joint.pth \
         --train-ann k400/train.csv --train-root k400/train --test-ann k400/val.csv --test-root k400/val
     python finetune.py --eval true --init runs/finetune/ckpt_00010000.pt --temporal-test single-frame ...
-    python finetune.py --linear-probe true --init bevt_joint.pth ...   # frozen encoder, BatchNorm + Linear head
+    python finetune.py --linear-probe true --init bevt_joint.pth ...   # frozen encoder, MAE's probe head
 
 Multi-view testing and the Table 2 test are evaluate.py's; DDP, autocast, optimizer groups, the schedule and the
-optimizer step engine.py's; the flags, the out-dir and the stops run.py's. The linear probe is MAE's head (probe_head)
-with the preset's optimizer and schedule (docs/finetuning.md).
+optimizer step engine.py's; the flags, the out-dir and the stops run.py's.
 """
 import dataclasses
 import sys
@@ -74,8 +73,7 @@ class FinetuneConfig:
     window_size: tuple = ranged((0, 0, 0), min=0)  # (0, 0, 0): the model preset's, (8, 7, 7) for Swin-B
     drop_path: float = ranged(0.3, min=0, max=0.99)  # official k400 cfg: drop_path_rate=0.3
     head_dropout: float = ranged(0.5, min=0, max=0.99)  # official k400 cfg: I3DHead dropout_ratio=0.5
-    # recompute each block in backward; official: use_checkpoint=False (swin_transformer.py:573, cfgs unset)
-    grad_checkpoint: bool = False
+    grad_checkpoint: bool = False  # recompute blocks in backward; official: use_checkpoint=False (cfgs unset)
     # optimisation: official AdamW, cosine (mmcv by_epoch=True) with a 2.5-epoch linear warmup from 0.1 x lr
     epochs: int = ranged(60, min=1)  # BEVT §4.1: 60 epochs
     warmup_epochs: float = ranged(2.5, min=0)
@@ -103,9 +101,8 @@ class FinetuneConfig:
 
 
 OFFICIAL_BATCH = {"clips": 64}  # BEVT §4.1: batch 64 (official: 8 GPUs x 8 clips per step)
-# official ssv2 cfg: window (16, 7, 7) (bias tables interpolated from the pretrained (8, 7, 7)), 32 uniform segments,
-# no flip (left/right is part of SSv2 labels), RandAugment 4/7, erasing 0.25, label smoothing 0.1, EMA, backbone lr
-# x 0.1 without layer decay, no clipping, 1 per GPU x update_interval 8 x 8 GPUs = 64, test 1 clip x 3 crops
+# official ssv2 cfg (each value beside K400's: docs/finetuning.md): no flip, as left / right is part of SSv2's labels;
+# the (16, 7, 7) window's bias tables are interpolated from the pretrained (8, 7, 7); 1 per GPU x accum 8 x 8 GPUs = 64
 SSV2 = dict(sampling="uniform", flip=False, randaugment=(4, 7), erase_prob=0.25, label_smoothing=0.1, test_clips=1,
             window_size=(16, 7, 7), drop_path=0.4, lr=5e-4, weight_decay=0.05, layer_decay=1.0, backbone_lr_scale=0.1,
             clip_grad=0.0, videos_per_gpu=1, accum=8, ema=True)

@@ -43,8 +43,7 @@ class TrainConfig:
     stage: str = field(default="joint", metadata={"choices": ("image", "video", "joint")})
     model: str = field(default="base", metadata={"choices": tuple(bevt_model.PRESETS)})  # official: Swin-B
     drop_path: float = ranged(0.3, min=0, max=0.99)  # official cfg: drop_path_rate=0.3
-    # recompute each block in backward; official: use_checkpoint=False (swin_transformer_bevt.py:626, cfgs unset)
-    grad_checkpoint: bool = False
+    grad_checkpoint: bool = False  # recompute blocks in backward; official: use_checkpoint=False (cfgs unset)
     # image stream attention: "official" = the released code's (the 2D shift mask on every block, the shift kept at
     # stage 4; the paper's numbers), "swin" = 2D Swin semantics (model.SwinBlock, docs/differences.md)
     image_attention: str = field(default="official", metadata={"choices": ("official", "swin")})
@@ -54,9 +53,8 @@ class TrainConfig:
     # DALL-E encoder in fp16 on GPU under apex O1; fp32: real fp32 (no TF32)
     out_dir: str = "runs/pretrain"
     resume: bool = False  # continue from the newest checkpoint in out_dir
-    # data: video stream (K400 in the paper) and image stream (ImageNet-1K)
-    # a folder of videos (at any depth), a list of paths, or an annotation file (K400 CSV, `path label` list, SSv2 /
-    # Diving-48 JSON, UCF101 / HMDB51 splits; auto-detected); no labels are needed
+    # data. The video stream (K400 in the paper): a folder of videos (any depth), a list of paths or an annotation file
+    # (K400 CSV, `path label` list, SSv2 / Diving-48 JSON, UCF101 / HMDB51 splits; auto-detected), labels unused
     video_ann: str = ""
     video_root: str = ""  # the folder the annotation's paths are relative to (default: --video-ann if a folder)
     image_root: str = ""  # a folder of images, with or without class sub-folders (ImageNet train); --image-list's root
@@ -66,10 +64,8 @@ class TrainConfig:
     img_size: int = ranged(224, min=32)  # official cfg: RandomCrop(224)
     rescale: tuple = ranged((256, 320), min=1)  # official cfg: RandomRescale short side, bicubic
     jitter: float = ranged(0.4, min=0)  # official cfg: image ColorJitter(0.4, 0.4, 0.4)
-    # official cfg: 98 of 14x14 masked, tube per-frame ratio 0.5 (BEVT §3 "Mask strategy")
-    mask_ratio: float = ranged(0.5, above=0, max=1)
-    # official cfg: masked_tube_range=(0.5, 1.0); BEVT §3: tube length in [0.5T, T]
-    tube_range: tuple = ranged((0.5, 1.0), above=0, max=1)
+    mask_ratio: float = ranged(0.5, above=0, max=1)  # official cfg: 98 of 14x14 masked, tube per-frame ratio 0.5
+    tube_range: tuple = ranged((0.5, 1.0), above=0, max=1)  # official cfg masked_tube_range; BEVT §3: [0.5T, T]
     mask_strategy: str = field(default="tube",
                                metadata={"choices": ("tube", "random_3d", "frame_diff", "random_frame")})
     lam: float = ranged(1.0, min=0)  # BEVT Eq. (5) λ; official: loss weights 1.0 for both
@@ -86,8 +82,7 @@ class TrainConfig:
     weight_decay: float = ranged(0.05, min=0)
     betas: tuple = ranged((0.9, 0.999), min=0, max=0.999999)
     clip_grad: float = ranged(3.0, min=0)  # 0 disables
-    # stop after this many optimizer steps (the schedule still spans `epochs`); 0: run all
-    max_steps: int = ranged(0, min=0)
+    max_steps: int = ranged(0, min=0)  # stop after this many optimizer steps (the schedule spans `epochs`); 0: all
     # machinery
     dtype: str = field(default="bfloat16", metadata={"choices": ("bfloat16", "float16", "float32")})  # CPU: float32
     compile: bool = False
@@ -185,8 +180,7 @@ def build_datasets(cfg):
 
 def build_tokenizer(cfg, env):
     """(the frozen target tokenizer on this rank's device, the resolved path of its file) (BEVT §3 "Tokenizer"):
-    --tokenizer, or (the synthetic run only) the small VQ for its views, trained once by rank 0 and cached per data
-    folder, view size and synthetic.SMALL_VQ_VERSION (the code that made it)."""
+    --tokenizer, or (the synthetic run only) the small VQ of its views, trained once by rank 0 and cached."""
     path = cfg.tokenizer
     if not path:
         root, size = cfg.video_root or cfg.image_root, cfg.img_size // 2  # BEVT §3 "Tokenizer": half-size view
@@ -253,11 +247,8 @@ LOSS_NAMES = {"image": "mim", "video": "mvm"}
 
 def summarise(sums):
     """{stream: [summed CE, correct, masked]} -> {"loss_mvm": mean CE, "acc_mvm": accuracy, "masked_mvm": n, ...}."""
-    out = {}
-    for stream, (total, correct, n) in sums.items():
-        k = LOSS_NAMES[stream]
-        out["loss_" + k], out["acc_" + k], out["masked_" + k] = total / max(n, 1), correct / max(n, 1), int(n)
-    return out
+    return {f"{name}_{LOSS_NAMES[stream]}": value for stream, (total, correct, n) in sums.items()
+            for name, value in (("loss", total / max(n, 1)), ("acc", correct / max(n, 1)), ("masked", int(n)))}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -309,8 +300,7 @@ def main(argv=None):
         step, skipped, image_pos = state["step"], state["skipped_steps"], state["image_position"]
     model = torch.compile(raw_model) if cfg.compile else raw_model
     if env.ddp:
-        # the image and video stages leave the other stream's patch embed and decoder unused; the joint stage uses
-        # every parameter in every step
+        # the image and video stages leave the other stream's patch embed and decoder unused
         model = DDP(model, device_ids=[env.local_rank] if env.device.startswith("cuda") else None,
                     find_unused_parameters=cfg.stage != "joint")
 
