@@ -162,7 +162,7 @@ def layer_decay_keys(depths, decay):
     return keys
 
 
-def custom_keys(depths, layer_decay=1.0, backbone_lr_scale=1.0):
+def recipe_keys(depths, layer_decay=1.0, backbone_lr_scale=1.0):
     """The official paramwise_cfg custom keys of a recipe: no decay for norms and bias tables (NO_DECAY_KEYS, every
     recipe), plus layer-wise lr decay (finetuning K400, layer_decay < 1) or the backbone lr_mult (SSv2, scale != 1)."""
     keys = dict(NO_DECAY_KEYS)

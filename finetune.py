@@ -269,7 +269,7 @@ def train(cfg, synthetic, env, raw_model, mcfg, records, classes, resume):
     """The finetuning loop; returns the EMA weights (or None). EMA starts from the weights every rank holds after DDP
     broadcast rank 0's (or from the checkpoint's EMA): one EMA on all ranks, the one rank 0 saves."""
     # the recipe's optimizer groups: layer-wise lr decay (k400 cfg:97-125) or the backbone lr_mult (ssv2 cfg:99)
-    keys = engine.custom_keys(mcfg.depths, cfg.layer_decay, cfg.backbone_lr_scale)
+    keys = engine.recipe_keys(mcfg.depths, cfg.layer_decay, cfg.backbone_lr_scale)
     groups = engine.param_groups(raw_model, cfg.weight_decay, keys)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
     scaler = engine.make_scaler(env, cfg.dtype)

@@ -60,7 +60,7 @@ def test_official_table_numbers_for_swin_b():
 def groups_by_name(cfg, mcfg, num_classes=400):
     with torch.device("meta"):  # names and shapes only
         m = bevt_model.VideoClassifier(mcfg, num_classes)
-    keys = engine.custom_keys(mcfg.depths, cfg.layer_decay, cfg.backbone_lr_scale)
+    keys = engine.recipe_keys(mcfg.depths, cfg.layer_decay, cfg.backbone_lr_scale)
     groups = engine.param_groups(m, cfg.weight_decay, keys)
     return {n: (g["lr_scale"], g["weight_decay"]) for g in groups for n in g["names"]}, m
 
@@ -329,7 +329,7 @@ def test_bf16_autocast_through_a_finetuning_step():
     losses = {}
     for dtype, m in (("bfloat16", net), ("float32", reference)):
         cfg = cfg_for("k400", dtype=dtype, clip_grad=40.0)
-        keys = engine.custom_keys(TINY.depths, cfg.layer_decay, cfg.backbone_lr_scale)
+        keys = engine.recipe_keys(TINY.depths, cfg.layer_decay, cfg.backbone_lr_scale)
         optimizer = torch.optim.AdamW(engine.param_groups(m, cfg.weight_decay, keys))
         result, stats = finetune.train_step(m, [batch], optimizer, engine.make_scaler(CPU, dtype), cfg, CPU, 1e-3)
         assert math.isfinite(result[0]) and result[1] == 0 and stats["clips"][2] == 2
@@ -365,7 +365,7 @@ def test_linear_probe_trains_only_the_head_and_leaves_the_encoder_bit_identical(
     assert isinstance(bn, torch.nn.BatchNorm1d) and not bn.affine and bn.eps == 1e-6
     assert not raw.encoder.training and raw.head.training
     encoder_before = {k: v.clone() for k, v in raw.encoder.state_dict().items()}
-    keys = engine.custom_keys(mcfg.depths, cfg.layer_decay, cfg.backbone_lr_scale)
+    keys = engine.recipe_keys(mcfg.depths, cfg.layer_decay, cfg.backbone_lr_scale)
     groups = engine.param_groups(raw, cfg.weight_decay, keys)
     assert sorted(n for g in groups for n in g["names"]) == ["head.1.bias", "head.1.weight"]
     optimizer = torch.optim.AdamW(groups, lr=1e-2)
