@@ -12,7 +12,7 @@ mmaction/utils/optimizer.py (gradient accumulation), mmaction/apis/train.py.
 
 One optimizer step = `accum` micro-batches per GPU, each with `videos_per_gpu` clips and `images_per_gpu` images
 (train_step: targets, forward, Eq. 5, backward, step). What finetune.py shares (DDP, optimizer groups, schedule, the
-optimizer step) is engine.py; the out-dir's lock, checkpoints and log are run.py's.
+optimizer step) is engine.py; the flags, the out-dir (lock, checkpoints, log) and the stops are run.py's.
 """
 import dataclasses
 import sys
