@@ -132,7 +132,7 @@ def as_flags(values: dict) -> list:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# the out-dir lock
+# the out-dir: its lock and its log
 
 _LOCK = None  # (path, open file) of this process's run lock; the operating system releases it when the process dies
 
