@@ -73,14 +73,17 @@ def small_vq(cfg: SmallVQConfig):
         print(f"{path} exists, not retrained (delete it to retrain)")
     else:
         try:
+            root = readers.need_root(cfg.root)
+        except OSError as e:
+            sys.exit(f"small-vq: --root {cfg.root}: {e}")
+        try:  # the out-dir only once the root is known to exist: a mistake leaves no empty folder behind
             Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             sys.exit(f"small-vq: --out-dir {cfg.out_dir}: cannot create it ({e.strerror})")
         try:
-            root = readers.need_root(cfg.root)
             print(f"training the small VQ tokenizer on frames of {root} ({size}-px tokenizer views)", flush=True)
             make_small_vq(root, size, path)
-        except (OSError, ValueError) as e:  # no such folder, no video or image in it, a file it cannot write
+        except (OSError, ValueError) as e:  # no video or image in the root, a file it cannot write
             sys.exit(f"small-vq: --root {cfg.root}: {e}")
     print(f"tokenizer: {path}; pass it as --tokenizer {path} (with --img-size {cfg.img_size})")
 
