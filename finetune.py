@@ -207,7 +207,7 @@ def start_weights(cfg, synthetic, env):
     """(checkpoint of out_dir to resume or evaluate, or None; the --init to load otherwise). Resume > --init > the
     embedded default's pretraining output. Both choices are checked to be the same on every rank."""
     own = (cfg.resume or cfg.eval) and not (cfg.eval and cfg.init)  # --eval with --init evaluates that file
-    resume = run.resume_checkpoint(cfg.out_dir, env) if own else None
+    resume = run.resume_checkpoint(cfg.out_dir, env, training=not cfg.eval) if own else None
     init = cfg.init
     if not init and synthetic and resume is None:
         found = run.latest_checkpoint(SYNTHETIC_PRETRAIN_DIR)

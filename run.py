@@ -251,11 +251,14 @@ def _tensors(obj):
             yield from _tensors(v)
 
 
-def resume_checkpoint(out_dir, env):
+def resume_checkpoint(out_dir, env, training=True):
     """The run's newest checkpoint in out_dir (or None), the same file on every rank (a disk not shared between nodes
-    stops the run naming what each rank sees, instead of some ranks resuming and the others starting afresh)."""
+    stops the run naming what each rank sees, instead of some ranks resuming and the others starting afresh). A run
+    that will train from step 0 (no checkpoint) first forgets the rows an earlier, killed attempt logged."""
     path = latest_checkpoint(out_dir, env)
     same_on_all_ranks(None if path is None else str(path), env, f"the newest checkpoint in {out_dir}")
+    if path is None and training:  # killed before its first checkpoint: it trains from step 0, so logs its rows again
+        forget_logged_steps_after(0, out_dir, env)
     return path
 
 
@@ -312,6 +315,10 @@ def forget_logged_steps_after(step, out_dir, env):
             if i < len(lines):
                 raise SystemExit(f"{log}:{i}: not a log row ({line[:60]!r}); move the file away to resume") from None
             env.log(f"note: {log}:{i}: dropped a cut-off last line ({line[:60]!r})")
+    dropped = sum(s > step for s, _ in rows)
+    if dropped and step == 0:
+        env.log(f"note: no checkpoint to resume from: training starts at step 0 and the {dropped} rows an earlier "
+                f"attempt wrote to {log} are dropped")
     tmp = log.with_name(f".log.jsonl.{os.getpid()}.tmp")
     tmp.write_text("".join(line for s, line in rows if s <= step))
     os.replace(tmp, log)  # atomic: the log is never left half-written

@@ -122,6 +122,21 @@ def test_exact_resume_is_bitwise(tiny_tokenizer, tmp_path):
         assert ra["loss_mim"] == rb["loss_mim"] and ra["loss_mvm"] == rb["loss_mvm"]
 
 
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over_and_logs_each_step_once(tiny_tokenizer,
+                                                                                               tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    train.main(flags(tiny_tokenizer, a, max_steps=3))
+    train.main(flags(tiny_tokenizer, b, max_steps=2))
+    for ckpt in b.glob("ckpt_*.pt"):
+        ckpt.unlink()  # killed after logging steps 1-2, before any checkpoint
+    capsys.readouterr()
+    train.main(flags(tiny_tokenizer, b, max_steps=3, resume=True))
+    assert "the 2 rows an earlier attempt wrote" in capsys.readouterr().out
+    la, lb = read_log(a), read_log(b)
+    assert [r["step"] for r in lb] == [1, 2, 3]
+    assert [(r["loss_mim"], r["loss_mvm"]) for r in la] == [(r["loss_mim"], r["loss_mvm"]) for r in lb]
+
+
 def script(out_dir, argv, **popen):
     """train.py as a user runs it (its own process, one thread: bitwise comparable with another such run)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
