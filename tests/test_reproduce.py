@@ -188,3 +188,21 @@ def test_protocol_end_to_end_on_a_tiny_budget(tiny):
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0 and "running" not in again.stdout
     assert json.loads((out / "runs" / "results.json").read_text())["probe"] == probe
+
+
+def test_a_second_reproduce_on_a_running_out_dir_stops_before_any_run(tiny, tmp_path):
+    out, root = tiny
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, run; run.lock_out_dir(sys.argv[1]); "
+                               "print('locked', flush=True); time.sleep(60)", str(tmp_path)],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        second = subprocess.run([sys.executable, "-m", "tools.reproduce", "--budget", "tiny", "--seeds", "1",
+                                 "--out-dir", str(tmp_path), "--data", str(root), "--tokenizer", str(out / "tok.pt")],
+                                cwd=ROOT, capture_output=True, text=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert second.returncode != 0 and "Traceback" not in second.stderr
+    assert f"--out-dir {tmp_path} is in use by a running run (pid {holder.pid}" in second.stderr
+    assert second.stdout == "" and [p.name for p in tmp_path.iterdir()] == ["run.lock"]

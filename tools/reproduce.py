@@ -661,7 +661,7 @@ def main(argv=None):
     seeds = seeds[:1] if cfg.quick else seeds
     finetune_seeds = budget.finetune_seeds if cfg.finetune_seeds < 0 else cfg.finetune_seeds
     out_dir, start = Path(cfg.out_dir), time.time()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run.lock_out_dir(out_dir)  # a second reproduce on the same folder stops here, before it starts any run
     print(PROTOCOL)
     root, tokenizer, per_epoch, tokenizer_minutes = prepare(cfg, budget, out_dir)
     cores = os.cpu_count() or 1
