@@ -693,14 +693,17 @@ def main(argv=None):
                                               for arm, folder in r[name].items()} for name in ("probe", "finetune")}
                               for s, r in zip(seeds, per_seed)},
         "runs": {str(s): r["runs"] for s, r in zip(seeds, per_seed)},
-        "minutes": {"total": (time.time() - start) / 60, **ctx["minutes"]},
+        # this call's wall time (a continued protocol skips finished runs) and every run's own minutes, however many
+        # calls it took
+        "minutes": {"this_call": (time.time() - start) / 60, "runs": sum(ctx["minutes"].values()), **ctx["minutes"]},
     }
     (out_dir / "results.json").write_text(json.dumps(summary, indent=1, default=str))
     for name, r in readouts.items():
         print_readout({"probe": "Probe (primary readout)", "finetune": "Finetune (secondary readout)"}[name],
                       r["tables"], r["claims"])
     print(f"seeds {seeds}; all numbers and every run's losses in {out_dir / 'results.json'} "
-          f"({summary['minutes']['total']:.1f} min); per-video predictions in each readout's predictions.npz")
+          f"(this call {summary['minutes']['this_call']:.1f} min, the runs' own {summary['minutes']['runs']:.1f} "
+          f"run-minutes); per-video predictions in each readout's predictions.npz")
 
 
 if __name__ == "__main__":
