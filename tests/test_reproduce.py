@@ -92,6 +92,23 @@ def test_holm_adjusted_p_values():
     assert reproduce.holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
 
 
+def test_the_motion_label_is_right_exactly_when_its_speed_and_direction_are(tmp_path):
+    names = [name for name, _ in factorial.MOTIONS]
+    parts = factorial.motion_parts(np.arange(len(names)))
+    for reverse, forward in factorial.REVERSED_OF.items():  # a reversed pair: one speed, opposite directions
+        i, j = names.index(reverse), names.index(forward)
+        assert parts["speed"][i] == parts["speed"][j] and parts["direction"][i] == -parts["direction"][j]
+    assert len({(s, d) for s, d in zip(parts["speed"], parts["direction"])}) == len(names)  # the pair is the label
+    rng = np.random.default_rng(0)
+    labels, probabilities = rng.integers(0, len(names), 400), rng.random((400, len(names)))
+    np.savez(tmp_path / "predictions.npz", **{"motion/labels": labels, "motion/normal": probabilities,
+                                               "appearance/labels": labels, "appearance/normal": probabilities})
+    correct = reproduce.correctness([{"probe": {"bevt": tmp_path}}], "probe")
+    speed, direction = correct["bevt", "motion speed", "normal"], correct["bevt", "motion direction", "normal"]
+    assert np.array_equal(correct["bevt", "motion", "normal"], speed & direction)
+    assert 0.3 < speed.mean() < 0.7 and 0.3 < direction.mean() < 0.7  # random guesses: about half each
+
+
 def test_claims_verdicts_follow_the_bootstrap_and_holm():
     """A large gain holds, a large loss is reversed, a small noisy one is not resolved; a difference of 0 on
     appearance is "similar" (inside the margin); Table 2's measure is the motion drop minus the appearance drop."""
@@ -153,6 +170,7 @@ def test_protocol_end_to_end_on_a_tiny_budget(tiny):
     assert set(probe["tables"]["top1"]) == {"random", *reproduce.ARMS}
     assert set(tuned["tables"]["top1"]) == set(reproduce.FINETUNED)
     assert set(probe["tables"]["temporal"]) == {"bevt single-frame", "bevt shuffle"}
+    assert set(probe["tables"]["motion_parts"]) == {"random", *reproduce.ARMS}
     assert [c["id"] for c in probe["claims"]] == [c["id"] for c in reproduce.CLAIMS]
     assert [c["id"] for c in tuned["claims"]] == [c["id"] for c in reproduce.CLAIMS if c["id"][:2] != "T8"]
     assert {c["verdict"] for c in probe["claims"] + tuned["claims"]} == {"one seed"}

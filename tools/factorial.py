@@ -211,6 +211,13 @@ def cells():
     return [(a, m) for a in range(len(APPEARANCES)) for m in range(len(MOTIONS))]
 
 
+def motion_parts(labels) -> dict:
+    """{"speed": |step|, "direction": sign of the step} of an array of motion labels: the motion label is the pair, so
+    a prediction is right on motion exactly when it is right on both."""
+    steps = np.array([step for _, step in MOTIONS])[np.asarray(labels)]
+    return {"speed": np.abs(steps), "direction": np.sign(steps)}
+
+
 def split_labels(per_cell) -> list:
     """[(appearance label, motion label)] of a split's videos: every cell per_cell times (a balanced cross table)."""
     return [cell for _ in range(per_cell) for cell in cells()]

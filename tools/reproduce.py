@@ -114,6 +114,7 @@ ARM_NAMES = {"random": "random encoder (floor)", "scratch": "scratch", "bevt_i":
 FINETUNED = ("scratch", "bevt_i", "bevt_v", "bevt")  # the secondary readout's arms (scratch: finetune.py --init none)
 FACTORS = ("appearance", "motion")
 CONDITIONS = ("normal", "single-frame", "shuffle")  # BEVT Table 2's tests (evaluate.temporal_transform)
+MOTION_PARTS = ("speed", "direction")  # reported, not claims: which part of the motion label a readout gets
 TEMPORAL_ARMS = ("bevt",)  # the arms tested under Table 2's conditions (the others: normal only)
 PROBE_L2 = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # the probe's L2 weights tried by cross-validation
 PROBE_FOLDS = 5
@@ -541,7 +542,8 @@ CLAIMS = (
 
 
 def correctness(per_seed: list, readout_name) -> dict:
-    """{(arm, factor, condition): (seeds, videos) bool} from the predictions.npz of every seed that has the readout."""
+    """{(arm, factor, condition): (seeds, videos) bool} from the predictions.npz of every seed that has the readout;
+    besides the two labels, the motion label's parts ("motion speed", "motion direction", factorial.motion_parts)."""
     seeds = [s for s in per_seed if s[readout_name]]
     out = {}
     for arm in seeds[0][readout_name] if seeds else ():
@@ -550,6 +552,12 @@ def correctness(per_seed: list, readout_name) -> dict:
             for c in CONDITIONS:
                 if f"{f}/{c}" in arrays[0]:
                     out[arm, f, c] = np.stack([a[f"{f}/{c}"].argmax(1) == a[f"{f}/labels"] for a in arrays])
+        for c in CONDITIONS:
+            if f"motion/{c}" in arrays[0]:
+                parts = [(factorial.motion_parts(a[f"motion/{c}"].argmax(1)),  # (predicted, true) per seed
+                          factorial.motion_parts(a["motion/labels"])) for a in arrays]
+                for part in MOTION_PARTS:
+                    out[arm, f"motion {part}", c] = np.stack([pred[part] == true[part] for pred, true in parts])
     return out
 
 
@@ -601,10 +609,12 @@ def verdicts(correct) -> list:
 
 def build_tables(correct) -> dict:
     """One readout's tables: top-1 per arm and factor (normal test), the paired differences of Tables 1 and 8 and
-    against the floor, and Table 2's accuracies and drops per condition."""
+    against the floor, each arm's accuracy on the motion label's speed and direction, and Table 2's accuracies and
+    drops per condition."""
     arms = sorted({a for a, _, _ in correct}, key=list(ARM_NAMES).index)
     floor = "random" if "random" in arms else "scratch"
-    out = {"top1": {a: {f: interval(correct[a, f, "normal"]) for f in FACTORS} for a in arms}, "paired": {}}
+    out = {"top1": {a: {f: interval(correct[a, f, "normal"]) for f in FACTORS} for a in arms}, "paired": {},
+           "motion_parts": {a: {p: interval(correct[a, f"motion {p}", "normal"]) for p in MOTION_PARTS} for a in arms}}
     pairs = [("bevt", "bevt_i"), ("bevt", "bevt_v"), ("bevt_v", "bevt_v_random_3d")] + \
         [(a, floor) for a in ARMS]
     for a, b in pairs:
@@ -632,6 +642,9 @@ def print_readout(name, tables, claims):
     for label, row in [(ARM_NAMES[a], r) for a, r in tables["top1"].items()] + \
             [(" - ".join(ARM_NAMES[x] for x in k.split(" - ")), r) for k, r in tables["paired"].items()]:
         print(f"  {label:<34}" + "".join(f"{show(row[f]):>26}" for f in FACTORS))
+    for arm, row in tables["motion_parts"].items():
+        print(f"  {ARM_NAMES[arm]}, the motion label's parts (chance 50 %): "
+              + ", ".join(f"{p} {show(v)}" for p, v in row.items()))
     for key, row in tables["temporal"].items():
         arm, condition = key.split()
         print(f"  {ARM_NAMES[arm]}, {condition}: " + ", ".join(f"{k} {show(v)}" for k, v in row.items()))
