@@ -160,8 +160,9 @@ def test_protocol_end_to_end_on_a_tiny_budget(tiny):
     results.json holds both readouts' tables and claims; every training run's loss went down; every readout saved a
     prediction per test video; a second call finds everything done and runs nothing."""
     out, root = tiny
-    command = [sys.executable, "-m", "tools.reproduce", "--budget", "tiny", "--seeds", "1", "--out-dir",
-               str(out / "runs"), "--data", str(root), "--tokenizer", str(out / "tok.pt")]
+    # --quick's own rule (the first seed only) on the tiny budget
+    command = [sys.executable, "-m", "tools.reproduce", "--quick", "true", "--budget", "tiny", "--seeds", "1,2",
+               "--out-dir", str(out / "runs"), "--data", str(root), "--tokenizer", str(out / "tok.pt")]
     first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     result = json.loads((out / "runs" / "results.json").read_text())
