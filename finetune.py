@@ -137,6 +137,10 @@ def check_config(cfg):
     """Every flag against its range, then the rules between flags (each failure names the flags and what is
     allowed), before any data or model is built."""
     check_ranges(cfg)
+    if not (cfg.test_ann and cfg.test_root):
+        raise SystemExit("evaluation needs --test-ann and --test-root")
+    if not (cfg.eval or (cfg.train_ann and cfg.train_root)):
+        raise SystemExit("training needs --train-ann and --train-root (or --eval true)")
     if not cfg.img_size <= cfg.test_short_side:
         raise SystemExit(f"--test-short-side {cfg.test_short_side}: must be at least --img-size {cfg.img_size} (the "
                          f"test crops are taken from the rescaled frame)")
@@ -191,12 +195,8 @@ def train_step(model, micro_batches, optimizer, scaler, cfg, env, lr):
 def datasets(cfg):
     """(train records or None with --eval, test records, class names). The annotation format is detected by
     readers.read_annotations (K400 CSV, SSv2 / Diving-48 JSON, UCF101 / HMDB51 splits, lists)."""
-    if not (cfg.test_ann and cfg.test_root):
-        raise SystemExit("evaluation needs --test-ann and --test-root")
     train_records, classes = None, None
     if not cfg.eval:
-        if not (cfg.train_ann and cfg.train_root):
-            raise SystemExit("training needs --train-ann and --train-root (or --eval true)")
         train_records, classes = data.read_dataset(cfg.train_ann, cfg.train_root, "--train-ann/--train-root")
     # the test labels are indexed by the training classes (a class the training set lacks is named with its line)
     test_records, classes = data.read_dataset(cfg.test_ann, cfg.test_root, "--test-ann/--test-root", classes)

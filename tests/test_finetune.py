@@ -125,15 +125,25 @@ def test_presets_are_the_official_recipes():
     assert (k.test_clips, k.test_crops, k.drop_path, k.head_dropout, k.epochs, k.warmup_epochs) == \
         (4, 3, 0.3, 0.5, 60, 2.5)
     assert finetune.PRESETS["diving48"] == {**finetune.PRESETS["ssv2"], "flip": True}
-    cfg, synthetic = finetune.build_config(["--preset", "ssv2", "--train-ann", "a", "--test-ann", "b", "--lr", "1e-3"])
+    paths = {"train_ann": "a", "train_root": "r", "test_ann": "b", "test_root": "r"}
+    cfg, synthetic = finetune.build_config(["--preset", "ssv2", *run.as_flags(paths), "--lr", "1e-3"])
     assert not synthetic and cfg == finetune.FinetuneConfig(
-        **{**finetune.PRESETS["ssv2"], "preset": "ssv2", "train_ann": "a", "test_ann": "b", "lr": 1e-3})
+        **{**finetune.PRESETS["ssv2"], "preset": "ssv2", **paths, "lr": 1e-3})
     cfg, synthetic = finetune.build_config(["--preset", "ssv2", "--flip", "true"])
     assert synthetic and (cfg.model, cfg.flip, cfg.backbone_lr_scale, cfg.window_size) == ("nano", True, 0.1, (0, 0, 0))
     assert (s.lr, s.weight_decay, s.clip_grad, s.videos_per_gpu * s.accum * 8, s.sampling, s.flip) == \
         (5e-4, 0.05, 0.0, 64, "uniform", False)
     assert (s.window_size, s.randaugment, s.erase_prob, s.label_smoothing, s.ema, s.test_clips) == \
         ((16, 7, 7), (4, 7), 0.25, 0.1, True, 1)
+
+
+def test_a_missing_dataset_flag_is_named_before_the_out_dir_is_made(tmp_path):
+    out = ["--out-dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit, match=r"^evaluation needs --test-ann and --test-root$"):
+        finetune.main(["--train-ann", "a.csv", "--train-root", "r", *out])
+    with pytest.raises(SystemExit, match=r"^training needs --train-ann and --train-root \(or --eval true\)$"):
+        finetune.main(["--test-ann", "b.csv", "--test-root", "r", *out])
+    assert not (tmp_path / "out").exists()
 
 
 def test_lr_schedule_cosine_by_epoch_with_iteration_warmup():
