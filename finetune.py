@@ -33,7 +33,7 @@ import evaluate
 import model as bevt_model
 import run
 import synthetic as synthetic_set
-from run import check_ranges, parse_flags, ranged
+from run import check_ranges, input_path, parse_flags, ranged
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config: the dataclass defaults are the official K400 recipe; PRESETS overrides per dataset
@@ -43,7 +43,7 @@ from run import check_ranges, parse_flags, ranged
 class FinetuneConfig:
     preset: str = field(default="k400", metadata={"choices": ("k400", "ssv2", "diving48")})
     model: str = field(default="base", metadata={"choices": tuple(bevt_model.PRESETS)})  # official: Swin-B
-    init: str = ""  # ours (pretraining or finetune .pt), official BEVT .pth, torchvision swin3d_* .pth, or "none"
+    init: str = input_path()  # ours (pretraining or finetune .pt), official BEVT / torchvision swin3d_* .pth, "none"
     out_dir: str = "runs/finetune"
     resume: bool = False  # continue from the newest checkpoint in out_dir
     eval: bool = False  # no training: evaluate --init (or the newest checkpoint in out_dir)
@@ -51,10 +51,10 @@ class FinetuneConfig:
     export_torchvision: str = ""  # write the final weights as a torchvision swin3d_* state dict here
     linear_probe: bool = False  # frozen encoder (eval mode), BatchNorm1d(affine=False) + Linear trained: MAE's probe
     # data
-    train_ann: str = ""
-    train_root: str = ""
-    test_ann: str = ""
-    test_root: str = ""
+    train_ann: str = input_path()
+    train_root: str = input_path()
+    test_ann: str = input_path()
+    test_root: str = input_path()
     sampling: str = field(default="dense", metadata={"choices": ("dense", "uniform")})  # official: SampleFrames(32, 2)
     clip_len: int = ranged(32, min=1)  # BEVT §4.1: clip length 32
     frame_interval: int = ranged(2, min=1)  # official k400 cfg; unused by uniform (segment) sampling

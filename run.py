@@ -94,12 +94,20 @@ def parse_flags(cls, argv, description, positional=(), variants=None):
     for f in dataclasses.fields(cls):
         if f.name in given:
             check_range(f, given[f.name])
+            if f.metadata.get("input") and given[f.name] not in ("", "none") and not os.path.exists(given[f.name]):
+                raise SystemExit(f"{flag(f.name)} {given[f.name]}: no such file or folder")
     return given
 
 
 def ranged(default, **bounds):
     """A config field with a range: `clip_len: int = ranged(16, min=1)`; bounds "min", "max" (inclusive), "above"."""
     return dataclasses.field(default=default, metadata=bounds)
+
+
+def input_path(default=""):
+    """A config field naming a file or folder the run reads (`video_ann: str = input_path()`): a value given as a flag
+    must exist ("none" and "" pass), checked as the flags are parsed, before any work."""
+    return dataclasses.field(default=default, metadata={"input": True})
 
 
 def check_range(f, value):

@@ -31,7 +31,7 @@ import model as bevt_model
 import run
 import synthetic as synthetic_set
 import tokenizer as tok
-from run import check_ranges, parse_flags, ranged
+from run import check_ranges, input_path, parse_flags, ranged
 
 # ----------------------------------------------------------------------------------------------------------------------
 # config
@@ -47,18 +47,18 @@ class TrainConfig:
     # image stream attention: "official" = the released code's (the 2D shift mask on every block, the shift kept at
     # stage 4; the paper's numbers), "swin" = 2D Swin semantics (model.SwinBlock, docs/differences.md)
     image_attention: str = field(default="official", metadata={"choices": ("official", "swin")})
-    init: str = ""  # image-stage checkpoint (ours or the official release) to inflate into the joint stage
-    tokenizer: str = ""  # converted DALL-E encoder or VQ .pt (needed with data flags); empty: the synthetic run's VQ
+    init: str = input_path()  # image-stage checkpoint (ours or the official release) to inflate into the joint
+    tokenizer: str = input_path()  # converted DALL-E encoder or VQ .pt (needed with data); empty: the synthetic VQ
     tokenizer_precision: str = field(default="official", metadata={"choices": ("official", "fp32")})  # official: the
     # DALL-E encoder in fp16 on GPU under apex O1; fp32: real fp32 (no TF32)
     out_dir: str = "runs/pretrain"
     resume: bool = False  # continue from the newest checkpoint in out_dir
     # data. The video stream (K400 in the paper): a folder of videos (any depth), a list of paths or an annotation file
     # (K400 CSV, `path label` list, SSv2 / Diving-48 JSON, UCF101 / HMDB51 splits; auto-detected), labels unused
-    video_ann: str = ""
-    video_root: str = ""  # the folder the annotation's paths are relative to (default: --video-ann if a folder)
-    image_root: str = ""  # a folder of images, with or without class sub-folders (ImageNet train); --image-list's root
-    image_list: str = ""  # optional list of image paths (`path` or `path label`)
+    video_ann: str = input_path()
+    video_root: str = input_path()  # the folder the annotation's paths are relative to (default: a folder --video-ann)
+    image_root: str = input_path()  # a folder of images, with or without class folders (ImageNet); --image-list's root
+    image_list: str = input_path()  # optional list of image paths (`path` or `path label`)
     clip_len: int = ranged(16, min=1)  # official cfg: SampleFrames(clip_len=16, frame_interval=8)
     frame_interval: int = ranged(8, min=1)
     img_size: int = ranged(224, min=32)  # official cfg: RandomCrop(224)

@@ -118,14 +118,16 @@ def test_ssv2_groups_per_parameter_swin_b(preset):
     assert got["head.bias"] == (1.0, 0.05) and got["encoder.layers.0.blocks.0.attn.qkv.weight"] == (0.1, 0.05)
 
 
-def test_presets_are_the_official_recipes():
+def test_presets_are_the_official_recipes(tmp_path):
     k, s = cfg_for("k400"), cfg_for("ssv2")
     assert (k.lr, k.weight_decay, k.clip_grad, k.videos_per_gpu * k.accum * 8, k.clip_len, k.frame_interval) == \
         (3e-4, 0.001, 40.0, 64, 32, 2)
     assert (k.test_clips, k.test_crops, k.drop_path, k.head_dropout, k.epochs, k.warmup_epochs) == \
         (4, 3, 0.3, 0.5, 60, 2.5)
     assert finetune.PRESETS["diving48"] == {**finetune.PRESETS["ssv2"], "flip": True}
-    paths = {"train_ann": "a", "train_root": "r", "test_ann": "b", "test_root": "r"}
+    (tmp_path / "a.csv").write_text("")
+    paths = {"train_ann": str(tmp_path / "a.csv"), "train_root": str(tmp_path), "test_ann": str(tmp_path / "a.csv"),
+             "test_root": str(tmp_path)}
     cfg, synthetic = finetune.build_config(["--preset", "ssv2", *run.as_flags(paths), "--lr", "1e-3"])
     assert not synthetic and cfg == finetune.FinetuneConfig(
         **{**finetune.PRESETS["ssv2"], "preset": "ssv2", **paths, "lr": 1e-3})
@@ -137,12 +139,16 @@ def test_presets_are_the_official_recipes():
         ((16, 7, 7), (4, 7), 0.25, 0.1, True, 1)
 
 
-def test_a_missing_dataset_flag_is_named_before_the_out_dir_is_made(tmp_path):
-    out = ["--out-dir", str(tmp_path / "out")]
+def test_a_missing_or_absent_dataset_flag_is_named_before_the_out_dir_is_made(tmp_path):
+    (tmp_path / "a.csv").write_text("")
+    out, ann = ["--out-dir", str(tmp_path / "out")], str(tmp_path / "a.csv")
     with pytest.raises(SystemExit, match=r"^evaluation needs --test-ann and --test-root$"):
-        finetune.main(["--train-ann", "a.csv", "--train-root", "r", *out])
+        finetune.main(["--train-ann", ann, "--train-root", str(tmp_path), *out])
     with pytest.raises(SystemExit, match=r"^training needs --train-ann and --train-root \(or --eval true\)$"):
-        finetune.main(["--test-ann", "b.csv", "--test-root", "r", *out])
+        finetune.main(["--test-ann", ann, "--test-root", str(tmp_path), *out])
+    for name in ("train-ann", "train-root", "test-ann", "test-root", "init"):
+        with pytest.raises(SystemExit, match=rf"^--{name} {tmp_path / 'b.csv'}: no such file or folder$"):
+            finetune.main([f"--{name}", str(tmp_path / "b.csv"), *out])
     assert not (tmp_path / "out").exists()
 
 

@@ -299,16 +299,17 @@ def test_a_checkpoint_of_another_model_or_stage_names_what_it_holds(tiny_tokeniz
 
 
 def test_real_data_without_tokenizer_stops_at_once_naming_both_ways(tmp_path):
-    argv = ["--video-ann", str(tmp_path / "k400.csv"), "--video-root", str(tmp_path), "--out-dir", str(tmp_path)]
+    (tmp_path / "k400.csv").write_text("")
+    argv = ["--video-ann", str(tmp_path / "k400.csv"), "--video-root", str(tmp_path), "--out-dir", str(tmp_path / "out")]
     with pytest.raises(SystemExit) as e:
         train.main(argv)
     msg = str(e.value)
     assert "python tokenizer.py convert encoder.pkl dalle_encoder.pt" in msg and "--tokenizer dalle_encoder.pt" in msg
     assert f"python -m tools.dataset small-vq --root {tmp_path} --img-size 224" in msg
-    assert not list(tmp_path.iterdir())  # nothing was started: no folder, no tokenizer trained
+    assert [p.name for p in tmp_path.iterdir()] == ["k400.csv"]  # nothing was started: no folder, no tokenizer
 
 
-def test_flags_from_the_config_dataclass():
+def test_flags_from_the_config_dataclass(tmp_path):
     given = run.parse_flags(train.TrainConfig, ["--resume", "false", "--compile", "true", "--rescale", "1", "2"], "")
     assert given == {"resume": False, "compile": True, "rescale": (1, 2)}  # only what was given, typed
     values = {"stage": "video", "rescale": (146, 183), "resume": False, "lr": 0.001, "mask_ratio": 0.5}
@@ -321,8 +322,13 @@ def test_flags_from_the_config_dataclass():
         run.parse_flags(train.TrainConfig, ["--stage", "audio"], "")
     cfg, synthetic = train.build_config(["--epochs", "2"])  # no data flags: the embedded default, flags on top
     assert synthetic and cfg.model == "nano" and cfg.epochs == 2
-    cfg, synthetic = train.build_config(["--video-ann", "a.csv", "--image-root", "im"])
+    (tmp_path / "a.csv").write_text("")
+    cfg, synthetic = train.build_config(["--video-ann", str(tmp_path / "a.csv"), "--image-root", str(tmp_path)])
     assert not synthetic and cfg.model == "base" and cfg.epochs == 150  # the official joint run
+    for name in ("video-ann", "video-root", "image-root", "image-list", "tokenizer", "init"):  # inputs must exist
+        with pytest.raises(SystemExit, match=rf"^--{name} {tmp_path / 'b.csv'}: no such file or folder$"):
+            train.build_config([f"--{name}", str(tmp_path / "b.csv")])
+    assert train.build_config(["--init", "none"])[0].init == "none"
 
 
 def test_help_shows_what_the_no_argument_run_changes(capsys):
