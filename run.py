@@ -266,7 +266,10 @@ def resume_checkpoint(out_dir, env, training=True):
     path = latest_checkpoint(out_dir, env)
     same_on_all_ranks(None if path is None else str(path), env, f"the newest checkpoint in {out_dir}")
     if path is None and training:  # killed before its first checkpoint: it trains from step 0, so logs its rows again
-        forget_logged_steps_after(0, out_dir, env)
+        dropped = forget_logged_steps_after(0, out_dir, env)
+        if dropped:
+            env.log(f"note: no checkpoint to resume from: training starts at step 0 and the {dropped} rows an earlier "
+                    f"attempt wrote to {Path(out_dir) / 'log.jsonl'} are dropped")
     return path
 
 
@@ -310,10 +313,10 @@ def resume_from(path, raw_model, optimizer, scaler, cfg, env, ignore=()):
 
 def forget_logged_steps_after(step, out_dir, env):
     """Rank 0 rewrites log.jsonl without the rows after `step` (a resumed run trains and logs them again) and without
-    a cut-off last line (a crash in the middle of an append), which it names."""
+    a cut-off last line (a crash in the middle of an append), which it names. Returns how many rows it dropped."""
     log = Path(out_dir) / "log.jsonl"
     if not (env.master and log.exists()):
-        return
+        return 0
     lines = [line for line in log.read_text(errors="replace").splitlines(keepends=True) if line.strip()]
     rows = []
     for i, line in enumerate(lines, 1):
@@ -323,13 +326,10 @@ def forget_logged_steps_after(step, out_dir, env):
             if i < len(lines):
                 raise SystemExit(f"{log}:{i}: not a log row ({line[:60]!r}); move the file away to resume") from None
             env.log(f"note: {log}:{i}: dropped a cut-off last line ({line[:60]!r})")
-    dropped = sum(s > step for s, _ in rows)
-    if dropped and step == 0:
-        env.log(f"note: no checkpoint to resume from: training starts at step 0 and the {dropped} rows an earlier "
-                f"attempt wrote to {log} are dropped")
     tmp = log.with_name(f".log.jsonl.{os.getpid()}.tmp")
     tmp.write_text("".join(line for s, line in rows if s <= step))
     os.replace(tmp, log)  # atomic: the log is never left half-written
+    return sum(s > step for s, _ in rows)
 
 
 def restore_rng(states, env):

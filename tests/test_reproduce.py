@@ -225,3 +225,10 @@ def test_a_second_reproduce_on_a_running_out_dir_stops_before_any_run(tiny, tmp_
     assert second.returncode != 0 and "Traceback" not in second.stderr
     assert f"--out-dir {tmp_path} is in use by a running run (pid {holder.pid}" in second.stderr
     assert second.stdout == "" and [p.name for p in tmp_path.iterdir()] == ["run.lock"]
+
+
+def test_a_data_or_tokenizer_flag_that_does_not_exist_stops_before_the_out_dir_is_made(tmp_path):
+    for name in ("data", "tokenizer"):
+        with pytest.raises(SystemExit, match=rf"^--{name} {tmp_path / 'nowhere'}: no such file or folder$"):
+            reproduce.main([f"--{name}", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path / "runs")])
+    assert not (tmp_path / "runs").exists()

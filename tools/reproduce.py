@@ -40,7 +40,7 @@ import evaluate
 import model as bevt_model
 import readers
 import run
-from run import as_flags, parse_flags, ranged
+from run import as_flags, input_path, parse_flags, ranged
 from tools import factorial
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -58,8 +58,8 @@ class ReproduceConfig:
     # how many of the seeds (the first ones) also get the finetune readout; -1: the budget's
     finetune_seeds: int = ranged(-1, min=-1)
     out_dir: str = "runs/reproduce"
-    data: str = ""  # a factorial set (tools/factorial.py layout); empty: the default one, generated on first use
-    tokenizer: str = ""  # the small VQ .pt; empty: `python -m tools.dataset small-vq` on the training videos, once
+    data: str = input_path()  # a factorial set (tools/factorial.py layout); empty: the default one, made on first use
+    tokenizer: str = input_path()  # the small VQ .pt; empty: `python -m tools.dataset small-vq` on the training videos
     # runs at a time, each with cores / jobs threads; 0: one per core (the nano model's small ops use one core well
     # and two poorly)
     jobs: int = ranged(0, min=0)
